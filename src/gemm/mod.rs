@@ -1,0 +1,350 @@
+//! Cache-blocked, multithreaded `f32` matrix multiply: `C ← α·A·B + β·C`.
+//!
+//! Two entry points:
+//! * [`gemm`] / [`gemm_with`]: safe, over [`MatRef`]/[`MatMut`] views, with
+//!   shape checks that panic with the dimensions involved.
+//! * [`sgemm`]: the raw-pointer entry point with exactly the signature and
+//!   meaning of `matrixmultiply::sgemm`, so one can replace the other.
+//!
+//! Conventions (BLAS): transposes are stride swaps; `β = 0` means C is never
+//! read (it may hold NaN or be uninitialised memory's worth of garbage); `α = 0`
+//! or `k = 0` means A and B are not read and C becomes `β·C`.
+//!
+//! # How it runs
+//! * **Kernels**: register-blocked microkernels per ISA (AVX-512F 12×32,
+//!   AVX2+FMA 6×16, portable 6×8), chosen once at run time
+//!   ([`crate::active_isa`]). Block sizes and the cache level each targets are in
+//!   [`Blocking`] ([`Isa::blocking`]).
+//! * **Orientation**: the kernels store rows of C with vector stores; when C is
+//!   column-major the product is computed as `Cᵀ = Bᵀ·Aᵀ` instead.
+//! * **Path**: small problems (operands fit in L2) and single-column-strip
+//!   problems skip packing A; everything else runs the BLIS loop nest.
+//! * **Threads**: C is cut into as many row or column ranges as threads, at
+//!   multiples of the register tile, and each thread runs the whole algorithm on
+//!   its range; k is never split. Every element of C is therefore computed by
+//!   the same instructions in the same order whatever the thread count: results
+//!   are bitwise identical for 1, 2 or N threads. Problems under about 2·96³
+//!   flops stay on the calling thread, as do calls from inside a rayon worker.
+
+pub(crate) mod loops;
+mod pack;
+
+use crate::kernel::{active_isa, dispatch, Blocking, Isa};
+use crate::matrix::{MatMut, MatRef};
+use crate::parallel::{self, Threads};
+
+use loops::{Path, Problem, Run};
+
+/// Products with fewer multiply-adds than this stay on the calling thread:
+/// waking a worker costs more than the work saved.
+const PARALLEL_MIN_FMAS: usize = 96 * 96 * 96;
+
+/// Operand footprint (floats of A, B and C) under which packing A is skipped:
+/// about 192 KiB, so everything stays in L2 while the tiles are computed.
+const DIRECT_MAX_FLOATS: usize = 48 * 1024;
+
+/// Whether operand A is copied into packed micro-panels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Packing {
+    /// Decide from the shape (see the module docs).
+    #[default]
+    Auto,
+    /// Always run the packed (BLIS) loop nest.
+    Always,
+    /// Never pack A; B is copied only where a strip is partial or not
+    /// contiguous along its rows. No blocking over k.
+    Never,
+}
+
+/// Options of a [`gemm_with`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GemmOptions {
+    /// How many threads to use.
+    pub threads: Threads,
+    /// Force a kernel path; `None` uses [`crate::active_isa`].
+    pub isa: Option<Isa>,
+    /// Packing policy; the result is the same up to rounding either way.
+    pub packing: Packing,
+}
+
+/// `C ← α·A·B + β·C` with the crate's thread setting and active ISA.
+///
+/// Shapes: A is `m × k`, B is `k × n`, C is `m × n`; any strides.
+///
+/// # Panics
+/// If the shapes do not agree; the message names the dimension and both sizes.
+///
+/// ```
+/// use backprop::gemm::gemm;
+/// use backprop::matrix::{MatMut, MatRef};
+/// let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2 × 3
+/// let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 3 × 2
+/// let mut c = [f32::NAN; 4]; // β = 0: never read
+/// gemm(
+///     1.0,
+///     MatRef::from_slice(&a, 2, 3),
+///     MatRef::from_slice(&b, 3, 2),
+///     0.0,
+///     MatMut::from_slice_mut(&mut c, 2, 2),
+/// );
+/// assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
+/// // Aᵀ·A through strides, no copy:
+/// let mut g = [0.0f32; 9];
+/// let a = MatRef::from_slice(&a, 2, 3);
+/// gemm(1.0, a.t(), a, 0.0, MatMut::from_slice_mut(&mut g, 3, 3));
+/// assert_eq!(g[0], 17.0);
+/// ```
+#[track_caller]
+pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>) {
+    gemm_with(&GemmOptions::default(), alpha, a, b, beta, c)
+}
+
+/// [`gemm`] with explicit [`GemmOptions`] (thread count, forced ISA).
+///
+/// # Panics
+/// If the shapes do not agree, or `options.isa` names a path this CPU lacks.
+#[track_caller]
+pub fn gemm_with(
+    options: &GemmOptions,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    mut c: MatMut<'_>,
+) {
+    check_shapes(&a, &b, &c);
+    let isa = options.isa.unwrap_or_else(active_isa);
+    dispatch::require(isa);
+    let p = Problem {
+        m: a.rows(),
+        k: a.cols(),
+        n: b.cols(),
+        alpha,
+        a: a.as_ptr(),
+        rsa: a.row_stride(),
+        csa: a.col_stride(),
+        b: b.as_ptr(),
+        rsb: b.row_stride(),
+        csb: b.col_stride(),
+        beta,
+        c: c.as_mut_ptr(),
+        rsc: c.row_stride(),
+        csc: c.col_stride(),
+    };
+    // SAFETY: the views guarantee every element of A, B and C is in bounds, C's
+    // elements are distinct, and the borrows keep C exclusive of A and B.
+    unsafe { execute(p, isa, options.threads.count(), options.packing) }
+}
+
+#[track_caller]
+fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
+    if a.cols() != b.rows() {
+        shape_panic(format!(
+            "inner dimensions differ: A is {}×{} but B is {}×{} (A.cols = {} ≠ B.rows = {})",
+            a.rows(),
+            a.cols(),
+            b.rows(),
+            b.cols(),
+            a.cols(),
+            b.rows()
+        ));
+    }
+    if c.rows() != a.rows() || c.cols() != b.cols() {
+        shape_panic(format!(
+            "C is {}×{} but A·B is {}×{} (A is {}×{}, B is {}×{})",
+            c.rows(),
+            c.cols(),
+            a.rows(),
+            b.cols(),
+            a.rows(),
+            a.cols(),
+            b.rows(),
+            b.cols()
+        ));
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn shape_panic(msg: String) -> ! {
+    panic!("gemm: {msg}")
+}
+
+/// `C ← α·A·B + β·C` through raw pointers, a drop-in for `matrixmultiply::sgemm`.
+///
+/// A is `m × k` with element `(i, p)` at `a + i·rsa + p·csa`, B is `k × n`
+/// (`b + p·rsb + j·csb`), C is `m × n` (`c + i·rsc + j·csc`); strides are in
+/// elements and may be negative. Uses the crate's thread setting and active ISA.
+///
+/// # Safety
+/// * Every element of A and B addressed by the shapes and strides must be
+///   readable, and every element of C readable (unless β = 0) and writable.
+/// * The strides of C must map distinct `(i, j)` to distinct elements.
+/// * C must not overlap A or B.
+///
+/// ```
+/// let a = [1.0f32, 2.0, 3.0, 4.0];
+/// let mut c = [0.0f32; 4];
+/// // C = A·Aᵀ, A row-major 2 × 2; Aᵀ is A with its strides swapped.
+/// unsafe {
+///     backprop::gemm::sgemm(
+///         2, 2, 2, 1.0, a.as_ptr(), 2, 1, a.as_ptr(), 1, 2, 0.0, c.as_mut_ptr(), 2, 1,
+///     )
+/// };
+/// assert_eq!(c, [5.0, 11.0, 11.0, 25.0]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    let p = Problem {
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        rsc,
+        csc,
+    };
+    // SAFETY: the caller's contract above is exactly `execute`'s.
+    unsafe { execute(p, active_isa(), parallel::num_threads(), Packing::Auto) }
+}
+
+/// How a problem is cut across threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    Rows { chunk: usize },
+    Cols { chunk: usize },
+}
+
+/// Decides orientation, path and split, then runs the pieces.
+///
+/// # Safety
+/// As [`sgemm`]; `isa` is available.
+pub(crate) unsafe fn execute(p: Problem, isa: Isa, threads: usize, packing: Packing) {
+    if p.m == 0 || p.n == 0 {
+        return;
+    }
+    if p.k == 0 || p.alpha == 0.0 {
+        // SAFETY: forwarded caller contract on C.
+        unsafe { scale_c(&p) };
+        return;
+    }
+    // Vector stores run along rows of C: prefer the orientation where C's
+    // columns are contiguous (or the smaller stride when neither is).
+    let p = if p.csc != 1 && (p.rsc == 1 || p.rsc.unsigned_abs() < p.csc.unsigned_abs()) {
+        p.transposed()
+    } else {
+        p
+    };
+    let bl = isa.blocking();
+    let path = match packing {
+        Packing::Auto => choose_path(&p, &bl),
+        Packing::Always => Path::Packed,
+        Packing::Never => Path::Direct,
+    };
+    let (split, pieces) = choose_split(&p, &bl, path, threads);
+    let piece = |t: usize| {
+        let q = match split {
+            Split::Rows { chunk } => p.rows(t * chunk, chunk.min(p.m - t * chunk)),
+            Split::Cols { chunk } => p.cols(t * chunk, chunk.min(p.n - t * chunk)),
+        };
+        dispatch::run(isa, Run { problem: &q, path });
+    };
+    parallel::for_each_piece(threads, pieces, piece);
+}
+
+/// Skip packing A when everything fits in L2, or when there is a single
+/// strip of columns (A would be read once, so packing it only adds a copy) and
+/// that strip of B is small enough to stay cached while all of A streams by.
+fn choose_path(p: &Problem, bl: &Blocking) -> Path {
+    let footprint = p.m * p.k + p.k * p.n + p.m * p.n;
+    let single_strip = p.n <= bl.nr && p.k * bl.nr <= 32 * 1024;
+    if footprint <= DIRECT_MAX_FLOATS || single_strip {
+        Path::Direct
+    } else {
+        Path::Packed
+    }
+}
+
+/// Cuts C into at most `threads` ranges at multiples of the register tile, so
+/// the tile grid (and with it every element's arithmetic) is the same as with
+/// one thread. Rows are preferred when the packed path would otherwise make
+/// every thread pack all of A (packing A is a scalar gather, B a vector copy).
+fn choose_split(p: &Problem, bl: &Blocking, path: Path, threads: usize) -> (Split, usize) {
+    let whole = (Split::Rows { chunk: p.m }, 1);
+    if threads <= 1 || p.m * p.n * p.k < PARALLEL_MIN_FMAS {
+        return whole;
+    }
+    let tiles_m = p.m.div_ceil(bl.mr);
+    let tiles_n = p.n.div_ceil(bl.nr);
+    let by_rows = |t: usize| {
+        let chunk = tiles_m.div_ceil(t) * bl.mr;
+        (Split::Rows { chunk }, p.m.div_ceil(chunk))
+    };
+    let by_cols = |t: usize| {
+        let chunk = tiles_n.div_ceil(t) * bl.nr;
+        (Split::Cols { chunk }, p.n.div_ceil(chunk))
+    };
+    let prefer_rows = match path {
+        Path::Direct => tiles_n < threads,
+        Path::Packed => p.m >= p.n || tiles_n < threads,
+    };
+    let (first, second) = if prefer_rows {
+        (by_rows(threads), by_cols(threads))
+    } else {
+        (by_cols(threads), by_rows(threads))
+    };
+    if first.1 >= threads || first.1 >= second.1 {
+        first
+    } else {
+        second
+    }
+}
+
+/// `C ← β·C` (`β = 0` writes zeros without reading C).
+///
+/// # Safety
+/// As [`sgemm`] for C.
+unsafe fn scale_c(p: &Problem) {
+    for i in 0..p.m {
+        for j in 0..p.n {
+            // SAFETY: (i, j) is inside C by the caller's contract.
+            unsafe {
+                let x = p.c.offset(i as isize * p.rsc + j as isize * p.csc);
+                *x = if p.beta == 0.0 { 0.0 } else { p.beta * *x };
+            }
+        }
+    }
+}
+
+/// The register tile and blocking of the active ISA's GEMM kernels.
+///
+/// ```
+/// let b = backprop::gemm::blocking();
+/// assert!(b.mr >= 1 && b.nr % 8 == 0 && b.kc >= 64);
+/// ```
+pub fn blocking() -> Blocking {
+    active_isa().blocking()
+}

@@ -1,0 +1,69 @@
+//! AVX-512F kernels (x86-64): 512-bit registers, a 12 × 32 register tile.
+//!
+//! Thirty-two zmm registers: 12 × 2 accumulators + 2 for the B row + broadcasts
+//! of A. Twenty-four independent FMA chains cover the 4-cycle latency of two
+//! 512-bit FMA ports (8 chains needed) with room to hide load latency.
+
+use core::arch::x86_64::*;
+
+use super::{Blocking, KernelOp, Simd};
+
+/// Token for the AVX-512F instruction set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512;
+
+impl Simd for Avx512 {
+    const LANES: usize = 16;
+    type V = __m512;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+}
+
+const MR: usize = 12;
+const NV: usize = 2;
+
+/// Block sizes for ≥ 32 KiB L1d and ≥ 1 MiB L2 per core (Skylake-SP … Sapphire Rapids, Zen 4).
+pub(crate) const BLOCKING: Blocking = Blocking {
+    mr: MR,
+    nr: NV * 16,
+    // kc × nr × 4 B = 24 KiB: the reused B micro-panel stays in L1.
+    kc: 192,
+    // mc × kc × 4 B = 180 KiB: the packed A block stays in L2.
+    mc: 240,
+    // kc × nc × 4 B = 3 MiB: the packed B panel stays in L3.
+    nc: 4096,
+};
+
+/// Runs `op` with the AVX-512 kernel set.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
+    // SAFETY: the operations below are covered by this function's # Safety contract
+    // (CPU features of the ISA, pointer validity), which the caller upholds.
+    unsafe { op.run::<Avx512, MR, NV>(&BLOCKING) }
+}

@@ -1,0 +1,202 @@
+//! Register-blocked microkernels and the SIMD vocabulary they are written in.
+//!
+//! # The microkernel contract
+//!
+//! A microkernel computes one `MR × NR` tile of C from a slice of the k dimension:
+//!
+//! ```text
+//! C[i, j] ← α · Σ_{p < kc} A[i, p] · B[p, j]  +  β · C[i, j]     i < m_eff ≤ MR, j < n_eff ≤ NR
+//! ```
+//!
+//! * `A[i, p]` is read at `a + i·a_rs + p·a_cs`. For a packed micro-panel
+//!   `a_rs = 1, a_cs = MR`; the no-packing path passes the caller's strides.
+//! * Row `p` of B is `NR` contiguous floats at `b + p·b_rs`. For a packed
+//!   micro-panel `b_rs = NR`; the no-packing path passes B's row stride (its
+//!   column stride must be 1).
+//! * All `MR` rows of A and `NR` columns of B are read, even past `m_eff`/`n_eff`
+//!   (packing pads edges with zeros); only the `m_eff × n_eff` corner of C is
+//!   touched. β = 0 means C is never read, so it may hold NaN.
+//! * Edge tiles and tiles of C with a non-unit column stride go through a
+//!   register-sized buffer, using the **same** vector arithmetic as full tiles:
+//!   a C element gets bitwise the same value whichever path wrote it. This is
+//!   what lets the threaded GEMM give identical bits for every thread count.
+//!
+//! The kernels are generic over [`Simd`] and `#[inline(always)]`; each ISA file
+//! instantiates them inside a `#[target_feature]` function, so the intrinsics
+//! inline into code compiled for that ISA while the rest of the crate stays
+//! baseline (run-time dispatch, no RUSTFLAGS needed).
+
+pub(crate) mod dispatch;
+mod peak;
+pub(crate) mod portable;
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
+pub use dispatch::{active_isa, available_isas, Isa};
+pub use peak::fma_peak_probe;
+
+/// One SIMD register of `f32` lanes, as the generic kernels see it.
+///
+/// Implementors are zero-sized tokens; every method is `unsafe` because it
+/// requires the CPU features of its ISA, which the caller's `#[target_feature]`
+/// context guarantees.
+pub(crate) trait Simd: Copy + 'static {
+    /// Lanes per vector.
+    const LANES: usize;
+    /// The register type.
+    type V: Copy;
+    /// All lanes set to `x`.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// Unaligned load of `LANES` floats.
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// Unaligned store of `LANES` floats.
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `a · b + c`, fused where the ISA has FMA.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a · b`.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// An operation that is instantiated once per kernel set and run inside that
+/// ISA's `#[target_feature]` context (see `dispatch::run`).
+///
+/// Implementations of `run` must be `#[inline(always)]`: that is what makes the
+/// intrinsics inline into the feature-enabled entry point.
+pub(crate) trait KernelOp {
+    /// What the operation returns.
+    type Output;
+    /// Runs the operation with SIMD token `S`, register tile `MR × NV·S::LANES`
+    /// and cache blocking `blocking`.
+    ///
+    /// # Safety
+    /// The CPU supports `S`; further requirements are the implementor's.
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(
+        self,
+        blocking: &Blocking,
+    ) -> Self::Output;
+}
+
+/// Cache blocking of one kernel set; each ISA file gives its values with the
+/// cache level each size targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    /// Rows of the register tile (micro-panel height of packed A).
+    pub mr: usize,
+    /// Columns of the register tile (micro-panel width of packed B).
+    pub nr: usize,
+    /// Depth of one pass over k; a `kc × nr` micro-panel of B stays in L1.
+    pub kc: usize,
+    /// Rows of a packed A block; the `mc × kc` block stays in L2.
+    pub mc: usize,
+    /// Columns of a packed B panel; the `kc × nc` panel stays in L3.
+    pub nc: usize,
+}
+
+/// Accumulates one register tile: `acc[i][v] = Σ_p A[i, p] · B[p, v·LANES ..]`.
+///
+/// # Safety
+/// The CPU supports `S`; `a` and `b` are readable as described in the module
+/// contract for `kc` steps, all `MR` rows and all `NV·LANES` columns.
+#[inline(always)]
+pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const f32,
+    b_rs: isize,
+) -> [[S::V; NV]; MR] {
+    // SAFETY: every pointer formed below addresses an element the caller
+    // guarantees readable (module contract); S's features are present.
+    unsafe {
+        let zero = S::splat(0.0);
+        let mut acc = [[zero; NV]; MR];
+        let mut ap = a;
+        let mut bp = b;
+        for _ in 0..kc {
+            let mut bv = [zero; NV];
+            for (v, slot) in bv.iter_mut().enumerate() {
+                *slot = S::load(bp.add(v * S::LANES));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = S::splat(*ap.offset(i as isize * a_rs));
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = S::fmadd(ai, bv[v], *x);
+                }
+            }
+            ap = ap.wrapping_offset(a_cs);
+            bp = bp.wrapping_offset(b_rs);
+        }
+        acc
+    }
+}
+
+/// Writes `α·acc + β·C` into the `m_eff × n_eff` corner of the tile at `c`.
+///
+/// # Safety
+/// The CPU supports `S`; the `m_eff × n_eff` elements at `c + i·rsc + j·csc`
+/// are valid for writes (and reads when `beta != 0`), and nothing else aliases them.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
+    acc: &[[S::V; NV]; MR],
+    alpha: f32,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    m_eff: usize,
+    n_eff: usize,
+) {
+    let nr = NV * S::LANES;
+    // SAFETY: C accesses stay inside the m_eff × n_eff corner the caller
+    // guarantees; buffer accesses stay inside `buf` (MR × nr floats).
+    unsafe {
+        let va = S::splat(alpha);
+        let vb = S::splat(beta);
+        if m_eff == MR && n_eff == nr && csc == 1 {
+            for (i, row) in acc.iter().enumerate() {
+                let cr = c.offset(i as isize * rsc);
+                for (v, x) in row.iter().enumerate() {
+                    let p = cr.add(v * S::LANES);
+                    let mut y = S::mul(va, *x);
+                    if beta != 0.0 {
+                        y = S::fmadd(vb, S::load(p), y);
+                    }
+                    S::store(p, y);
+                }
+            }
+            return;
+        }
+        // Edge or strided tile: stage through a buffer so the arithmetic is the
+        // same vector code as above.
+        let zero = S::splat(0.0);
+        let mut buf = [[zero; NV]; MR];
+        let bp = buf.as_mut_ptr() as *mut f32;
+        if beta != 0.0 {
+            for i in 0..m_eff {
+                for j in 0..n_eff {
+                    *bp.add(i * nr + j) = *c.offset(i as isize * rsc + j as isize * csc);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (v, x) in row.iter().enumerate() {
+                let p = bp.add(i * nr + v * S::LANES);
+                let mut y = S::mul(va, *x);
+                if beta != 0.0 {
+                    y = S::fmadd(vb, S::load(p), y);
+                }
+                S::store(p, y);
+            }
+        }
+        for i in 0..m_eff {
+            for j in 0..n_eff {
+                *c.offset(i as isize * rsc + j as isize * csc) = *bp.add(i * nr + j);
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Portable kernels written with `wide::f32x8`, for any CPU.
+//!
+//! `wide` picks its implementation from the *compile-time* target features:
+//! SSE2 pairs on a baseline x86-64 build, NEON on aarch64 (where NEON and FMA
+//! are part of the baseline), plain arrays elsewhere. This is the path used when
+//! no run-time-detected ISA is better, or when `BACKPROP_ISA=portable` forces it.
+
+use wide::f32x8;
+
+use super::{Blocking, KernelOp, Simd};
+
+/// Token for the portable instruction set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Portable;
+
+impl Simd for Portable {
+    const LANES: usize = 8;
+    type V = f32x8;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> f32x8 {
+        f32x8::splat(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32x8 {
+        // SAFETY: the caller guarantees LANES valid floats at `p` (trait contract).
+        unsafe { f32x8::from(core::ptr::read_unaligned(p as *const [f32; 8])) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: f32x8) {
+        // SAFETY: the caller guarantees LANES valid floats at `p` (trait contract).
+        unsafe { core::ptr::write_unaligned(p as *mut [f32; 8], v.to_array()) }
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
+    unsafe fn mul(a: f32x8, b: f32x8) -> f32x8 {
+        a * b
+    }
+}
+
+const MR: usize = 6;
+const NV: usize = 1;
+
+/// Conservative block sizes (32 KiB L1d, 256 KiB L2).
+pub(crate) const BLOCKING: Blocking = Blocking {
+    mr: MR,
+    nr: NV * 8,
+    // kc × nr × 4 B = 8 KiB of B micro-panel in L1.
+    kc: 256,
+    // mc × kc × 4 B = 96 KiB of packed A in L2.
+    mc: 96,
+    // kc × nc × 4 B = 4 MiB of packed B in L3.
+    nc: 4096,
+};
+
+/// Runs `op` with the portable kernel set.
+///
+/// # Safety
+/// Always sound to call; `unsafe` only to share the signature of the ISA entry points.
+pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
+    // SAFETY: the operations below are covered by this function's # Safety contract
+    // (CPU features of the ISA, pointer validity), which the caller upholds.
+    unsafe { op.run::<Portable, MR, NV>(&BLOCKING) }
+}
