@@ -32,3 +32,8 @@ pub mod reference;
 
 pub use kernel::{active_isa, Isa};
 pub use parallel::{num_threads, set_num_threads, Threads};
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -11,14 +11,19 @@
 //!      microkernel: MR × NR tile of C in registers
 //! ```
 //!
-//! Threads never enter here: each thread runs this whole nest on its own
-//! rectangle of C (see `gemm::plan`), with its own packing buffers.
+//! Threads: in the packed path the B panel is packed once, cooperatively, and
+//! shared; each thread then owns a range of rows of C (the ic loop is split)
+//! and packs its own A blocks. k is never split. The no-packing path runs
+//! whole on each thread's rectangle of C.
 
 use std::cell::RefCell;
 
-use crate::kernel::{accumulate, store_tile, Blocking, KernelOp, Simd};
+use crate::kernel::{
+    accumulate, dispatch, prefetch_tile, store_tile, Blocking, Isa, KernelOp, Simd,
+};
+use crate::parallel;
 
-use super::pack::{pack_a, pack_a_panel, pack_b, pack_b_panel};
+use super::pack::{pack_a, pack_a_panel, pack_b_panel};
 
 /// One `C ← α·A·B + β·C` problem as raw parts (matrixmultiply's argument order).
 #[derive(Clone, Copy, Debug)]
@@ -103,58 +108,203 @@ impl Scratch {
 }
 
 thread_local! {
-    /// Per-thread packing buffers for A and B, reused across calls so the
-    /// steady state allocates nothing.
+    /// Per-thread scratch, reused across calls so the steady state allocates
+    /// nothing: `.0` packed A blocks (and the direct path's edge strips), `.1`
+    /// the packed B panel a thread shares with the others while it orchestrates.
     static SCRATCH: RefCell<(Scratch, Scratch)> = RefCell::new(Default::default());
 }
 
-/// This thread's packing buffers, at least `a_len` and `b_len` floats, 64-byte
-/// aligned. The pointers stay valid until the next call on this thread; a GEMM
-/// never calls out to code that could make one, so they live through the call.
+/// This thread's A scratch (at least `len` floats, 64-byte aligned). The
+/// pointer stays valid until the next `scratch_a` call on this thread; a GEMM
+/// piece makes one call and never runs code that could make another.
 ///
-/// The loops must not run inside the `with` closure: closures do not inherit
+/// Kernel loops must not run inside the `with` closure: closures do not inherit
 /// the `#[target_feature]`s of the function around them, and the kernels would
 /// be compiled for the baseline ISA.
-fn scratch(a_len: usize, b_len: usize) -> (*mut f32, *mut f32) {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        (s.0.get(a_len), s.1.get(b_len))
-    })
+fn scratch_a(len: usize) -> *mut f32 {
+    SCRATCH.with(|s| s.borrow_mut().0.get(len))
 }
 
-/// The packed BLIS path for one sequential problem.
+/// This thread's B scratch; as [`scratch_a`].
+fn scratch_b(len: usize) -> *mut f32 {
+    SCRATCH.with(|s| s.borrow_mut().1.get(len))
+}
+
+/// Most floats of packed B shared by the threads at once (8 MiB): B is packed
+/// for as many KC blocks as fit, so one fork-join packs it all for most shapes.
+const B_GROUP_FLOATS: usize = 2 * 1024 * 1024;
+
+/// The packed BLIS path: `C ← α·A·B + β·C` with B packed once per (jc, k-group)
+/// and shared by `pieces` threads that each own `row_chunk` rows of C (a
+/// multiple of MR) and pack their own A blocks. `pieces = 1` runs inline.
+///
+/// Two fork-joins per group: pack B (each piece its share of micro-panels),
+/// then compute (each piece its rows). Packing is a copy and the compute order
+/// of every element is fixed, so the split does not change any result bit.
 ///
 /// # Safety
-/// The CPU supports `S`; `p` describes valid, non-overlapping A, B, C with
-/// `m, n, k ≥ 1`.
-#[inline(always)]
-unsafe fn gemm_packed<S: Simd, const MR: usize, const NV: usize>(p: &Problem, bl: &Blocking) {
-    let nr = NV * S::LANES;
-    let kc_max = bl.kc.min(p.k);
+/// As `gemm::sgemm` for `p`, with `m, n, k ≥ 1`; `isa` is available.
+pub(crate) unsafe fn packed(
+    p: &Problem,
+    isa: Isa,
+    threads: usize,
+    pieces: usize,
+    row_chunk: usize,
+) {
+    let bl = isa.blocking();
+    let nr = bl.nr;
     let nc_max = bl.nc.min(p.n.next_multiple_of(nr));
-    let mc_max = bl.mc.min(p.m.next_multiple_of(MR));
-    let (abuf, bbuf) = scratch(mc_max * kc_max, nc_max * kc_max);
-    // SAFETY: A, B and C are addressed only at (row, col) pairs inside their
-    // shapes, which the caller guarantees valid; the packed buffers hold
-    // mc_max·kc_max and nc_max·kc_max floats, the most one block packs
-    // (mc_max and nc_max are multiples of MR and NR); S's features are present.
-    unsafe {
-        for jc in (0..p.n).step_by(bl.nc) {
-            let ncb = bl.nc.min(p.n - jc);
-            for pc in (0..p.k).step_by(bl.kc) {
-                let kcb = bl.kc.min(p.k - pc);
+    // k rows of B packed per group: whole KC blocks, at least one.
+    let group = (B_GROUP_FLOATS / nc_max).max(bl.kc) / bl.kc * bl.kc;
+    let group_max = group.min(p.k);
+    let bbuf = scratch_b(nc_max * group_max);
+    for jc in (0..p.n).step_by(bl.nc) {
+        let ncb = bl.nc.min(p.n - jc);
+        let panels = ncb.div_ceil(nr);
+        let panel_chunk = panels.div_ceil(pieces);
+        for k0 in (0..p.k).step_by(group) {
+            let kg = group.min(p.k - k0);
+            let block = Block {
+                p,
+                jc,
+                ncb,
+                k0,
+                kg,
+                bbuf,
+            };
+            parallel::for_each_piece(threads, pieces, |t| {
+                let lo = (t * panel_chunk).min(panels);
+                let hi = ((t + 1) * panel_chunk).min(panels);
+                dispatch::run(
+                    isa,
+                    PackB {
+                        block,
+                        panels: lo..hi,
+                    },
+                );
+            });
+            parallel::for_each_piece(threads, pieces, |t| {
+                let lo = (t * row_chunk).min(p.m);
+                let hi = ((t + 1) * row_chunk).min(p.m);
+                dispatch::run(
+                    isa,
+                    Compute {
+                        block,
+                        rows: lo..hi,
+                    },
+                );
+            });
+        }
+    }
+}
+
+/// One (jc, k-group) block of the packed path, shared by its pieces.
+#[derive(Clone, Copy)]
+struct Block<'a> {
+    p: &'a Problem,
+    /// First column of the block and its width.
+    jc: usize,
+    ncb: usize,
+    /// First k of the group and its depth.
+    k0: usize,
+    kg: usize,
+    /// The packed group: for each KC block in turn, `ceil(ncb/nr)` micro-panels
+    /// of `nr × kcb`.
+    bbuf: *mut f32,
+}
+
+// SAFETY: pieces write disjoint micro-panels of `bbuf` (PackB) or only read it
+// (Compute), between fork-joins; the Problem's own guarantees cover the rest.
+unsafe impl Send for Block<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Block<'_> {}
+
+impl Block<'_> {
+    /// Offset in `bbuf` of the KC block starting at k = `pc`: the blocks of a
+    /// group follow one another and every earlier one is a full KC deep, so
+    /// they hold `(pc − k0) · ceil(ncb/nr) · nr` floats.
+    fn b_offset(&self, pc: usize, nr: usize) -> usize {
+        (pc - self.k0) * self.ncb.div_ceil(nr) * nr
+    }
+}
+
+/// Packs micro-panels `panels` of every KC block of a group.
+struct PackB<'a> {
+    block: Block<'a>,
+    panels: std::ops::Range<usize>,
+}
+
+impl KernelOp for PackB<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, bl: &Blocking) {
+        let b = self.block;
+        let p = b.p;
+        let nr = NV * S::LANES;
+        for pc in (b.k0..b.k0 + b.kg).step_by(bl.kc) {
+            let kcb = bl.kc.min(b.k0 + b.kg - pc);
+            for t in self.panels.clone() {
+                let j0 = t * nr;
+                let cols = nr.min(b.ncb - j0);
+                // SAFETY: rows pc..pc+kcb and columns jc+j0..jc+j0+cols are inside
+                // B; the destination panel lies inside the group buffer, sized
+                // nc_max × group floats, and belongs to this piece alone.
+                unsafe {
+                    let src =
+                        p.b.offset(pc as isize * p.rsb + (b.jc + j0) as isize * p.csb);
+                    let dst = b.bbuf.add(b.b_offset(pc, nr) + t * nr * kcb);
+                    pack_b_panel::<S>(nr, cols, kcb, src, p.rsb, p.csb, dst);
+                }
+            }
+        }
+    }
+}
+
+/// Computes rows `rows` of C for one (jc, k-group) block from the shared
+/// packed B, packing its own A blocks.
+struct Compute<'a> {
+    block: Block<'a>,
+    rows: std::ops::Range<usize>,
+}
+
+impl KernelOp for Compute<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, bl: &Blocking) {
+        let b = self.block;
+        let p = b.p;
+        let nr = NV * S::LANES;
+        let m = self.rows.len();
+        if m == 0 {
+            return;
+        }
+        let kc_max = bl.kc.min(b.kg);
+        let abuf = scratch_a(bl.mc.min(m.next_multiple_of(MR)) * kc_max);
+        // SAFETY: A is read at rows of `self.rows` and k inside the group, C is
+        // written at those rows and the block's columns (this piece's alone);
+        // abuf holds one packed A block (≤ MC rounded to MR, × kc_max); B panels
+        // are read where PackB wrote them; S's features are present.
+        unsafe {
+            for pc in (b.k0..b.k0 + b.kg).step_by(bl.kc) {
+                let kcb = bl.kc.min(b.k0 + b.kg - pc);
                 // β applies once, on the first pass over k; later passes accumulate.
                 let beta = if pc == 0 { p.beta } else { 1.0 };
-                let b_src = p.b.offset(pc as isize * p.rsb + jc as isize * p.csb);
-                pack_b(nr, ncb, kcb, b_src, p.rsb, p.csb, bbuf);
-                for ic in (0..p.m).step_by(bl.mc) {
-                    let mcb = bl.mc.min(p.m - ic);
+                let bblock = b.bbuf.add(b.b_offset(pc, nr));
+                for ic in (self.rows.start..self.rows.end).step_by(bl.mc) {
+                    let mcb = bl.mc.min(self.rows.end - ic);
                     let a_src = p.a.offset(ic as isize * p.rsa + pc as isize * p.csa);
                     pack_a(MR, mcb, kcb, a_src, p.rsa, p.csa, abuf);
-                    for jr in (0..ncb).step_by(nr) {
-                        let b_panel = bbuf.add(jr * kcb);
+                    for jr in (0..b.ncb).step_by(nr) {
+                        let b_panel = bblock.add(jr * kcb);
                         for ir in (0..mcb).step_by(MR) {
                             let a_panel = abuf.add(ir * kcb);
+                            let c_tile = p
+                                .c
+                                .offset((ic + ir) as isize * p.rsc + (b.jc + jr) as isize * p.csc);
+                            let (m_eff, n_eff) = (MR.min(mcb - ir), nr.min(b.ncb - jr));
+                            if beta != 0.0 {
+                                prefetch_tile::<S>(c_tile, p.rsc, p.csc, m_eff, n_eff);
+                            }
                             let acc = accumulate::<S, MR, NV>(
                                 kcb,
                                 a_panel,
@@ -163,9 +313,6 @@ unsafe fn gemm_packed<S: Simd, const MR: usize, const NV: usize>(p: &Problem, bl
                                 b_panel,
                                 nr as isize,
                             );
-                            let c_tile =
-                                p.c.offset((ic + ir) as isize * p.rsc + (jc + jr) as isize * p.csc);
-                            let (m_eff, n_eff) = (MR.min(mcb - ir), nr.min(ncb - jr));
                             store_tile::<S, MR, NV>(
                                 &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff,
                             );
@@ -181,74 +328,53 @@ unsafe fn gemm_packed<S: Simd, const MR: usize, const NV: usize>(p: &Problem, bl
 /// strips (and B strips without unit column stride) are copied into
 /// zero-padded panels. No blocking over k: meant for problems whose operands
 /// sit in L2, or that have a single column strip (A would be used only once).
-///
-/// # Safety
-/// As [`gemm_packed`].
-#[inline(always)]
-unsafe fn gemm_direct<S: Simd, const MR: usize, const NV: usize>(p: &Problem) {
-    let nr = NV * S::LANES;
-    let k = p.k;
-    let m_full = p.m - p.m % MR;
-    // The partial bottom strip of A (packed once) and the current B strip.
-    let (a_edge, b_strip) = scratch(MR * k, nr * k);
-    // SAFETY: full tiles read A rows ir..ir+MR < m_full and B columns
-    // jr..jr+nr ≤ n (unit column stride) in place; partial ones read only
-    // in-shape elements while packing into the MR·k and nr·k buffers; C is
-    // written only inside its shape; S's features are present.
-    unsafe {
-        if m_full < p.m {
-            let a_src = p.a.offset(m_full as isize * p.rsa);
-            pack_a_panel(MR, p.m - m_full, k, a_src, p.rsa, p.csa, a_edge);
-        }
-        for jr in (0..p.n).step_by(nr) {
-            let n_eff = nr.min(p.n - jr);
-            let b_src = p.b.offset(jr as isize * p.csb);
-            let (b_panel, b_rs) = if n_eff == nr && p.csb == 1 {
-                (b_src, p.rsb)
-            } else {
-                pack_b_panel(nr, n_eff, k, b_src, p.rsb, p.csb, b_strip);
-                (b_strip as *const f32, nr as isize)
-            };
-            for ir in (0..p.m).step_by(MR) {
-                let acc = if ir < m_full {
-                    let a_tile = p.a.offset(ir as isize * p.rsa);
-                    accumulate::<S, MR, NV>(k, a_tile, p.rsa, p.csa, b_panel, b_rs)
-                } else {
-                    accumulate::<S, MR, NV>(k, a_edge, 1, MR as isize, b_panel, b_rs)
-                };
-                let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
-                let m_eff = MR.min(p.m - ir);
-                store_tile::<S, MR, NV>(&acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff);
-            }
-        }
-    }
-}
-
-/// Which loop nest a piece runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Path {
-    /// Pack A and B (BLIS).
-    Packed,
-    /// Read operands in place.
-    Direct,
-}
-
-/// A sequential GEMM piece as a [`KernelOp`].
-pub(crate) struct Run<'a> {
+pub(crate) struct Direct<'a> {
+    /// The (sub-)problem, `m, n, k ≥ 1`.
     pub problem: &'a Problem,
-    pub path: Path,
 }
 
-impl KernelOp for Run<'_> {
+impl KernelOp for Direct<'_> {
     type Output = ();
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, bl: &Blocking) {
-        // SAFETY: the operations below are covered by this function's # Safety contract
-        // (CPU features of the ISA, pointer validity), which the caller upholds.
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, _: &Blocking) {
+        let p = self.problem;
+        let nr = NV * S::LANES;
+        let k = p.k;
+        let m_full = p.m - p.m % MR;
+        // The partial bottom strip of A (packed once), then the current B strip.
+        let scratch = scratch_a(MR * k + nr * k);
+        let (a_edge, b_strip) = (scratch, scratch.wrapping_add(MR * k));
+        // SAFETY: full tiles read A rows ir..ir+MR ≤ m_full and B columns
+        // jr..jr+nr ≤ n (unit column stride) in place; partial ones read only
+        // in-shape elements while packing into the MR·k and nr·k scratch
+        // areas; C is written only inside its shape; S's features are present.
         unsafe {
-            match self.path {
-                Path::Packed => gemm_packed::<S, MR, NV>(self.problem, bl),
-                Path::Direct => gemm_direct::<S, MR, NV>(self.problem),
+            if m_full < p.m {
+                let a_src = p.a.offset(m_full as isize * p.rsa);
+                pack_a_panel(MR, p.m - m_full, k, a_src, p.rsa, p.csa, a_edge);
+            }
+            for jr in (0..p.n).step_by(nr) {
+                let n_eff = nr.min(p.n - jr);
+                let b_src = p.b.offset(jr as isize * p.csb);
+                let (b_panel, b_rs) = if n_eff == nr && p.csb == 1 {
+                    (b_src, p.rsb)
+                } else {
+                    pack_b_panel::<S>(nr, n_eff, k, b_src, p.rsb, p.csb, b_strip);
+                    (b_strip as *const f32, nr as isize)
+                };
+                for ir in (0..p.m).step_by(MR) {
+                    let acc = if ir < m_full {
+                        let a_tile = p.a.offset(ir as isize * p.rsa);
+                        accumulate::<S, MR, NV>(k, a_tile, p.rsa, p.csa, b_panel, b_rs)
+                    } else {
+                        accumulate::<S, MR, NV>(k, a_edge, 1, MR as isize, b_panel, b_rs)
+                    };
+                    let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
+                    let m_eff = MR.min(p.m - ir);
+                    store_tile::<S, MR, NV>(
+                        &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff,
+                    );
+                }
             }
         }
     }

@@ -23,8 +23,8 @@
 //!   multiples of the register tile, and each thread runs the whole algorithm on
 //!   its range; k is never split. Every element of C is therefore computed by
 //!   the same instructions in the same order whatever the thread count: results
-//!   are bitwise identical for 1, 2 or N threads. Problems under about 2·96³
-//!   flops stay on the calling thread, as do calls from inside a rayon worker.
+//!   are bitwise identical for 1, 2 or N threads. Problems under 4 Mi
+//!   multiply-adds (about 160³) stay on the calling thread, as do calls from inside a rayon worker.
 
 pub(crate) mod loops;
 mod pack;
@@ -33,11 +33,12 @@ use crate::kernel::{active_isa, dispatch, Blocking, Isa};
 use crate::matrix::{MatMut, MatRef};
 use crate::parallel::{self, Threads};
 
-use loops::{Path, Problem, Run};
+use loops::Problem;
 
 /// Products with fewer multiply-adds than this stay on the calling thread:
-/// waking a worker costs more than the work saved.
-const PARALLEL_MIN_FMAS: usize = 96 * 96 * 96;
+/// waking a worker and splitting the tiles costs more than it saves (measured:
+/// 128³ ran slower on two threads than on one).
+const PARALLEL_MIN_FMAS: usize = 4 << 20;
 
 /// Operand footprint (floats of A, B and C) under which packing A is skipped:
 /// about 192 KiB, so everything stays in L2 while the tiles are computed.
@@ -231,6 +232,15 @@ pub unsafe fn sgemm(
     unsafe { execute(p, active_isa(), parallel::num_threads(), Packing::Auto) }
 }
 
+/// Which loop nest runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// Pack A and B (BLIS).
+    Packed,
+    /// Read operands in place.
+    Direct,
+}
+
 /// How a problem is cut across threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Split {
@@ -265,14 +275,27 @@ pub(crate) unsafe fn execute(p: Problem, isa: Isa, threads: usize, packing: Pack
         Packing::Never => Path::Direct,
     };
     let (split, pieces) = choose_split(&p, &bl, path, threads);
-    let piece = |t: usize| {
-        let q = match split {
-            Split::Rows { chunk } => p.rows(t * chunk, chunk.min(p.m - t * chunk)),
-            Split::Cols { chunk } => p.cols(t * chunk, chunk.min(p.n - t * chunk)),
-        };
-        dispatch::run(isa, Run { problem: &q, path });
-    };
-    parallel::for_each_piece(threads, pieces, piece);
+    match (path, split) {
+        // SAFETY: forwarded caller contract; m, n, k ≥ 1.
+        (Path::Packed, Split::Rows { chunk }) => unsafe {
+            loops::packed(&p, isa, threads, pieces, chunk)
+        },
+        (Path::Packed, Split::Cols { chunk }) => {
+            parallel::for_each_piece(threads, pieces, |t| {
+                let q = p.cols(t * chunk, chunk.min(p.n - t * chunk));
+                // SAFETY: a column range of a valid problem; pieces write
+                // disjoint columns of C.
+                unsafe { loops::packed(&q, isa, 1, 1, q.m) }
+            })
+        }
+        (Path::Direct, split) => parallel::for_each_piece(threads, pieces, |t| {
+            let q = match split {
+                Split::Rows { chunk } => p.rows(t * chunk, chunk.min(p.m - t * chunk)),
+                Split::Cols { chunk } => p.cols(t * chunk, chunk.min(p.n - t * chunk)),
+            };
+            dispatch::run(isa, loops::Direct { problem: &q });
+        }),
+    }
 }
 
 /// Skip packing A when everything fits in L2, or when there is a single
@@ -290,8 +313,9 @@ fn choose_path(p: &Problem, bl: &Blocking) -> Path {
 
 /// Cuts C into at most `threads` ranges at multiples of the register tile, so
 /// the tile grid (and with it every element's arithmetic) is the same as with
-/// one thread. Rows are preferred when the packed path would otherwise make
-/// every thread pack all of A (packing A is a scalar gather, B a vector copy).
+/// one thread. The packed path prefers rows (the threads share one packed B
+/// and pack disjoint parts of A, so nothing is copied twice); the direct path
+/// prefers columns (A is not packed, so column pieces duplicate nothing).
 fn choose_split(p: &Problem, bl: &Blocking, path: Path, threads: usize) -> (Split, usize) {
     let whole = (Split::Rows { chunk: p.m }, 1);
     if threads <= 1 || p.m * p.n * p.k < PARALLEL_MIN_FMAS {
@@ -309,7 +333,7 @@ fn choose_split(p: &Problem, bl: &Blocking, path: Path, threads: usize) -> (Spli
     };
     let prefer_rows = match path {
         Path::Direct => tiles_n < threads,
-        Path::Packed => p.m >= p.n || tiles_n < threads,
+        Path::Packed => tiles_m >= threads || tiles_n < threads,
     };
     let (first, second) = if prefer_rows {
         (by_rows(threads), by_cols(threads))

@@ -7,12 +7,14 @@
 //! micro-panels; element `(p, j)` of panel `t` sits at `t·NR·kc + p·NR + j`.
 //! Each loop reads its source along the unit-stride direction when there is one.
 
+use crate::kernel::Simd;
+
 /// Packs `rows × kc` (`rows ≤ mr`) of A starting at `a` into one `mr`-row
 /// micro-panel at `dst`, zero-filling rows `rows..mr`.
 ///
 /// # Safety
 /// `a + i·rsa + p·csa` is readable for `i < rows, p < kc`; `dst` is writable
-/// for `mr·kc` floats.
+/// for `mr·kc` floats and does not overlap A.
 #[inline(always)]
 pub(crate) unsafe fn pack_a_panel(
     mr: usize,
@@ -23,8 +25,8 @@ pub(crate) unsafe fn pack_a_panel(
     csa: isize,
     dst: *mut f32,
 ) {
-    // SAFETY: the operations below are covered by this function's # Safety contract
-    // (CPU features of the ISA, pointer validity), which the caller upholds.
+    // SAFETY: reads stay at i < rows, p < kc and writes at p·mr + i < mr·kc,
+    // as the caller guarantees.
     unsafe {
         if rows == mr && rsa == 1 {
             // Column-major A (e.g. Xᵀ read through strides): each column is contiguous.
@@ -70,19 +72,12 @@ pub(crate) unsafe fn pack_a(
     csa: isize,
     dst: *mut f32,
 ) {
-    // SAFETY: the operations below are covered by this function's # Safety contract
-    // (CPU features of the ISA, pointer validity), which the caller upholds.
-    unsafe {
-        for (t, i0) in (0..mc).step_by(mr).enumerate() {
-            pack_a_panel(
-                mr,
-                mr.min(mc - i0),
-                kc,
-                a.offset(i0 as isize * rsa),
-                rsa,
-                csa,
-                dst.add(t * mr * kc),
-            );
+    for (t, i0) in (0..mc).step_by(mr).enumerate() {
+        // SAFETY: panel t covers rows i0..i0+min(mr, mc−i0) of the caller's
+        // block and the t-th mr·kc slice of `dst`.
+        unsafe {
+            let src = a.offset(i0 as isize * rsa);
+            pack_a_panel(mr, mr.min(mc - i0), kc, src, rsa, csa, dst.add(t * mr * kc));
         }
     }
 }
@@ -91,10 +86,10 @@ pub(crate) unsafe fn pack_a(
 /// micro-panel at `dst`, zero-filling columns `cols..nr`.
 ///
 /// # Safety
-/// `b + p·rsb + j·csb` is readable for `p < kc, j < cols`; `dst` is writable
-/// for `nr·kc` floats.
+/// The CPU supports `S`; `b + p·rsb + j·csb` is readable for `p < kc, j < cols`;
+/// `dst` is writable for `nr·kc` floats and does not overlap B.
 #[inline(always)]
-pub(crate) unsafe fn pack_b_panel(
+pub(crate) unsafe fn pack_b_panel<S: Simd>(
     nr: usize,
     cols: usize,
     kc: usize,
@@ -103,8 +98,8 @@ pub(crate) unsafe fn pack_b_panel(
     csb: isize,
     dst: *mut f32,
 ) {
-    // SAFETY: the operations below are covered by this function's # Safety contract
-    // (CPU features of the ISA, pointer validity), which the caller upholds.
+    // SAFETY: reads stay at p < kc, j < cols (the 8 × 8 blocks lie inside
+    // cols8 × kc8), writes at p·nr + j < nr·kc, as the caller guarantees.
     unsafe {
         if csb == 1 {
             // Row-major B: each panel row is a contiguous run.
@@ -118,10 +113,20 @@ pub(crate) unsafe fn pack_b_panel(
             return;
         }
         if rsb == 1 {
-            // Column-major B (e.g. Wᵀ read through strides): read columns contiguously.
+            // Column-major B (e.g. Wᵀ read through strides): every column is
+            // contiguous along k. Whole 8 × 8 blocks go through a register
+            // transpose; the remainder is copied element by element.
+            let (cols8, kc8) = (cols - cols % 8, kc - kc % 8);
+            for j0 in (0..cols8).step_by(8) {
+                for p0 in (0..kc8).step_by(8) {
+                    let src = b.offset(j0 as isize * csb + p0 as isize);
+                    S::transpose8x8(src, csb, dst.add(p0 * nr + j0), nr);
+                }
+            }
             for j in 0..cols {
                 let src = b.offset(j as isize * csb);
-                for p in 0..kc {
+                let done = if j < cols8 { kc8 } else { 0 };
+                for p in done..kc {
                     *dst.add(p * nr + j) = *src.add(p);
                 }
             }
@@ -132,43 +137,10 @@ pub(crate) unsafe fn pack_b_panel(
                 }
             }
         }
-        if cols < nr {
-            for p in 0..kc {
-                for j in cols..nr {
-                    *dst.add(p * nr + j) = 0.0;
-                }
+        for p in 0..kc {
+            for j in cols..nr {
+                *dst.add(p * nr + j) = 0.0;
             }
-        }
-    }
-}
-
-/// Packs a `kc × nc` panel of B into `ceil(nc / nr)` micro-panels at `dst`.
-///
-/// # Safety
-/// As [`pack_b_panel`] for every panel; `dst` holds `ceil(nc/nr)·nr·kc` floats.
-#[inline(always)]
-pub(crate) unsafe fn pack_b(
-    nr: usize,
-    nc: usize,
-    kc: usize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    dst: *mut f32,
-) {
-    // SAFETY: the operations below are covered by this function's # Safety contract
-    // (CPU features of the ISA, pointer validity), which the caller upholds.
-    unsafe {
-        for (t, j0) in (0..nc).step_by(nr).enumerate() {
-            pack_b_panel(
-                nr,
-                nr.min(nc - j0),
-                kc,
-                b.offset(j0 as isize * csb),
-                rsb,
-                csb,
-                dst.add(t * nr * kc),
-            );
         }
     }
 }

@@ -40,6 +40,12 @@ impl Simd for Avx512 {
         // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
         unsafe { _mm512_mul_ps(a, b) }
     }
+    #[inline(always)]
+    unsafe fn transpose8x8(src: *const f32, src_rs: isize, dst: *mut f32, dst_rs: usize) {
+        // SAFETY: AVX-512F implies AVX (the dispatch enables both); the caller
+        // guarantees the 64 elements (trait contract).
+        unsafe { super::avx2::transpose8x8_avx(src, src_rs, dst, dst_rs) }
+    }
 }
 
 const MR: usize = 12;

@@ -58,6 +58,59 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `a · b`.
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// Copies an 8 × 8 block transposed: `dst[c·dst_rs + r] = src[r·src_rs + c]`
+    /// for `r, c < 8` (rows of `src` become columns of `dst`). Used to pack an
+    /// operand that is contiguous along the "wrong" dimension.
+    ///
+    /// # Safety
+    /// The 64 source and destination elements are valid; they do not overlap.
+    #[inline(always)]
+    unsafe fn transpose8x8(src: *const f32, src_rs: isize, dst: *mut f32, dst_rs: usize) {
+        for r in 0..8 {
+            for c in 0..8 {
+                // SAFETY: r, c < 8, inside the block the caller guarantees.
+                unsafe { *dst.add(c * dst_rs + r) = *src.offset(r as isize * src_rs + c as isize) };
+            }
+        }
+    }
+    /// Hints that the cache line holding `p` will be read soon. Never faults.
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: prefetch is part of x86-64's baseline (SSE) and never faults,
+        // whatever the address.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = p;
+    }
+}
+
+/// Prefetches the `m_eff × n_eff` tile of C at `c` (first and last element of
+/// each row), so the β·C read at the end of a long k loop does not stall.
+///
+/// # Safety
+/// The CPU supports `S` (prefetches never fault; addresses need not be valid).
+#[inline(always)]
+pub(crate) unsafe fn prefetch_tile<S: Simd>(
+    c: *const f32,
+    rsc: isize,
+    csc: isize,
+    m_eff: usize,
+    n_eff: usize,
+) {
+    if n_eff == 0 {
+        return;
+    }
+    for i in 0..m_eff {
+        let row = c.wrapping_offset(i as isize * rsc);
+        // SAFETY: prefetching is a hint and never faults.
+        unsafe {
+            S::prefetch(row);
+            S::prefetch(row.wrapping_offset((n_eff - 1) as isize * csc));
+        }
+    }
 }
 
 /// An operation that is instantiated once per kernel set and run inside that
@@ -116,21 +169,54 @@ pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
         let mut acc = [[zero; NV]; MR];
         let mut ap = a;
         let mut bp = b;
-        for _ in 0..kc {
-            let mut bv = [zero; NV];
-            for (v, slot) in bv.iter_mut().enumerate() {
-                *slot = S::load(bp.add(v * S::LANES));
+        // Unrolled by four: fewer loop branches and pointer bumps per FMA.
+        for _ in 0..kc / 4 {
+            for u in 0..4 {
+                rank1::<S, MR, NV>(
+                    &mut acc,
+                    a_rs,
+                    ap.wrapping_offset(u * a_cs),
+                    bp.wrapping_offset(u * b_rs),
+                );
             }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = S::splat(*ap.offset(i as isize * a_rs));
-                for (v, x) in row.iter_mut().enumerate() {
-                    *x = S::fmadd(ai, bv[v], *x);
-                }
-            }
+            ap = ap.wrapping_offset(4 * a_cs);
+            bp = bp.wrapping_offset(4 * b_rs);
+        }
+        for _ in 0..kc % 4 {
+            rank1::<S, MR, NV>(&mut acc, a_rs, ap, bp);
             ap = ap.wrapping_offset(a_cs);
             bp = bp.wrapping_offset(b_rs);
         }
         acc
+    }
+}
+
+/// One rank-1 update of a register tile: `acc += A[:, p] · B[p, :]`, with
+/// `A[i, p]` at `ap + i·a_rs` and `B[p, :]` at `bp`. A function, not a closure:
+/// closures do not inherit the caller's `#[target_feature]`s.
+///
+/// # Safety
+/// As [`accumulate`], for one step.
+#[inline(always)]
+unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
+    acc: &mut [[S::V; NV]; MR],
+    a_rs: isize,
+    ap: *const f32,
+    bp: *const f32,
+) {
+    // SAFETY: the caller guarantees MR elements of A at ap + i·a_rs and
+    // NV·LANES contiguous elements of B at bp; S's features are present.
+    unsafe {
+        let mut bv = [S::splat(0.0); NV];
+        for (v, slot) in bv.iter_mut().enumerate() {
+            *slot = S::load(bp.add(v * S::LANES));
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = S::splat(*ap.offset(i as isize * a_rs));
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = S::fmadd(ai, bv[v], *x);
+            }
+        }
     }
 }
 
