@@ -27,6 +27,7 @@
 pub mod gemm;
 pub mod kernel;
 pub mod matrix;
+pub mod nn;
 pub mod parallel;
 pub mod reference;
 

@@ -31,3 +31,76 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, mut c: MatMut<'
         }
     }
 }
+
+use crate::kernel::Activation;
+
+/// φ(z) in `f64`, straight from the definitions (the oracle for the vector code).
+pub fn activation(act: Activation, z: f64) -> f64 {
+    match act {
+        Activation::Identity => z,
+        Activation::Relu => {
+            if z.is_nan() {
+                z
+            } else {
+                z.max(0.0)
+            }
+        }
+        Activation::LeakyRelu { slope } => {
+            if z < 0.0 {
+                slope as f64 * z
+            } else {
+                z
+            }
+        }
+        Activation::Tanh => z.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-z).exp()),
+        Activation::Gelu => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * z * (1.0 + (c * (z + 0.044715 * z * z * z)).tanh())
+        }
+        Activation::Softplus => {
+            if z.is_nan() {
+                z
+            } else {
+                z.max(0.0) + (-z.abs()).exp().ln_1p()
+            }
+        }
+    }
+}
+
+/// φ′(z) in `f64`, from the textbook derivatives (φ′(0) = 0 for ReLU, the
+/// slope for leaky ReLU).
+pub fn activation_derivative(act: Activation, z: f64) -> f64 {
+    if z.is_nan() {
+        return z;
+    }
+    match act {
+        Activation::Identity => 1.0,
+        Activation::Relu => {
+            if z > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::LeakyRelu { slope } => {
+            if z > 0.0 {
+                1.0
+            } else {
+                slope as f64
+            }
+        }
+        Activation::Tanh => 1.0 - z.tanh().powi(2),
+        Activation::Sigmoid => {
+            let s = 1.0 / (1.0 + (-z).exp());
+            s * (1.0 - s)
+        }
+        Activation::Gelu => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let a = 0.044715;
+            let t = (c * (z + a * z * z * z)).tanh();
+            0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * c * (1.0 + 3.0 * a * z * z)
+        }
+        Activation::Softplus => 1.0 / (1.0 + (-z).exp()),
+    }
+}

@@ -19,7 +19,7 @@
 use std::cell::RefCell;
 
 use crate::kernel::{
-    accumulate, dispatch, prefetch_tile, store_tile, Blocking, Isa, KernelOp, Simd,
+    accumulate, dispatch, prefetch_tile, store_tile, Blocking, Epilogue, Isa, KernelOp, Simd,
 };
 use crate::parallel;
 
@@ -42,6 +42,8 @@ pub(crate) struct Problem {
     pub c: *mut f32,
     pub rsc: isize,
     pub csc: isize,
+    /// Applied to each tile of C on the last pass over k.
+    pub epi: Epilogue,
 }
 
 // SAFETY: a Problem is only built from views (or raw pointers whose validity
@@ -52,8 +54,10 @@ unsafe impl Send for Problem {}
 unsafe impl Sync for Problem {}
 
 impl Problem {
-    /// The same product as `Cᵀ = Bᵀ·Aᵀ`.
+    /// The same product as `Cᵀ = Bᵀ·Aᵀ` (only without an epilogue, whose
+    /// operands are laid out for C).
     pub(crate) fn transposed(self) -> Problem {
+        debug_assert!(matches!(self.epi, Epilogue::None));
         Problem {
             m: self.n,
             n: self.m,
@@ -69,22 +73,25 @@ impl Problem {
         }
     }
 
-    /// Rows `r0 .. r0 + rows` of the product (A and C restricted).
-    pub(crate) fn rows(self, r0: usize, rows: usize) -> Problem {
+    /// Rows `r0 .. r0 + rows` of the product (A, C and the epilogue
+    /// restricted); `r0` is a multiple of the strip height `mr`.
+    pub(crate) fn rows(self, r0: usize, rows: usize, mr: usize) -> Problem {
         Problem {
             m: rows,
             a: self.a.wrapping_offset(r0 as isize * self.rsa),
             c: self.c.wrapping_offset(r0 as isize * self.rsc),
+            epi: self.epi.at(r0, 0, mr),
             ..self
         }
     }
 
-    /// Columns `c0 .. c0 + cols` of the product (B and C restricted).
+    /// Columns `c0 .. c0 + cols` of the product (B, C and the epilogue restricted).
     pub(crate) fn cols(self, c0: usize, cols: usize) -> Problem {
         Problem {
             n: cols,
             b: self.b.wrapping_offset(c0 as isize * self.csb),
             c: self.c.wrapping_offset(c0 as isize * self.csc),
+            epi: self.epi.at(0, c0, 1),
             ..self
         }
     }
@@ -289,6 +296,8 @@ impl KernelOp for Compute<'_> {
                 let kcb = bl.kc.min(b.k0 + b.kg - pc);
                 // β applies once, on the first pass over k; later passes accumulate.
                 let beta = if pc == 0 { p.beta } else { 1.0 };
+                // The epilogue runs once, on the last pass over k.
+                let last = pc + kcb == p.k;
                 let bblock = b.bbuf.add(b.b_offset(pc, nr));
                 for ic in (self.rows.start..self.rows.end).step_by(bl.mc) {
                     let mcb = bl.mc.min(self.rows.end - ic);
@@ -313,8 +322,13 @@ impl KernelOp for Compute<'_> {
                                 b_panel,
                                 nr as isize,
                             );
+                            let epi = if last {
+                                p.epi.at(ic + ir, b.jc + jr, MR)
+                            } else {
+                                Epilogue::None
+                            };
                             store_tile::<S, MR, NV>(
-                                &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff,
+                                &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
                             );
                         }
                     }
@@ -371,8 +385,9 @@ impl KernelOp for Direct<'_> {
                     };
                     let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
                     let m_eff = MR.min(p.m - ir);
+                    let epi = p.epi.at(ir, jr, MR);
                     store_tile::<S, MR, NV>(
-                        &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff,
+                        &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
                     );
                 }
             }

@@ -26,10 +26,15 @@
 //!   are bitwise identical for 1, 2 or N threads. Problems under 4 Mi
 //!   multiply-adds (about 160³) stay on the calling thread, as do calls from inside a rayon worker.
 
+mod epilogue;
 pub(crate) mod loops;
 mod pack;
 
-use crate::kernel::{active_isa, dispatch, Blocking, Isa};
+pub use epilogue::{
+    backward_delta, dense_forward, gemm_epilogue, weight_grad, Accum, ActInput, BiasGrad, Epilogue,
+};
+
+use crate::kernel::{active_isa, dispatch, Blocking, Epilogue as TileEpilogue, Isa};
 use crate::matrix::{MatMut, MatRef};
 use crate::parallel::{self, Threads};
 
@@ -131,6 +136,7 @@ pub fn gemm_with(
         c: c.as_mut_ptr(),
         rsc: c.row_stride(),
         csc: c.col_stride(),
+        epi: TileEpilogue::None,
     };
     // SAFETY: the views guarantee every element of A, B and C is in bounds, C's
     // elements are distinct, and the borrows keep C exclusive of A and B.
@@ -138,7 +144,7 @@ pub fn gemm_with(
 }
 
 #[track_caller]
-fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
+pub(super) fn check_shapes(a: &MatRef<'_>, b: &MatRef<'_>, c: &MatMut<'_>) {
     if a.cols() != b.rows() {
         shape_panic(format!(
             "inner dimensions differ: A is {}×{} but B is {}×{} (A.cols = {} ≠ B.rows = {})",
@@ -227,6 +233,7 @@ pub unsafe fn sgemm(
         c,
         rsc,
         csc,
+        epi: TileEpilogue::None,
     };
     // SAFETY: the caller's contract above is exactly `execute`'s.
     unsafe { execute(p, active_isa(), parallel::num_threads(), Packing::Auto) }
@@ -256,14 +263,24 @@ pub(crate) unsafe fn execute(p: Problem, isa: Isa, threads: usize, packing: Pack
     if p.m == 0 || p.n == 0 {
         return;
     }
+    let has_epilogue = !matches!(p.epi, TileEpilogue::None);
     if p.k == 0 || p.alpha == 0.0 {
-        // SAFETY: forwarded caller contract on C.
-        unsafe { scale_c(&p) };
+        if has_epilogue {
+            // A and B are not read, but the epilogue still runs on β·C: a
+            // k = 0 product through the no-packing path does exactly that.
+            let q = Problem { k: 0, ..p };
+            dispatch::run(isa, loops::Direct { problem: &q });
+        } else {
+            // SAFETY: forwarded caller contract on C.
+            unsafe { scale_c(&p) };
+        }
         return;
     }
     // Vector stores run along rows of C: prefer the orientation where C's
-    // columns are contiguous (or the smaller stride when neither is).
-    let p = if p.csc != 1 && (p.rsc == 1 || p.rsc.unsigned_abs() < p.csc.unsigned_abs()) {
+    // columns are contiguous (or the smaller stride when neither is). An
+    // epilogue's operands are laid out like C, so it keeps the orientation.
+    let transpose = p.csc != 1 && (p.rsc == 1 || p.rsc.unsigned_abs() < p.csc.unsigned_abs());
+    let p = if transpose && !has_epilogue {
         p.transposed()
     } else {
         p
@@ -290,7 +307,7 @@ pub(crate) unsafe fn execute(p: Problem, isa: Isa, threads: usize, packing: Pack
         }
         (Path::Direct, split) => parallel::for_each_piece(threads, pieces, |t| {
             let q = match split {
-                Split::Rows { chunk } => p.rows(t * chunk, chunk.min(p.m - t * chunk)),
+                Split::Rows { chunk } => p.rows(t * chunk, chunk.min(p.m - t * chunk), bl.mr),
                 Split::Cols { chunk } => p.cols(t * chunk, chunk.min(p.n - t * chunk)),
             };
             dispatch::run(isa, loops::Direct { problem: &q });

@@ -26,6 +26,7 @@
 //! inline into code compiled for that ISA while the rest of the crate stays
 //! baseline (run-time dispatch, no RUSTFLAGS needed).
 
+pub mod activation;
 pub(crate) mod dispatch;
 mod peak;
 pub(crate) mod portable;
@@ -35,6 +36,7 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+pub use activation::Activation;
 pub use dispatch::{active_isa, available_isas, Isa};
 pub use peak::fma_peak_probe;
 
@@ -58,6 +60,34 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `a · b`.
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// `a + b`.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// `a − b`.
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    /// `a / b`.
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise minimum; which operand a NaN lane yields is unspecified
+    /// (callers that care patch NaN lanes with [`Simd::is_nan`]).
+    unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise maximum; NaN lanes as for [`Simd::min`].
+    unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+    /// `|a|`.
+    unsafe fn abs(a: Self::V) -> Self::V;
+    /// Round to the nearest integer (ties either way; only used for range reduction).
+    unsafe fn round(a: Self::V) -> Self::V;
+    /// `2ⁿ` for integral `n` in `[-126, 127]`.
+    unsafe fn pow2i(n: Self::V) -> Self::V;
+
+    /// A lane mask.
+    type M: Copy;
+    /// `a < b` (false for NaN lanes).
+    unsafe fn lt(a: Self::V, b: Self::V) -> Self::M;
+    /// `a > b` (false for NaN lanes).
+    unsafe fn gt(a: Self::V, b: Self::V) -> Self::M;
+    /// Lanes that are NaN.
+    unsafe fn is_nan(a: Self::V) -> Self::M;
+    /// `m ? a : b` lane-wise.
+    unsafe fn select(m: Self::M, a: Self::V, b: Self::V) -> Self::V;
     /// Copies an 8 × 8 block transposed: `dst[c·dst_rs + r] = src[r·src_rs + c]`
     /// for `r, c < 8` (rows of `src` become columns of `dst`). Used to pack an
     /// operand that is contiguous along the "wrong" dimension.
@@ -220,11 +250,167 @@ unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// Writes `α·acc + β·C` into the `m_eff × n_eff` corner of the tile at `c`.
+/// What happens to a finished tile between `α·AB + β·C` and the store, on the
+/// last pass over k only. Pointers are already advanced to the tile's origin
+/// (see [`Epilogue::at`]); null means "absent".
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Epilogue {
+    /// Store `α·AB + β·C`.
+    None,
+    /// `z = α·AB + β·C + bias[j]`; store `pre[i, j] = z` if `pre` is set; `C = φ(z)`.
+    Forward {
+        bias: *const f32,
+        act: Activation,
+        pre: *mut f32,
+        pre_rs: isize,
+        pre_cs: isize,
+    },
+    /// `C = (α·AB + β·C) ⊙ φ′(src)`, `src` being the pre-activation (or the
+    /// output when `from_output`); the column sums of the tile's rows are
+    /// stored at `colsum[j]` if `colsum` is set (one row of partial sums per
+    /// MR-row strip: the caller reduces the strips in order).
+    Backward {
+        act: Activation,
+        src: *const f32,
+        src_rs: isize,
+        src_cs: isize,
+        from_output: bool,
+        colsum: *mut f32,
+        colsum_rs: isize,
+    },
+}
+
+// SAFETY: the pointers describe caller-owned buffers that outlive the GEMM;
+// pieces on different threads touch disjoint tiles of them.
+unsafe impl Send for Epilogue {}
+// SAFETY: as above.
+unsafe impl Sync for Epilogue {}
+
+impl Epilogue {
+    /// The epilogue of the tile whose origin is `(i0, j0)` of the current
+    /// problem; `mr` is the strip height (`i0` must be a multiple of it).
+    pub(crate) fn at(&self, i0: usize, j0: usize, mr: usize) -> Epilogue {
+        let (i, j) = (i0 as isize, j0 as isize);
+        match *self {
+            Epilogue::None => Epilogue::None,
+            Epilogue::Forward {
+                bias,
+                act,
+                pre,
+                pre_rs,
+                pre_cs,
+            } => Epilogue::Forward {
+                bias: if bias.is_null() {
+                    bias
+                } else {
+                    bias.wrapping_offset(j)
+                },
+                act,
+                pre: if pre.is_null() {
+                    pre
+                } else {
+                    pre.wrapping_offset(i * pre_rs + j * pre_cs)
+                },
+                pre_rs,
+                pre_cs,
+            },
+            Epilogue::Backward {
+                act,
+                src,
+                src_rs,
+                src_cs,
+                from_output,
+                colsum,
+                colsum_rs,
+            } => Epilogue::Backward {
+                act,
+                src: src.wrapping_offset(i * src_rs + j * src_cs),
+                src_rs,
+                src_cs,
+                from_output,
+                colsum: if colsum.is_null() {
+                    colsum
+                } else {
+                    colsum.wrapping_offset((i0 / mr) as isize * colsum_rs + j)
+                },
+                colsum_rs,
+            },
+        }
+    }
+
+    /// Whether the auxiliary matrices have unit column stride (vector access).
+    fn unit_cols(&self) -> bool {
+        match *self {
+            Epilogue::None => true,
+            Epilogue::Forward { pre, pre_cs, .. } => pre.is_null() || pre_cs == 1,
+            Epilogue::Backward { src_cs, .. } => src_cs == 1,
+        }
+    }
+}
+
+/// One row of a tile through the epilogue: `y = α·acc + β·c` then the
+/// epilogue, all with unit-stride pointers (`c`, `pre`, `src` rows of `NV·LANES`
+/// floats, into C itself or into a staging buffer). Returns the final row.
+///
+/// # Safety
+/// The CPU supports `S`; every pointer that the epilogue kind uses is valid for
+/// `NV·LANES` floats.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_row<S: Simd, const NV: usize>(
+    acc: &[S::V; NV],
+    alpha: S::V,
+    beta: f32,
+    c: *mut f32,
+    epi: &Epilogue,
+    bias: &[S::V; NV],
+    pre: *mut f32,
+    src: *const f32,
+) -> [S::V; NV] {
+    // SAFETY: the caller guarantees the pointers; S's features are present.
+    unsafe {
+        let mut out = *acc;
+        for (v, y) in out.iter_mut().enumerate() {
+            let p = c.add(v * S::LANES);
+            *y = S::mul(alpha, *y);
+            if beta != 0.0 {
+                *y = S::fmadd(S::splat(beta), S::load(p), *y);
+            }
+            match *epi {
+                Epilogue::None => {}
+                Epilogue::Forward { act, .. } => {
+                    *y = S::add(*y, bias[v]);
+                    if !pre.is_null() {
+                        S::store(pre.add(v * S::LANES), *y);
+                    }
+                    *y = activation::forward::<S>(act, *y);
+                }
+                Epilogue::Backward {
+                    act, from_output, ..
+                } => {
+                    let s = S::load(src.add(v * S::LANES));
+                    let d = if from_output {
+                        activation::derivative_from_output::<S>(act, s)
+                    } else {
+                        activation::derivative::<S>(act, s)
+                    };
+                    *y = S::mul(*y, d);
+                }
+            }
+            S::store(p, *y);
+        }
+        out
+    }
+}
+
+/// Writes `α·acc + β·C`, passed through `epi`, into the `m_eff × n_eff` corner
+/// of the tile at `c`.
 ///
 /// # Safety
 /// The CPU supports `S`; the `m_eff × n_eff` elements at `c + i·rsc + j·csc`
-/// are valid for writes (and reads when `beta != 0`), and nothing else aliases them.
+/// are valid for writes (and reads when `beta != 0`), and nothing else aliases
+/// them; the epilogue's pointers are valid for the same corner (bias: `n_eff`
+/// floats; colsum: `n_eff` floats).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
@@ -236,52 +422,168 @@ pub(crate) unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
     csc: isize,
     m_eff: usize,
     n_eff: usize,
+    epi: &Epilogue,
 ) {
     let nr = NV * S::LANES;
-    // SAFETY: C accesses stay inside the m_eff × n_eff corner the caller
-    // guarantees; buffer accesses stay inside `buf` (MR × nr floats).
+    // SAFETY: direct accesses stay inside the m_eff × n_eff corner the caller
+    // guarantees (the direct path is taken only for full tiles); staged
+    // accesses stay inside the MR × nr buffers below.
     unsafe {
         let va = S::splat(alpha);
-        let vb = S::splat(beta);
-        if m_eff == MR && n_eff == nr && csc == 1 {
+        let zero = S::splat(0.0);
+        if matches!(epi, Epilogue::None) && m_eff == MR && n_eff == nr && csc == 1 {
+            // The plain GEMM's full tile: nothing but α·acc + β·C (the same
+            // arithmetic as finish_row without an epilogue).
             for (i, row) in acc.iter().enumerate() {
                 let cr = c.offset(i as isize * rsc);
                 for (v, x) in row.iter().enumerate() {
                     let p = cr.add(v * S::LANES);
                     let mut y = S::mul(va, *x);
                     if beta != 0.0 {
-                        y = S::fmadd(vb, S::load(p), y);
+                        y = S::fmadd(S::splat(beta), S::load(p), y);
                     }
                     S::store(p, y);
                 }
             }
             return;
         }
-        // Edge or strided tile: stage through a buffer so the arithmetic is the
-        // same vector code as above.
-        let zero = S::splat(0.0);
-        let mut buf = [[zero; NV]; MR];
-        let bp = buf.as_mut_ptr() as *mut f32;
+        let mut bias = [zero; NV];
+        let mut colsum = [zero; NV];
+        let colsum_ptr = match *epi {
+            Epilogue::Backward { colsum, .. } => colsum,
+            _ => core::ptr::null_mut(),
+        };
+        if m_eff == MR && n_eff == nr && csc == 1 && epi.unit_cols() {
+            let (pre, pre_rs) = match *epi {
+                Epilogue::Forward {
+                    bias: b,
+                    pre,
+                    pre_rs,
+                    ..
+                } => {
+                    if !b.is_null() {
+                        for (v, x) in bias.iter_mut().enumerate() {
+                            *x = S::load(b.add(v * S::LANES));
+                        }
+                    }
+                    (pre, pre_rs)
+                }
+                _ => (core::ptr::null_mut(), 0),
+            };
+            let (src, src_rs) = match *epi {
+                Epilogue::Backward { src, src_rs, .. } => (src, src_rs),
+                _ => (core::ptr::null(), 0),
+            };
+            for (i, row) in acc.iter().enumerate() {
+                let ii = i as isize;
+                let y = finish_row::<S, NV>(
+                    row,
+                    va,
+                    beta,
+                    c.offset(ii * rsc),
+                    epi,
+                    &bias,
+                    pre.wrapping_offset(ii * pre_rs),
+                    src.wrapping_offset(ii * src_rs),
+                );
+                for (s, y) in colsum.iter_mut().zip(y) {
+                    *s = S::add(*s, y);
+                }
+            }
+            if !colsum_ptr.is_null() {
+                for (v, s) in colsum.iter().enumerate() {
+                    S::store(colsum_ptr.add(v * S::LANES), *s);
+                }
+            }
+            return;
+        }
+        // Edge or strided tile: stage C (and the epilogue's operands) through
+        // zero-padded buffers so the arithmetic is the same vector code.
+        let mut cbuf = [[zero; NV]; MR];
+        let cb = cbuf.as_mut_ptr() as *mut f32;
         if beta != 0.0 {
             for i in 0..m_eff {
                 for j in 0..n_eff {
-                    *bp.add(i * nr + j) = *c.offset(i as isize * rsc + j as isize * csc);
+                    *cb.add(i * nr + j) = *c.offset(i as isize * rsc + j as isize * csc);
                 }
             }
         }
-        for (i, row) in acc.iter().enumerate() {
-            for (v, x) in row.iter().enumerate() {
-                let p = bp.add(i * nr + v * S::LANES);
-                let mut y = S::mul(va, *x);
-                if beta != 0.0 {
-                    y = S::fmadd(vb, S::load(p), y);
+        let mut auxbuf = [[zero; NV]; MR];
+        let ab = auxbuf.as_mut_ptr() as *mut f32;
+        let mut pre_stage: *mut f32 = core::ptr::null_mut();
+        let mut src_stage: *const f32 = core::ptr::null();
+        match *epi {
+            Epilogue::None => {}
+            Epilogue::Forward { bias: b, pre, .. } => {
+                if !b.is_null() {
+                    let mut tmp = [zero; NV];
+                    let t = tmp.as_mut_ptr() as *mut f32;
+                    for j in 0..n_eff {
+                        *t.add(j) = *b.add(j);
+                    }
+                    bias = tmp;
                 }
-                S::store(p, y);
+                if !pre.is_null() {
+                    pre_stage = ab;
+                }
+            }
+            Epilogue::Backward {
+                src,
+                src_rs,
+                src_cs,
+                ..
+            } => {
+                for i in 0..m_eff {
+                    for j in 0..n_eff {
+                        *ab.add(i * nr + j) =
+                            *src.offset(i as isize * src_rs + j as isize * src_cs);
+                    }
+                }
+                src_stage = ab;
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let y = finish_row::<S, NV>(
+                row,
+                va,
+                beta,
+                cb.add(i * nr),
+                epi,
+                &bias,
+                pre_stage.wrapping_add(i * nr),
+                src_stage.wrapping_add(i * nr),
+            );
+            if i < m_eff {
+                for (s, y) in colsum.iter_mut().zip(y) {
+                    *s = S::add(*s, y);
+                }
             }
         }
         for i in 0..m_eff {
             for j in 0..n_eff {
-                *c.offset(i as isize * rsc + j as isize * csc) = *bp.add(i * nr + j);
+                *c.offset(i as isize * rsc + j as isize * csc) = *cb.add(i * nr + j);
+            }
+        }
+        if let Epilogue::Forward {
+            pre,
+            pre_rs,
+            pre_cs,
+            ..
+        } = *epi
+        {
+            if !pre.is_null() {
+                for i in 0..m_eff {
+                    for j in 0..n_eff {
+                        *pre.offset(i as isize * pre_rs + j as isize * pre_cs) =
+                            *ab.add(i * nr + j);
+                    }
+                }
+            }
+        }
+        if !colsum_ptr.is_null() {
+            let t = colsum.as_ptr() as *const f32;
+            for j in 0..n_eff {
+                *colsum_ptr.add(j) = *t.add(j);
             }
         }
     }

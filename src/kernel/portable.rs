@@ -38,6 +38,58 @@ impl Simd for Portable {
     unsafe fn mul(a: f32x8, b: f32x8) -> f32x8 {
         a * b
     }
+    #[inline(always)]
+    unsafe fn add(a: f32x8, b: f32x8) -> f32x8 {
+        a + b
+    }
+    #[inline(always)]
+    unsafe fn sub(a: f32x8, b: f32x8) -> f32x8 {
+        a - b
+    }
+    #[inline(always)]
+    unsafe fn div(a: f32x8, b: f32x8) -> f32x8 {
+        a / b
+    }
+    #[inline(always)]
+    unsafe fn min(a: f32x8, b: f32x8) -> f32x8 {
+        a.fast_min(b)
+    }
+    #[inline(always)]
+    unsafe fn max(a: f32x8, b: f32x8) -> f32x8 {
+        a.fast_max(b)
+    }
+    #[inline(always)]
+    unsafe fn abs(a: f32x8) -> f32x8 {
+        a.abs()
+    }
+    #[inline(always)]
+    unsafe fn round(a: f32x8) -> f32x8 {
+        a.round()
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: f32x8) -> f32x8 {
+        // The bit pattern of 2ⁿ is (n + 127)·2²³ as an integer; computed in
+        // float (exact: < 2³¹ and a multiple of 2²³) and converted.
+        let bits = ((n + f32x8::splat(127.0)) * f32x8::splat(8_388_608.0)).round_int();
+        wide::bytemuck::cast(bits)
+    }
+    type M = f32x8;
+    #[inline(always)]
+    unsafe fn lt(a: f32x8, b: f32x8) -> f32x8 {
+        a.simd_lt(b)
+    }
+    #[inline(always)]
+    unsafe fn gt(a: f32x8, b: f32x8) -> f32x8 {
+        a.simd_gt(b)
+    }
+    #[inline(always)]
+    unsafe fn is_nan(a: f32x8) -> f32x8 {
+        a.is_nan()
+    }
+    #[inline(always)]
+    unsafe fn select(m: f32x8, a: f32x8, b: f32x8) -> f32x8 {
+        m.select(a, b)
+    }
 }
 
 const MR: usize = 6;

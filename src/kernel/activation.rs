@@ -1,0 +1,504 @@
+//! Activation functions φ and their derivatives φ′: the scalar definitions and
+//! the vectorised versions the GEMM epilogues run while a tile is in registers.
+//!
+//! The vector code is written once, generic over [`Simd`], from a handful of
+//! primitives (range-reduced `exp`, an `atanh` series for `log1p`). Accuracy
+//! against `f64`: a few ulp for ReLU-family, ≤ 2·10⁻⁷ absolute for tanh, sigmoid,
+//! softplus and GELU, which is below the rounding noise of the GEMM feeding them.
+//!
+//! # NaN policy
+//! Every activation and every derivative maps a NaN input to NaN (the NaN is
+//! propagated, never squashed to 0 or 1), so a diverging run shows up in the
+//! loss instead of being hidden by a ReLU. ±∞ behave as the limits of the
+//! formulas: `relu(+∞) = +∞`, `tanh(±∞) = ±1`, `sigmoid(−∞) = 0`, `softplus(+∞) = +∞`,
+//! and every derivative is finite at ±∞ (0, 1 or the leaky slope).
+
+use super::Simd;
+
+/// An elementwise activation function φ.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Activation {
+    /// φ(z) = z.
+    #[default]
+    Identity,
+    /// φ(z) = max(z, 0); φ′(0) = 0.
+    Relu,
+    /// φ(z) = z for z > 0, `slope`·z otherwise; φ′(0) = `slope`.
+    LeakyRelu {
+        /// Slope for negative inputs (0.01 is common).
+        slope: f32,
+    },
+    /// φ(z) = tanh z.
+    Tanh,
+    /// φ(z) = 1 / (1 + e^(−z)).
+    Sigmoid,
+    /// GELU in its **tanh form** (as PyTorch's `approximate='tanh'`):
+    /// φ(z) = ½·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))).
+    Gelu,
+    /// φ(z) = ln(1 + e^z), computed as max(z, 0) + ln(1 + e^(−|z|)).
+    Softplus,
+}
+
+const GELU_C: f32 = 0.797_884_6; // √(2/π)
+const GELU_A: f32 = 0.044_715;
+
+impl Activation {
+    /// A short lowercase name (`relu`, `leaky_relu`, `tanh`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Identity => "identity",
+            Activation::Relu => "relu",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Gelu => "gelu",
+            Activation::Softplus => "softplus",
+        }
+    }
+
+    /// φ(z), scalar.
+    ///
+    /// ```
+    /// use backprop::nn::Activation;
+    /// assert_eq!(Activation::Relu.f(-2.0), 0.0);
+    /// assert!((Activation::Sigmoid.f(0.0) - 0.5).abs() < 1e-7);
+    /// assert!(Activation::Tanh.f(f32::NAN).is_nan());
+    /// ```
+    pub fn f(self, z: f32) -> f32 {
+        match self {
+            Activation::Identity => z,
+            Activation::Relu => {
+                if z < 0.0 {
+                    0.0
+                } else {
+                    z
+                }
+            }
+            Activation::LeakyRelu { slope } => {
+                if z < 0.0 {
+                    slope * z
+                } else {
+                    z
+                }
+            }
+            Activation::Tanh => z.tanh(),
+            Activation::Sigmoid => sigmoid(z),
+            // ½(1 + tanh u) = σ(2u): no cancellation where tanh u ≈ −1.
+            Activation::Gelu => z * sigmoid(2.0 * GELU_C * (z + GELU_A * z * z * z)),
+            Activation::Softplus => {
+                if z.is_nan() {
+                    z
+                } else {
+                    z.max(0.0) + (-z.abs()).exp().ln_1p()
+                }
+            }
+        }
+    }
+
+    /// φ′(z) from the pre-activation z, scalar.
+    ///
+    /// ```
+    /// use backprop::nn::Activation;
+    /// assert_eq!(Activation::Relu.df(3.0), 1.0);
+    /// assert_eq!(Activation::Relu.df(0.0), 0.0);
+    /// assert_eq!(Activation::LeakyRelu { slope: 0.1 }.df(-1.0), 0.1);
+    /// ```
+    pub fn df(self, z: f32) -> f32 {
+        if z.is_nan() {
+            return z;
+        }
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => {
+                if z > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::LeakyRelu { slope } => {
+                if z > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+            Activation::Tanh => {
+                let t = z.tanh();
+                1.0 - t * t
+            }
+            Activation::Sigmoid => {
+                let s = sigmoid(z);
+                s * (1.0 - s)
+            }
+            Activation::Gelu => {
+                // With s = σ(2u) = ½(1 + tanh u): φ′ = s + z·2s(1 − s)·u′.
+                let s = sigmoid(2.0 * GELU_C * (z + GELU_A * z * z * z));
+                // s(1 − s) is 0 beyond |z| = 20; clamping avoids ∞·0 there.
+                let zc = z.clamp(-20.0, 20.0);
+                s + zc * 2.0 * s * (1.0 - s) * GELU_C * (1.0 + 3.0 * GELU_A * zc * zc)
+            }
+            Activation::Softplus => sigmoid(z),
+        }
+    }
+
+    /// Whether φ′ can be computed from the output a = φ(z) alone
+    /// ([`Activation::df_from_output`]), so the pre-activation need not be kept:
+    /// identity, ReLU, leaky ReLU with a positive slope, tanh, sigmoid.
+    pub fn has_output_derivative(self) -> bool {
+        match self {
+            Activation::Identity | Activation::Relu | Activation::Tanh | Activation::Sigmoid => {
+                true
+            }
+            Activation::LeakyRelu { slope } => slope > 0.0,
+            Activation::Gelu | Activation::Softplus => false,
+        }
+    }
+
+    /// φ′ expressed through the output a = φ(z): ReLU 1[a > 0], leaky ReLU
+    /// 1 or slope by the sign of a, tanh 1 − a², sigmoid a(1 − a). `None` for the
+    /// activations where [`Activation::has_output_derivative`] is false.
+    pub fn df_from_output(self, a: f32) -> Option<f32> {
+        if !self.has_output_derivative() {
+            return None;
+        }
+        if a.is_nan() {
+            return Some(a);
+        }
+        Some(match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => {
+                if a > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::LeakyRelu { slope } => {
+                if a > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+            Activation::Tanh => 1.0 - a * a,
+            Activation::Sigmoid => a * (1.0 - a),
+            Activation::Gelu | Activation::Softplus => unreachable!("checked above"),
+        })
+    }
+}
+
+/// 1 / (1 + e^(−z)) without overflow warnings for large |z|.
+fn sigmoid(z: f32) -> f32 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Vector math, generic over the ISA.
+
+/// e^x for x clamped to [−87.3, 87.3] (so 2ⁿ stays a normal float), by
+/// x = n·ln 2 + r with |r| ≤ ln2/2 and a degree-7 Taylor polynomial of e^r
+/// (truncation error < 6·10⁻⁹ relative). NaN lanes give an unspecified value;
+/// callers patch them.
+#[inline(always)]
+pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: only register arithmetic; S's features are present (caller).
+    unsafe {
+        let x = S::min(S::max(x, S::splat(-87.3)), S::splat(87.3));
+        let n = S::round(S::mul(x, S::splat(std::f32::consts::LOG2_E)));
+        // ln 2 split in two so n·ln2_hi is exact: r = x − n·ln 2 to ~1 ulp.
+        let r = S::fmadd(n, S::splat(-0.693_359_4), x);
+        let r = S::fmadd(n, S::splat(2.121_944_4e-4), r);
+        let mut p = S::splat(1.0 / 5040.0);
+        for c in [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ] {
+            p = S::fmadd(p, r, S::splat(c));
+        }
+        S::mul(p, S::pow2i(n))
+    }
+}
+
+/// ln(1 + y) for y in [0, 1], as 2·atanh(s) with s = y / (2 + y) ∈ [0, 1/3]:
+/// the odd series 2s·Σ s²ᵏ/(2k + 1) to k = 7 (error < 2·10⁻⁹ relative), exact
+/// in relative terms for tiny y (no 1 + y rounding).
+#[inline(always)]
+unsafe fn log1p_unit<S: Simd>(y: S::V) -> S::V {
+    // SAFETY: only register arithmetic; S's features are present (caller).
+    unsafe {
+        let s = S::div(y, S::add(S::splat(2.0), y));
+        let s2 = S::mul(s, s);
+        let mut p = S::splat(1.0 / 15.0);
+        for c in [
+            1.0 / 13.0,
+            1.0 / 11.0,
+            1.0 / 9.0,
+            1.0 / 7.0,
+            1.0 / 5.0,
+            1.0 / 3.0,
+            1.0,
+        ] {
+            p = S::fmadd(p, s2, S::splat(c));
+        }
+        S::mul(S::add(s, s), p)
+    }
+}
+
+/// tanh x: (1 − e)/(1 + e) with e = e^(−2|x|) and the sign restored; below
+/// |x| = 1/16 the odd Taylor polynomial to x⁷ avoids the cancellation in 1 − e.
+#[inline(always)]
+unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: only register arithmetic; S's features are present (caller).
+    unsafe {
+        let a = S::abs(x);
+        let e = exp::<S>(S::mul(a, S::splat(-2.0)));
+        let one = S::splat(1.0);
+        let big = S::div(S::sub(one, e), S::add(one, e));
+        let a2 = S::mul(a, a);
+        let mut p = S::splat(-17.0 / 315.0);
+        for c in [2.0 / 15.0, -1.0 / 3.0, 1.0] {
+            p = S::fmadd(p, a2, S::splat(c));
+        }
+        let small = S::mul(a, p);
+        let t = S::select(S::lt(a, S::splat(0.0625)), small, big);
+        S::select(S::lt(x, S::splat(0.0)), S::sub(S::splat(0.0), t), t)
+    }
+}
+
+/// 1 / (1 + e^(−x)); saturates to ~1e−38 and 1 at the ends.
+#[inline(always)]
+unsafe fn sigmoid_v<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: only register arithmetic; S's features are present (caller).
+    unsafe {
+        let one = S::splat(1.0);
+        S::div(one, S::add(one, exp::<S>(S::sub(S::splat(0.0), x))))
+    }
+}
+
+/// Patches NaN lanes of `x` into `y` (the NaN policy).
+#[inline(always)]
+unsafe fn keep_nan<S: Simd>(x: S::V, y: S::V) -> S::V {
+    // SAFETY: only register arithmetic; S's features are present (caller).
+    unsafe { S::select(S::is_nan(x), x, y) }
+}
+
+/// φ(z) on one vector.
+///
+/// # Safety
+/// The CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn forward<S: Simd>(act: Activation, z: S::V) -> S::V {
+    // SAFETY: only register arithmetic; S's features are present (caller).
+    unsafe {
+        let zero = S::splat(0.0);
+        match act {
+            Activation::Identity => z,
+            // `z < 0 ? 0 : z` keeps NaN (the comparison is false for NaN).
+            Activation::Relu => S::select(S::lt(z, zero), zero, z),
+            Activation::LeakyRelu { slope } => {
+                S::select(S::lt(z, zero), S::mul(S::splat(slope), z), z)
+            }
+            Activation::Tanh => keep_nan::<S>(z, tanh::<S>(z)),
+            Activation::Sigmoid => keep_nan::<S>(z, sigmoid_v::<S>(z)),
+            Activation::Gelu => {
+                // z·½(1 + tanh u) = z·σ(2u), without the cancellation of 1 + t.
+                let z2 = S::mul(z, z);
+                let inner = S::fmadd(S::mul(S::splat(GELU_A), z2), z, z);
+                let s = sigmoid_v::<S>(S::mul(S::splat(2.0 * GELU_C), inner));
+                keep_nan::<S>(z, S::mul(z, s))
+            }
+            Activation::Softplus => {
+                let pos = S::select(S::gt(z, zero), z, zero);
+                let e = exp::<S>(S::sub(zero, S::abs(z)));
+                keep_nan::<S>(z, S::add(pos, log1p_unit::<S>(e)))
+            }
+        }
+    }
+}
+
+/// φ′(z) on one vector, from the pre-activation.
+///
+/// # Safety
+/// The CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn derivative<S: Simd>(act: Activation, z: S::V) -> S::V {
+    // SAFETY: only register arithmetic; S's features are present (caller).
+    unsafe {
+        let zero = S::splat(0.0);
+        let one = S::splat(1.0);
+        let d = match act {
+            Activation::Identity => one,
+            Activation::Relu => S::select(S::gt(z, zero), one, zero),
+            Activation::LeakyRelu { slope } => S::select(S::gt(z, zero), one, S::splat(slope)),
+            Activation::Tanh => {
+                let t = tanh::<S>(z);
+                S::sub(one, S::mul(t, t))
+            }
+            Activation::Sigmoid => {
+                let s = sigmoid_v::<S>(z);
+                S::mul(s, S::sub(one, s))
+            }
+            Activation::Gelu => {
+                // s = σ(2u) = ½(1 + tanh u); φ′ = s + z·2s(1 − s)·u′, u′ = c(1 + 3a·z²).
+                let z2 = S::mul(z, z);
+                let inner = S::fmadd(S::mul(S::splat(GELU_A), z2), z, z);
+                let s = sigmoid_v::<S>(S::mul(S::splat(2.0 * GELU_C), inner));
+                // Beyond |z| = 20, s(1 − s) is 0 in f32; clamping keeps z·u′ finite
+                // there so the second term is 0, not ∞·0.
+                let zc = S::min(S::max(z, S::splat(-20.0)), S::splat(20.0));
+                let zc2 = S::mul(zc, zc);
+                let three_a = S::splat(3.0 * GELU_A);
+                let du2 = S::mul(S::splat(2.0 * GELU_C), S::fmadd(three_a, zc2, one));
+                S::fmadd(S::mul(S::mul(zc, s), S::sub(one, s)), du2, s)
+            }
+            Activation::Softplus => sigmoid_v::<S>(z),
+        };
+        keep_nan::<S>(z, d)
+    }
+}
+
+/// φ′ on one vector, from the output a = φ(z); only for activations with
+/// [`Activation::has_output_derivative`] (others fall back to the identity's 1,
+/// which the safe API never lets happen).
+///
+/// # Safety
+/// The CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn derivative_from_output<S: Simd>(act: Activation, a: S::V) -> S::V {
+    // SAFETY: only register arithmetic; S's features are present (caller).
+    unsafe {
+        let zero = S::splat(0.0);
+        let one = S::splat(1.0);
+        let d = match act {
+            Activation::Relu => S::select(S::gt(a, zero), one, zero),
+            Activation::LeakyRelu { slope } => S::select(S::gt(a, zero), one, S::splat(slope)),
+            Activation::Tanh => S::sub(one, S::mul(a, a)),
+            Activation::Sigmoid => S::mul(a, S::sub(one, a)),
+            _ => one,
+        };
+        keep_nan::<S>(a, d)
+    }
+}
+
+/// Applies φ (or φ′) to a slice, one vector at a time.
+struct Map<'a> {
+    act: Activation,
+    mode: Mode,
+    input: &'a [f32],
+    out: &'a mut [f32],
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Forward,
+    Derivative,
+    DerivativeFromOutput,
+}
+
+impl super::KernelOp for Map<'_> {
+    type Output = ();
+    #[inline(always)]
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, _: &super::Blocking) {
+        let n = self.input.len();
+        let full = n - n % S::LANES;
+        let apply = |x: S::V| -> S::V {
+            // SAFETY: register arithmetic only; S's features are present.
+            unsafe {
+                match self.mode {
+                    Mode::Forward => forward::<S>(self.act, x),
+                    Mode::Derivative => derivative::<S>(self.act, x),
+                    Mode::DerivativeFromOutput => derivative_from_output::<S>(self.act, x),
+                }
+            }
+        };
+        // SAFETY: full vectors stay below `full ≤ n`; the tail goes through a
+        // zero-padded local buffer; `out` has the same length as `input`.
+        unsafe {
+            for i in (0..full).step_by(S::LANES) {
+                S::store(
+                    self.out.as_mut_ptr().add(i),
+                    apply(S::load(self.input.as_ptr().add(i))),
+                );
+            }
+            if full < n {
+                let mut buf = [0f32; 16];
+                buf[..n - full].copy_from_slice(&self.input[full..]);
+                S::store(buf.as_mut_ptr(), apply(S::load(buf.as_ptr())));
+                self.out[full..].copy_from_slice(&buf[..n - full]);
+            }
+        }
+    }
+}
+
+fn map(isa: super::Isa, act: Activation, mode: Mode, input: &[f32], out: &mut [f32]) {
+    assert_eq!(
+        input.len(),
+        out.len(),
+        "activation: input has {} elements but out has {}",
+        input.len(),
+        out.len()
+    );
+    super::dispatch::run(
+        isa,
+        Map {
+            act,
+            mode,
+            input,
+            out,
+        },
+    );
+}
+
+/// `out[i] = φ(z[i])` with the vector code of `isa` (the code the GEMM
+/// epilogues run).
+///
+/// # Panics
+/// If the lengths differ or the CPU lacks `isa`.
+///
+/// ```
+/// use backprop::kernel::activation::forward_slice;
+/// use backprop::nn::Activation;
+/// let mut out = [0.0; 3];
+/// forward_slice(backprop::active_isa(), Activation::Relu, &[-1.0, 0.5, f32::NAN], &mut out);
+/// assert_eq!(&out[..2], &[0.0, 0.5]);
+/// assert!(out[2].is_nan());
+/// ```
+#[track_caller]
+pub fn forward_slice(isa: super::Isa, act: Activation, z: &[f32], out: &mut [f32]) {
+    map(isa, act, Mode::Forward, z, out)
+}
+
+/// `out[i] = φ′(z[i])` from the pre-activation, vector code of `isa`.
+///
+/// # Panics
+/// If the lengths differ or the CPU lacks `isa`.
+#[track_caller]
+pub fn derivative_slice(isa: super::Isa, act: Activation, z: &[f32], out: &mut [f32]) {
+    map(isa, act, Mode::Derivative, z, out)
+}
+
+/// `out[i] = φ′` computed from the output `a[i] = φ(z[i])`, vector code of `isa`.
+///
+/// # Panics
+/// If the lengths differ, the CPU lacks `isa`, or φ′ of `act` needs the
+/// pre-activation ([`Activation::has_output_derivative`] is false).
+#[track_caller]
+pub fn derivative_from_output_slice(isa: super::Isa, act: Activation, a: &[f32], out: &mut [f32]) {
+    assert!(
+        act.has_output_derivative(),
+        "activation: φ′ of {} cannot be computed from the output",
+        act.name()
+    );
+    map(isa, act, Mode::DerivativeFromOutput, a, out)
+}
