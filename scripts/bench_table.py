@@ -51,3 +51,27 @@ for group in ["gemm_square", "gemm_mlp", "gemm_wgrad", "gemm_abt"]:
         print(f"| {group} | {shape.replace('x', '×')} | {g['ours_1t']:.1f} | {g['ours_2t']:.1f} | "
               f"{g['matrixmultiply']:.1f} | {g['ours_1t'] / g['matrixmultiply']:.2f} | "
               f"{g['ours_2t'] / g['ours_1t']:.2f} | {pct} |")
+
+
+# Fused kernels (benches/fused.rs): fused vs unfused vs the bare GEMM.
+fused_rows = []
+for group in ["fused_forward", "fused_delta"]:
+    gdir = os.path.join(root, group)
+    if not os.path.isdir(os.path.join(gdir, "fused")):
+        continue
+    for shape in sorted(os.listdir(os.path.join(gdir, "fused")),
+                        key=lambda s: [int(x) for x in s.split("x")]):
+        t = {}
+        for fn in ["fused", "unfused", "bare"]:
+            p = os.path.join(gdir, fn, shape)
+            if os.path.exists(os.path.join(p, "new", "estimates.json")):
+                t[fn] = median_ns(p)
+        if len(t) == 3:
+            fused_rows.append((group, shape, t))
+if fused_rows:
+    print("\n| kernel | m×k×n | fused µs | unfused µs | bare GEMM µs | unfused/fused | epilogue overhead |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for group, shape, t in fused_rows:
+        print(f"| {group} | {shape.replace('x', '×')} | {t['fused'] / 1e3:.1f} | {t['unfused'] / 1e3:.1f} | "
+              f"{t['bare'] / 1e3:.1f} | {t['unfused'] / t['fused']:.2f} | "
+              f"{100 * (t['fused'] / t['bare'] - 1):+.1f} % |")

@@ -348,6 +348,16 @@ impl Epilogue {
     }
 }
 
+/// `p + off`, or null when `p` is null (absent operands stay absent).
+#[inline(always)]
+fn offset_or_null(p: *mut f32, off: isize) -> *mut f32 {
+    if p.is_null() {
+        p
+    } else {
+        p.wrapping_offset(off)
+    }
+}
+
 /// One row of a tile through the epilogue: `y = α·acc + β·c` then the
 /// epilogue, all with unit-stride pointers (`c`, `pre`, `src` rows of `NV·LANES`
 /// floats, into C itself or into a staging buffer). Returns the final row.
@@ -483,8 +493,8 @@ pub(crate) unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
                     c.offset(ii * rsc),
                     epi,
                     &bias,
-                    pre.wrapping_offset(ii * pre_rs),
-                    src.wrapping_offset(ii * src_rs),
+                    offset_or_null(pre, ii * pre_rs),
+                    offset_or_null(src as *mut f32, ii * src_rs),
                 );
                 for (s, y) in colsum.iter_mut().zip(y) {
                     *s = S::add(*s, y);
@@ -550,8 +560,8 @@ pub(crate) unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize>(
                 cb.add(i * nr),
                 epi,
                 &bias,
-                pre_stage.wrapping_add(i * nr),
-                src_stage.wrapping_add(i * nr),
+                offset_or_null(pre_stage, (i * nr) as isize),
+                offset_or_null(src_stage as *mut f32, (i * nr) as isize),
             );
             if i < m_eff {
                 for (s, y) in colsum.iter_mut().zip(y) {
