@@ -28,8 +28,10 @@ pub mod gemm;
 pub mod kernel;
 pub mod matrix;
 pub mod nn;
+pub mod optim;
 pub mod parallel;
 pub mod reference;
+pub mod train;
 
 pub use kernel::{active_isa, Isa};
 pub use parallel::{num_threads, set_num_threads, Threads};

@@ -344,6 +344,30 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// The elements as one slice, when the view is contiguous row-major
+    /// (`col_stride == 1` and `row_stride == cols`, or a single row); `None`
+    /// otherwise. An empty view gives an empty slice.
+    ///
+    /// ```
+    /// use backprop::matrix::MatRef;
+    /// let d = [1.0, 2.0, 3.0, 4.0];
+    /// assert_eq!(MatRef::from_slice(&d, 2, 2).as_row_major_slice(), Some(&d[..]));
+    /// assert_eq!(MatRef::from_slice(&d, 2, 2).t().as_row_major_slice(), None);
+    /// ```
+    pub fn as_row_major_slice(&self) -> Option<&'a [f32]> {
+        let (r, c) = (self.rows, self.cols);
+        if r == 0 || c == 0 {
+            return Some(&[]);
+        }
+        if self.cs != 1 || (r > 1 && self.rs != c as isize) {
+            return None;
+        }
+        // SAFETY: with these strides the view's r·c elements are exactly the
+        // contiguous range starting at its origin, which the constructor
+        // checked lies inside the slice borrowed for 'a.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr, r * c) })
+    }
+
     /// Copies the view into a new row-major `Vec` (`rows × cols` elements).
     pub fn to_vec(&self) -> Vec<f32> {
         let mut v = Vec::with_capacity(self.rows * self.cols);

@@ -4,15 +4,24 @@
 //! * The thread count is, in order of precedence: the value given to
 //!   [`set_num_threads`], the `BACKPROP_NUM_THREADS` environment variable,
 //!   `RAYON_NUM_THREADS`, the number of available cores.
-//! * Parallel work runs on a pool owned by this crate (rayon), never on the
-//!   caller's pool, and is **never nested**: a call made from inside any rayon
-//!   worker thread (ours or the caller's) runs on that thread alone, as does a
-//!   call with one thread asked for.
+//! * Parallel work runs on a team of threads owned by this crate, never on the
+//!   caller's pool, and is **never nested**: a call made from inside one of our
+//!   pieces, from inside any rayon worker thread (the caller's pool), or while
+//!   the team is busy with another caller's work runs on the calling thread
+//!   alone, as does a call with one thread asked for.
+//! * The team is a small fork-join of its own (a mutex, two condition
+//!   variables, parked threads) rather than a rayon pool, because a call must
+//!   not allocate: rayon's job injection allocates a queue block every 63 jobs,
+//!   which would break the training step's no-allocation guarantee. The calling
+//!   thread works on the pieces too.
 //! * Work is split so that results do not depend on the thread count (the GEMM
 //!   never splits k); see [`crate::gemm`].
 
+use std::cell::Cell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::thread::JoinHandle;
 
 /// How many threads a call may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,36 +79,183 @@ pub fn num_threads() -> usize {
     }
 }
 
-/// True when the current thread is a rayon worker, where nesting is refused.
-pub(crate) fn in_worker() -> bool {
-    rayon::current_thread_index().is_some()
+thread_local! {
+    /// Set while this thread runs a piece (or is a team worker): nested
+    /// parallel calls then run inline.
+    static IN_PIECE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The pool for `threads` threads, built on first use and kept until a
-/// different size is asked for.
-fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
-    static POOL: Mutex<Option<Arc<rayon::ThreadPool>>> = Mutex::new(None);
-    let mut guard = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(p) = guard.as_ref() {
-        if p.current_num_threads() == threads {
-            return Arc::clone(p);
+/// True when a parallel call made here must run inline: inside one of our
+/// pieces or on a rayon worker thread (someone else's pool).
+pub(crate) fn in_worker() -> bool {
+    IN_PIECE.with(Cell::get) || rayon::current_thread_index().is_some()
+}
+
+/// The task of the current fork-join, with its lifetime erased (see `Team::run`).
+type Task = &'static (dyn Fn(usize) + Sync);
+
+#[derive(Default)]
+struct State {
+    /// Bumped for every job; workers wait for a change.
+    epoch: u64,
+    task: Option<Task>,
+    pieces: usize,
+    /// Next piece to claim, and pieces finished.
+    next: usize,
+    done: usize,
+    /// A piece panicked; its payload is re-raised on the caller.
+    panic: Option<Box<dyn std::any::Any + Send>>,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
+    finished: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims and runs pieces until none is left.
+    fn work_on<'a>(&'a self, mut st: MutexGuard<'a, State>) {
+        while let (Some(task), true) = (st.task, st.next < st.pieces) {
+            let i = st.next;
+            st.next += 1;
+            drop(st);
+            let was = IN_PIECE.with(|f| f.replace(true));
+            let result = catch_unwind(AssertUnwindSafe(|| task(i)));
+            IN_PIECE.with(|f| f.set(was));
+            st = self.lock();
+            if let Err(payload) = result {
+                st.panic.get_or_insert(payload);
+            }
+            st.done += 1;
+            if st.done == st.pieces {
+                self.finished.notify_all();
+            }
         }
     }
-    let p = Arc::new(
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("backprop-{i}"))
-            .build()
-            .expect("backprop: could not start the thread pool"),
-    );
-    *guard = Some(Arc::clone(&p));
-    p
 }
 
-/// Runs `task(0..pieces)`, in parallel on the crate's pool of `threads`
-/// threads when both exceed 1 and the caller is not itself a rayon worker.
-/// Which thread runs which piece is unspecified; callers make each piece's
-/// result independent of that.
+/// A fork-join team: `threads − 1` parked workers plus the calling thread.
+struct Team {
+    threads: usize,
+    shared: Arc<Shared>,
+    /// Serialises callers; a caller that finds it taken runs inline.
+    busy: Mutex<()>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Team {
+    fn new(threads: usize) -> Team {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            finished: Condvar::new(),
+        });
+        let handles = (1..threads)
+            .map(|i| {
+                let shared = Arc::clone(&shared);
+                std::thread::Builder::new()
+                    .name(format!("backprop-{i}"))
+                    .spawn(move || worker(&shared))
+                    .expect("backprop: could not start a worker thread")
+            })
+            .collect();
+        Team {
+            threads,
+            shared,
+            busy: Mutex::new(()),
+            handles,
+        }
+    }
+
+    /// Runs `task(0..pieces)` on the team and the calling thread; returns when
+    /// every piece has finished, re-raising a piece's panic.
+    fn run(&self, pieces: usize, task: &(dyn Fn(usize) + Sync)) {
+        let Ok(_guard) = self.busy.try_lock() else {
+            (0..pieces).for_each(task);
+            return;
+        };
+        // SAFETY: the reference is published to the workers only until this
+        // function returns, and it returns only after `done == pieces`, i.e.
+        // after every piece that dereferenced it has finished; `task` is
+        // cleared under the lock before returning, so no worker can claim it
+        // later. The erased lifetime is therefore never outlived.
+        let erased: Task = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Task>(task) };
+        let mut st = self.shared.lock();
+        st.epoch = st.epoch.wrapping_add(1);
+        st.task = Some(erased);
+        st.pieces = pieces;
+        st.next = 0;
+        st.done = 0;
+        self.shared.work.notify_all();
+        self.shared.work_on(st);
+        let mut st = self.shared.lock();
+        while st.done < st.pieces {
+            st = self
+                .shared
+                .finished
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        st.task = None;
+        if let Some(payload) = st.panic.take() {
+            drop(st);
+            resume_unwind(payload);
+        }
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.work.notify_all();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(shared: &Shared) {
+    IN_PIECE.with(|f| f.set(true));
+    let mut seen = 0u64;
+    loop {
+        let mut st = shared.lock();
+        while st.epoch == seen && !st.shutdown {
+            st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if st.shutdown {
+            return;
+        }
+        seen = st.epoch;
+        shared.work_on(st);
+    }
+}
+
+/// The team for `threads` threads, started on first use and kept until a
+/// different size is asked for.
+fn team(threads: usize) -> Arc<Team> {
+    static TEAM: Mutex<Option<Arc<Team>>> = Mutex::new(None);
+    let mut guard = TEAM.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = guard.as_ref() {
+        if t.threads == threads {
+            return Arc::clone(t);
+        }
+    }
+    let t = Arc::new(Team::new(threads));
+    *guard = Some(Arc::clone(&t));
+    t
+}
+
+/// Runs `task(0..pieces)`, in parallel on the crate's team of `threads`
+/// threads (the caller included) when both exceed 1 and the call is not
+/// nested (see the module docs). Which thread runs which piece is
+/// unspecified; callers make each piece's result independent of that. A
+/// call allocates nothing once the team exists.
 pub(crate) fn for_each_piece<F>(threads: usize, pieces: usize, task: F)
 where
     F: Fn(usize) + Sync,
@@ -108,12 +264,5 @@ where
         (0..pieces).for_each(task);
         return;
     }
-    let pool = pool(threads);
-    pool.scope(|s| {
-        let task = &task;
-        for i in 1..pieces {
-            s.spawn(move |_| task(i));
-        }
-        task(0);
-    });
+    team(threads).run(pieces, &task);
 }

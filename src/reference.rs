@@ -104,3 +104,301 @@ pub fn activation_derivative(act: Activation, z: f64) -> f64 {
         Activation::Softplus => 1.0 / (1.0 + (-z).exp()),
     }
 }
+
+use crate::nn::{Layer, Loss};
+
+/// Targets for [`mlp_loss_and_grads`] in `f64`.
+#[derive(Clone, Debug)]
+pub enum RefTargets {
+    /// Regression targets, one row per sample.
+    Values(Vec<Vec<f64>>),
+    /// Labels ±1.
+    Signs(Vec<f64>),
+    /// Class indices.
+    Classes(Vec<usize>),
+}
+
+/// What one layer of the reference network remembers for the backward pass.
+enum Tape {
+    Dense {
+        x: Vec<Vec<f64>>,
+        w: usize,
+        b: usize,
+        fan_in: usize,
+        fan_out: usize,
+    },
+    Act {
+        z: Vec<Vec<f64>>,
+        act: Activation,
+    },
+    Norm {
+        xhat: Vec<Vec<f64>>,
+        inv_std: Vec<f64>,
+        gamma: usize,
+        beta: usize,
+        batch: bool,
+    },
+    Residual(Vec<Tape>),
+}
+
+/// The naive reference network: forward and backward in `f64`, sample by
+/// sample, following the course's formulas literally:
+/// `z⁽ˡ⁾_j = Σ_i W_ij x⁽ˡ⁻¹⁾_i + b_j`, `x⁽ˡ⁾ = φ(z⁽ˡ⁾)`,
+/// `δ⁽ˡ⁾_i = (Σ_j W⁽ˡ⁺¹⁾_ij δ⁽ˡ⁺¹⁾_j)·φ′(z⁽ˡ⁾_i)`, `∂w_ij = δ_j x_i`, `∂b_j = δ_j`,
+/// averaged over the batch. BatchNorm (training mode, biased variance) and
+/// LayerNorm use the textbook batch formulas; ε = 1e-5 for both.
+///
+/// `params` has the layout of [`crate::nn::Mlp::params`] for the same layers.
+/// Returns the mean loss and its gradient with respect to `params`.
+///
+/// # Panics
+/// If the targets do not suit the loss or the sizes disagree.
+pub fn mlp_loss_and_grads(
+    input: usize,
+    layers: &[Layer],
+    loss: Loss,
+    params: &[f64],
+    x: &[Vec<f64>],
+    targets: &RefTargets,
+) -> (f64, Vec<f64>) {
+    let mut off = 0;
+    let mut tapes = Vec::new();
+    let (h, width) = ref_forward(layers, input, params, &mut off, x.to_vec(), &mut tapes);
+    assert_eq!(
+        off,
+        params.len(),
+        "reference: parameter count differs from the arena"
+    );
+    let batch = x.len() as f64;
+    let mut value = 0.0;
+    let mut g: Vec<Vec<f64>> = vec![vec![0.0; width]; x.len()];
+    for (i, hi) in h.iter().enumerate() {
+        match (loss, targets) {
+            (Loss::Mse, RefTargets::Values(y)) => {
+                for j in 0..width {
+                    let d = hi[j] - y[i][j];
+                    value += 0.5 * d * d;
+                    g[i][j] = d / batch;
+                }
+            }
+            (Loss::Logistic, RefTargets::Signs(y)) => {
+                let t = -y[i] * hi[0];
+                value += t.max(0.0) + (-t.abs()).exp().ln_1p();
+                g[i][0] = -y[i] / (1.0 + (-t).exp()) / batch;
+            }
+            (Loss::SoftmaxCrossEntropy, RefTargets::Classes(c)) => {
+                let m = hi.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = hi.iter().map(|v| (v - m).exp()).sum();
+                value += m + s.ln() - hi[c[i]];
+                for j in 0..width {
+                    let p = (hi[j] - m).exp() / s;
+                    g[i][j] = (p - if j == c[i] { 1.0 } else { 0.0 }) / batch;
+                }
+            }
+            _ => panic!("reference: targets do not suit {loss:?}"),
+        }
+    }
+    let mut grads = vec![0.0; params.len()];
+    ref_backward(&tapes, params, &mut grads, g);
+    (value / batch, grads)
+}
+
+fn ref_forward(
+    layers: &[Layer],
+    mut width: usize,
+    params: &[f64],
+    off: &mut usize,
+    mut x: Vec<Vec<f64>>,
+    tapes: &mut Vec<Tape>,
+) -> (Vec<Vec<f64>>, usize) {
+    for layer in layers {
+        match layer {
+            Layer::Dense { units, .. } => {
+                let (fan_in, fan_out) = (width, *units);
+                let (w, b) = (*off, *off + fan_in * fan_out);
+                *off = b + fan_out;
+                let z: Vec<Vec<f64>> = x
+                    .iter()
+                    .map(|xs| {
+                        (0..fan_out)
+                            .map(|j| {
+                                params[b + j]
+                                    + (0..fan_in)
+                                        .map(|i| params[w + i * fan_out + j] * xs[i])
+                                        .sum::<f64>()
+                            })
+                            .collect()
+                    })
+                    .collect();
+                tapes.push(Tape::Dense {
+                    x,
+                    w,
+                    b,
+                    fan_in,
+                    fan_out,
+                });
+                x = z;
+                width = fan_out;
+            }
+            Layer::Act(act) => {
+                let a = x
+                    .iter()
+                    .map(|r| r.iter().map(|&v| activation(*act, v)).collect())
+                    .collect();
+                tapes.push(Tape::Act { z: x, act: *act });
+                x = a;
+            }
+            Layer::BatchNorm | Layer::LayerNorm => {
+                let batch = *layer == Layer::BatchNorm;
+                let (gamma, beta) = (*off, *off + width);
+                *off += 2 * width;
+                let eps = 1e-5;
+                let (n, d) = (x.len(), width);
+                let mut xhat = vec![vec![0.0; d]; n];
+                let inv_std: Vec<f64>;
+                if batch {
+                    let mu: Vec<f64> = (0..d)
+                        .map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n as f64)
+                        .collect();
+                    let var: Vec<f64> = (0..d)
+                        .map(|j| x.iter().map(|r| (r[j] - mu[j]).powi(2)).sum::<f64>() / n as f64)
+                        .collect();
+                    inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+                    for i in 0..n {
+                        for j in 0..d {
+                            xhat[i][j] = (x[i][j] - mu[j]) * inv_std[j];
+                        }
+                    }
+                } else {
+                    let mut s = Vec::new();
+                    for i in 0..n {
+                        let mu = x[i].iter().sum::<f64>() / d as f64;
+                        let var = x[i].iter().map(|v| (v - mu).powi(2)).sum::<f64>() / d as f64;
+                        s.push(1.0 / (var + eps).sqrt());
+                        for j in 0..d {
+                            xhat[i][j] = (x[i][j] - mu) * s[i];
+                        }
+                    }
+                    inv_std = s;
+                }
+                let y = xhat
+                    .iter()
+                    .map(|r| {
+                        (0..d)
+                            .map(|j| params[gamma + j] * r[j] + params[beta + j])
+                            .collect()
+                    })
+                    .collect();
+                tapes.push(Tape::Norm {
+                    xhat,
+                    inv_std,
+                    gamma,
+                    beta,
+                    batch,
+                });
+                x = y;
+            }
+            Layer::Residual(inner) => {
+                let mut inner_tapes = Vec::new();
+                let (f, w) = ref_forward(inner, width, params, off, x.clone(), &mut inner_tapes);
+                assert_eq!(w, width, "reference: residual changes the width");
+                for (xi, fi) in x.iter_mut().zip(f) {
+                    for (a, b) in xi.iter_mut().zip(fi) {
+                        *a += b;
+                    }
+                }
+                tapes.push(Tape::Residual(inner_tapes));
+            }
+        }
+    }
+    (x, width)
+}
+
+/// Backward through `tapes` from `g = ∂L/∂output`; returns ∂L/∂input.
+fn ref_backward(
+    tapes: &[Tape],
+    params: &[f64],
+    grads: &mut [f64],
+    mut g: Vec<Vec<f64>>,
+) -> Vec<Vec<f64>> {
+    for tape in tapes.iter().rev() {
+        match tape {
+            Tape::Dense {
+                x,
+                w,
+                b,
+                fan_in,
+                fan_out,
+            } => {
+                // Per sample: ∂w_ij += δ_j·x_i, ∂b_j += δ_j, and the δ passed
+                // down is Σ_j W_ij δ_j (φ′ is applied by the activation's tape).
+                let mut down = vec![vec![0.0; *fan_in]; g.len()];
+                for (s, delta) in g.iter().enumerate() {
+                    for j in 0..*fan_out {
+                        grads[b + j] += delta[j];
+                        for i in 0..*fan_in {
+                            grads[w + i * fan_out + j] += delta[j] * x[s][i];
+                            down[s][i] += params[w + i * fan_out + j] * delta[j];
+                        }
+                    }
+                }
+                g = down;
+            }
+            Tape::Act { z, act } => {
+                for (gs, zs) in g.iter_mut().zip(z) {
+                    for (v, &zz) in gs.iter_mut().zip(zs) {
+                        *v *= activation_derivative(*act, zz);
+                    }
+                }
+            }
+            Tape::Norm {
+                xhat,
+                inv_std,
+                gamma,
+                beta,
+                batch,
+            } => {
+                let (n, d) = (g.len(), xhat[0].len());
+                let mut down = vec![vec![0.0; d]; n];
+                for i in 0..n {
+                    for j in 0..d {
+                        grads[gamma + j] += g[i][j] * xhat[i][j];
+                        grads[beta + j] += g[i][j];
+                    }
+                }
+                if *batch {
+                    // dx = γ/(B·σ)·(B·g − Σg − x̂·Σ g·x̂), per feature over the batch.
+                    for j in 0..d {
+                        let sg: f64 = (0..n).map(|i| g[i][j]).sum();
+                        let sgh: f64 = (0..n).map(|i| g[i][j] * xhat[i][j]).sum();
+                        for i in 0..n {
+                            down[i][j] = params[gamma + j] * inv_std[j] / n as f64
+                                * (n as f64 * g[i][j] - sg - xhat[i][j] * sgh);
+                        }
+                    }
+                } else {
+                    // Per sample over features, with u = γ ⊙ g.
+                    for i in 0..n {
+                        let u: Vec<f64> = (0..d).map(|j| params[gamma + j] * g[i][j]).collect();
+                        let su: f64 = u.iter().sum();
+                        let suh: f64 = (0..d).map(|j| u[j] * xhat[i][j]).sum();
+                        for j in 0..d {
+                            down[i][j] =
+                                inv_std[i] / d as f64 * (d as f64 * u[j] - su - xhat[i][j] * suh);
+                        }
+                    }
+                }
+                g = down;
+            }
+            Tape::Residual(inner) => {
+                let through = ref_backward(inner, params, grads, g.clone());
+                for (a, b) in g.iter_mut().zip(through) {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                }
+            }
+        }
+    }
+    g
+}

@@ -1,0 +1,402 @@
+//! Optimizers and step-size schedules over one flat parameter arena.
+//!
+//! # The flat-arena contract
+//!
+//! A model keeps **all** of its parameters in one `Vec<f32>` of length n (the
+//! arena) and its gradients in a second one of the same length and the same
+//! layout: `grads[i]` is ∂loss/∂`params[i]`. An optimizer sizes its state for
+//! that n once, in its constructor — a momentum buffer for [`Sgd`], the two
+//! moment estimates for [`Adam`] — and every state vector uses the same layout
+//! again, so `state[i]` belongs to `params[i]`. One [`Optimizer::step`] is then
+//! a single pass over flat slices:
+//!
+//! * no allocation: the state was allocated in `new`, and the gradient is only
+//!   read (even coupled weight decay forms `g + λ·p` in a register, never in
+//!   `grads`);
+//! * no per-element branch on data: the choice of weight decay, momentum and
+//!   Nesterov is made once per call, outside the loop, and each combination has
+//!   its own loop that the compiler vectorises;
+//! * no knowledge of the model: which ranges of the arena are weights, biases
+//!   or BatchNorm scales does not matter here. (Decaying only some of them
+//!   would take a mask or several arenas; weight decay applies to every
+//!   element.)
+//!
+//! The step size is an argument of `step`, not part of the optimizer, so a
+//! [`Schedule`] can drive it:
+//!
+//! ```
+//! use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule};
+//!
+//! // f(p) = ½·Σ pᵢ², whose gradient is p itself.
+//! let mut params = vec![1.0f32, -2.0, 0.5];
+//! let mut grads = vec![0.0f32; params.len()];
+//! let mut opt = Adam::new(params.len(), AdamConfig::adamw(0.01));
+//! let schedule = Schedule::warmup(10, 0.1, Schedule::cosine(0.1, 0.0, 290));
+//! for _ in 0..300 {
+//!     grads.copy_from_slice(&params); // backward pass
+//!     let lr = schedule.lr_at(opt.steps());
+//!     opt.step(&mut params, &grads, lr);
+//! }
+//! assert!(params.iter().all(|p| p.abs() < 1e-2), "{params:?}");
+//! ```
+//!
+//! # Weight decay
+//!
+//! [`WeightDecay`] selects between the two meanings the literature gives the
+//! term; each optimizer's docs state exactly where it enters its update:
+//!
+//! * [`WeightDecay::L2`]`(λ)` is **coupled**: `g ← g + λ·p` before anything
+//!   else, i.e. the gradient of an extra (λ/2)·‖p‖² in the loss. This is the
+//!   `weight_decay` argument of PyTorch's `SGD` and `Adam`. With Adam the decay
+//!   term is rescaled per element by 1/(√v̂ + ε) like the rest of the gradient.
+//! * [`WeightDecay::Decoupled`]`(λ)` shrinks the parameters directly,
+//!   `p ← p·(1 − lr·λ)` = `p − lr·λ·p`, before the gradient update and from the
+//!   gradient alone (Loshchilov & Hutter; PyTorch's `AdamW`). Note that the
+//!   shrinkage scales with the *scheduled* `lr`, as in PyTorch.
+//!
+//! # Checkpoints
+//!
+//! [`Optimizer::state`] borrows the complete state — the step count and every
+//! buffer, in the documented order — and [`Optimizer::load_state`] copies one
+//! back, so `save → load → continue` gives bitwise the same parameters as
+//! never stopping. The configuration (β's, momentum, decay) is not part of the
+//! state; rebuild the optimizer with the same config, then load.
+//!
+//! # Gradient clipping
+//!
+//! [`clip_grad_norm`] rescales the whole gradient arena to a maximum global L2
+//! norm (PyTorch's `clip_grad_norm_`) and reports the norm, which doubles as a
+//! divergence detector: NaN or ±∞ anywhere gives a non-finite norm.
+
+mod adam;
+mod schedule;
+mod sgd;
+
+use std::fmt;
+
+pub use adam::{Adam, AdamConfig};
+pub use schedule::{Schedule, ScheduleError};
+pub use sgd::{Sgd, SgdConfig};
+
+/// How weight decay enters an optimizer's update. λ must be finite and ≥ 0
+/// (checked by the optimizer's constructor).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum WeightDecay {
+    /// No weight decay.
+    #[default]
+    None,
+    /// Coupled L2 regularisation: `g ← g + λ·p` before the update, the gradient
+    /// of (λ/2)·‖p‖² (PyTorch's `weight_decay` for `SGD` and `Adam`).
+    L2(f32),
+    /// Decoupled decay: `p ← p·(1 − lr·λ)` before the gradient update, with
+    /// the step's `lr` (PyTorch's `AdamW`; also accepted by [`Sgd`]).
+    Decoupled(f32),
+}
+
+impl WeightDecay {
+    /// λ, or 0 for [`WeightDecay::None`].
+    pub fn lambda(self) -> f32 {
+        match self {
+            WeightDecay::None => 0.0,
+            WeightDecay::L2(l) | WeightDecay::Decoupled(l) => l,
+        }
+    }
+
+    /// Checks that λ is finite and ≥ 0.
+    fn validate(self) -> Result<(), OptimError> {
+        let l = self.lambda();
+        if l.is_finite() && l >= 0.0 {
+            Ok(())
+        } else {
+            Err(OptimError::InvalidHyperparameter {
+                name: "weight_decay",
+                value: l,
+                requirement: "finite and >= 0",
+            })
+        }
+    }
+
+    /// The coupled λ (0 unless `L2`) and the decoupled factor `1 − lr·λ`
+    /// (exactly 1 unless `Decoupled`, and multiplying by 1 is the identity on
+    /// every float, NaN and ±0 included). The factor is formed in `f64` and
+    /// rounded once, as PyTorch rounds its Python-float `1 - lr*weight_decay`.
+    #[inline]
+    fn split(self, lr: f32) -> (f32, f32) {
+        match self {
+            WeightDecay::None => (0.0, 1.0),
+            WeightDecay::L2(l) => (l, 1.0),
+            WeightDecay::Decoupled(l) => (0.0, (1.0 - lr as f64 * l as f64) as f32),
+        }
+    }
+}
+
+/// A borrowed snapshot of an optimizer's complete state, for checkpoints.
+///
+/// `buffers[i]` is named [`Optimizer::state_names`]`()[i]` and has length
+/// [`Optimizer::len`], in the arena's layout. Build one from owned vectors to
+/// restore: `OptimState { steps, buffers: saved.iter().map(Vec::as_slice).collect() }`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimState<'a> {
+    /// Steps taken so far ([`Optimizer::steps`]; Adam's t).
+    pub steps: u64,
+    /// The state buffers, each of length n, in the order of
+    /// [`Optimizer::state_names`].
+    pub buffers: Vec<&'a [f32]>,
+}
+
+/// An optimizer over a flat parameter arena: see the [module docs](self) for
+/// the contract shared by every implementation.
+pub trait Optimizer {
+    /// One update of every parameter, `params ← update(params, grads, state)`,
+    /// with step size `lr`, used as given (`lr = 0` leaves the parameters
+    /// unchanged but still advances the state; a negative `lr` ascends).
+    /// Increments [`steps`](Optimizer::steps) first, so the first call uses
+    /// t = 1.
+    ///
+    /// Non-finite values are not checked for; they propagate into the
+    /// parameters and the state (use [`clip_grad_norm`]'s return value to
+    /// catch them before stepping).
+    ///
+    /// # Panics
+    ///
+    /// If `params.len()` or `grads.len()` differs from [`len`](Optimizer::len);
+    /// nothing is updated then.
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32);
+
+    /// The number of parameters n the state was sized for.
+    fn len(&self) -> usize;
+
+    /// Whether n = 0 (a step is then a no-op apart from counting).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Steps taken so far: 0 after construction, t after t calls of
+    /// [`step`](Optimizer::step), or whatever [`load_state`](Optimizer::load_state) set.
+    fn steps(&self) -> u64;
+
+    /// Names of the state buffers in the order [`state`](Optimizer::state)
+    /// returns them, PyTorch's: `["momentum_buffer"]` or `[]` for SGD,
+    /// `["exp_avg", "exp_avg_sq"]` for Adam.
+    fn state_names(&self) -> &'static [&'static str];
+
+    /// The complete state: the step count and every buffer (each of length n).
+    /// Allocates the small `Vec` of slices; the buffers are borrowed.
+    fn state(&self) -> OptimState<'_>;
+
+    /// Restores a state saved with [`state`](Optimizer::state) from an
+    /// optimizer of the same kind, length and configuration. Everything is
+    /// checked before anything is copied.
+    ///
+    /// # Errors
+    ///
+    /// [`OptimError::StateBufferCount`] if the number of buffers is not
+    /// `state_names().len()`, [`OptimError::StateLength`] if a buffer's length
+    /// is not n. The optimizer is unchanged on error.
+    fn load_state(&mut self, state: &OptimState<'_>) -> Result<(), OptimError>;
+}
+
+/// An invalid optimizer configuration or a state that does not fit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimError {
+    /// `nesterov: true` with `momentum == 0` (Nesterov momentum without
+    /// momentum; PyTorch rejects it too).
+    NesterovWithoutMomentum,
+    /// A hyperparameter outside its valid range.
+    InvalidHyperparameter {
+        /// The config field, e.g. `"beta2"`.
+        name: &'static str,
+        /// The value given.
+        value: f32,
+        /// The valid range, in words.
+        requirement: &'static str,
+    },
+    /// [`Optimizer::load_state`] got a different number of buffers than the
+    /// optimizer has.
+    StateBufferCount {
+        /// Buffers the optimizer has (`state_names().len()`).
+        expected: usize,
+        /// Buffers given.
+        got: usize,
+    },
+    /// [`Optimizer::load_state`] got a buffer whose length is not n.
+    StateLength {
+        /// Name of the buffer ([`Optimizer::state_names`]).
+        buffer: &'static str,
+        /// n, the optimizer's length.
+        expected: usize,
+        /// The buffer's length.
+        got: usize,
+    },
+}
+
+impl fmt::Display for OptimError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            OptimError::NesterovWithoutMomentum => {
+                write!(f, "Nesterov momentum requires momentum > 0")
+            }
+            OptimError::InvalidHyperparameter {
+                name,
+                value,
+                requirement,
+            } => write!(f, "invalid {name} = {value}: must be {requirement}"),
+            OptimError::StateBufferCount { expected, got } => write!(
+                f,
+                "optimizer state has {got} buffers but this optimizer has {expected}"
+            ),
+            OptimError::StateLength {
+                buffer,
+                expected,
+                got,
+            } => write!(
+                f,
+                "optimizer state buffer {buffer} has length {got} but the optimizer \
+                 was sized for {expected} parameters"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OptimError {}
+
+/// Validates `state` against `names` and `n`, then copies each buffer into
+/// `dst`: the shared body of every `load_state`.
+fn load_buffers(
+    names: &'static [&'static str],
+    n: usize,
+    state: &OptimState<'_>,
+    dst: &mut [&mut Vec<f32>],
+) -> Result<(), OptimError> {
+    debug_assert_eq!(names.len(), dst.len());
+    if state.buffers.len() != names.len() {
+        return Err(OptimError::StateBufferCount {
+            expected: names.len(),
+            got: state.buffers.len(),
+        });
+    }
+    for (&name, b) in names.iter().zip(&state.buffers) {
+        if b.len() != n {
+            return Err(OptimError::StateLength {
+                buffer: name,
+                expected: n,
+                got: b.len(),
+            });
+        }
+    }
+    for (d, s) in dst.iter_mut().zip(&state.buffers) {
+        d.copy_from_slice(s);
+    }
+    Ok(())
+}
+
+/// Panics unless both slices have the optimizer's length `n`.
+#[track_caller]
+#[inline]
+fn check_lens(who: &str, n: usize, params: usize, grads: usize) {
+    if params != n || grads != n {
+        len_fail(who, n, params, grads);
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn len_fail(who: &str, n: usize, params: usize, grads: usize) -> ! {
+    panic!(
+        "{who}::step: length mismatch: params has length {params} and grads has length \
+         {grads}, but the optimizer was sized for {n} parameters"
+    )
+}
+
+/// Panics with the error's message: the checked constructors' `new` path.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn config_fail(who: &str, e: OptimError) -> ! {
+    panic!("{who}::new: {e}")
+}
+
+/// Clips the gradient arena to a global L2 norm of at most `max_norm` and
+/// returns the norm it had **before** clipping (PyTorch's `clip_grad_norm_`
+/// with `norm_type = 2`, over the whole arena as one vector).
+///
+/// The norm ‖g‖ = √(Σ gᵢ²) is accumulated in `f64` (each square is exact in
+/// `f64`; eight interleaved partial sums, in a fixed order, so the result is
+/// deterministic and the loop vectorises). Then:
+///
+/// * if ‖g‖ > `max_norm`, every element is multiplied by
+///   `max_norm / (‖g‖ + 1e-6)` (the 1e-6 is PyTorch's; it keeps the clipped
+///   norm just below `max_norm`), so afterwards ‖g‖ ≤ `max_norm` up to one
+///   `f32` rounding per element;
+/// * otherwise `grads` is left untouched (PyTorch also scales when ‖g‖ lies
+///   within 1e-6 below `max_norm`, by a factor within 1e-6/`max_norm` of 1;
+///   here exactly nothing happens);
+/// * if any element is NaN or ±∞, the norm is NaN or +∞, `grads` is left
+///   untouched and that non-finite norm is returned, so the caller can detect
+///   divergence and skip the step (`if !norm.is_finite() { ... }`).
+///
+/// The returned norm is rounded to `f32`. For finite gradients whose norm
+/// exceeds `f32::MAX` (≈ 3.4e38, possible since it sums many elements) it is
+/// therefore +∞ even though the clipping itself, done in `f64`, is correct.
+/// `max_norm = f32::INFINITY` never clips: the call then just measures the norm.
+/// An empty arena has norm 0.
+///
+/// # Panics
+///
+/// If `max_norm` is negative or NaN.
+///
+/// ```
+/// use backprop::optim::clip_grad_norm;
+/// let mut g = vec![3.0f32, 4.0];
+/// let norm = clip_grad_norm(&mut g, 1.0);
+/// assert_eq!(norm, 5.0);
+/// assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
+///
+/// let mut bad = vec![1.0f32, f32::NAN];
+/// assert!(clip_grad_norm(&mut bad, 1.0).is_nan());
+/// assert_eq!(bad[0], 1.0); // untouched
+/// ```
+#[track_caller]
+pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
+    if max_norm.is_nan() || max_norm < 0.0 {
+        max_norm_fail(max_norm);
+    }
+    let norm = sum_of_squares(grads).sqrt();
+    if norm.is_finite() && norm > max_norm as f64 {
+        let scale = (max_norm as f64 / (norm + 1e-6)) as f32;
+        for g in grads.iter_mut() {
+            *g *= scale;
+        }
+    }
+    norm as f32
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn max_norm_fail(max_norm: f32) -> ! {
+    panic!("clip_grad_norm: max_norm must be >= 0, got {max_norm}")
+}
+
+/// Σ xᵢ² in `f64`, with eight partial sums so that the loop vectorises (a
+/// single running sum would serialise on the add latency and cannot be
+/// reordered by the compiler).
+fn sum_of_squares(x: &[f32]) -> f64 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f64; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            let v = c[j] as f64;
+            acc[j] += v * v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        let v = v as f64;
+        *a += v * v;
+    }
+    // Fixed pairwise combination order.
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}

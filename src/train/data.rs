@@ -1,0 +1,215 @@
+//! In-memory datasets: a row-major `samples × features` matrix and one label
+//! per sample, checked once when built.
+
+use std::fmt;
+
+use crate::matrix::MatRef;
+use crate::nn::Targets;
+
+/// The labels of a dataset, one kind per loss.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Labels {
+    /// Regression targets: `samples × width`, row-major.
+    Values {
+        /// The targets.
+        data: Vec<f32>,
+        /// Outputs per sample.
+        width: usize,
+    },
+    /// Binary labels, each −1 or +1.
+    Signs(Vec<f32>),
+    /// Class indices.
+    Classes(Vec<usize>),
+}
+
+impl Labels {
+    fn count(&self) -> usize {
+        match self {
+            Labels::Values { data, width } => data.len() / (*width).max(1),
+            Labels::Signs(v) => v.len(),
+            Labels::Classes(v) => v.len(),
+        }
+    }
+}
+
+/// Why a dataset was refused.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataError {
+    /// The feature buffer is not `samples × features`.
+    Shape {
+        /// Elements expected.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
+    /// The number of labels is not the number of samples.
+    LabelCount {
+        /// Samples.
+        samples: usize,
+        /// Labels.
+        labels: usize,
+    },
+    /// A feature or regression target is NaN or infinite.
+    NonFinite {
+        /// The sample (row) holding it.
+        row: usize,
+        /// Its column (feature or target index).
+        col: usize,
+        /// `"feature"` or `"target"`.
+        what: &'static str,
+    },
+    /// A binary label is not ±1.
+    BadSign {
+        /// The sample.
+        row: usize,
+        /// The label.
+        value: f32,
+    },
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::Shape { expected, got } => {
+                write!(
+                    f,
+                    "feature buffer has {got} values but samples × features is {expected}"
+                )
+            }
+            DataError::LabelCount { samples, labels } => {
+                write!(f, "{labels} labels for {samples} samples")
+            }
+            DataError::NonFinite { row, col, what } => {
+                write!(f, "row {row}: {what} {col} is NaN or infinite")
+            }
+            DataError::BadSign { row, value } => {
+                write!(f, "row {row}: binary label {value} is not -1 or +1")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DataError {}
+
+/// A checked, in-memory dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    x: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    labels: Labels,
+}
+
+impl Dataset {
+    /// A dataset of `rows` samples of `cols` features (`x` row-major).
+    ///
+    /// # Errors
+    /// [`DataError`] naming the row for a NaN/∞ feature or target, a label that
+    /// is not ±1 for binary labels, or counts that disagree.
+    ///
+    /// ```
+    /// use backprop::train::{Dataset, Labels};
+    /// let d = Dataset::new(vec![0.0, 1.0, 2.0, 3.0], 2, 2, Labels::Classes(vec![0, 1])).unwrap();
+    /// assert_eq!(d.len(), 2);
+    /// assert!(Dataset::new(vec![0.0, f32::NAN], 1, 2, Labels::Classes(vec![0])).is_err());
+    /// ```
+    pub fn new(
+        x: Vec<f32>,
+        rows: usize,
+        cols: usize,
+        labels: Labels,
+    ) -> Result<Dataset, DataError> {
+        let expected = rows.saturating_mul(cols);
+        if x.len() != expected {
+            return Err(DataError::Shape {
+                expected,
+                got: x.len(),
+            });
+        }
+        if let Labels::Values { data, width } = &labels {
+            if data.len() != rows * width {
+                return Err(DataError::LabelCount {
+                    samples: rows,
+                    labels: data.len() / (*width).max(1),
+                });
+            }
+        }
+        if labels.count() != rows {
+            return Err(DataError::LabelCount {
+                samples: rows,
+                labels: labels.count(),
+            });
+        }
+        if let Some(k) = x.iter().position(|v| !v.is_finite()) {
+            return Err(DataError::NonFinite {
+                row: k / cols,
+                col: k % cols,
+                what: "feature",
+            });
+        }
+        match &labels {
+            Labels::Values { data, width } => {
+                if let Some(k) = data.iter().position(|v| !v.is_finite()) {
+                    return Err(DataError::NonFinite {
+                        row: k / width,
+                        col: k % width,
+                        what: "target",
+                    });
+                }
+            }
+            Labels::Signs(s) => {
+                if let Some((row, &value)) =
+                    s.iter().enumerate().find(|(_, &v)| v != 1.0 && v != -1.0)
+                {
+                    return Err(DataError::BadSign { row, value });
+                }
+            }
+            Labels::Classes(_) => {}
+        }
+        Ok(Dataset {
+            x,
+            rows,
+            cols,
+            labels,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+    /// Features per sample.
+    pub fn features(&self) -> usize {
+        self.cols
+    }
+    /// The features, `samples × features`.
+    pub fn x(&self) -> MatRef<'_> {
+        MatRef::from_slice(&self.x, self.rows, self.cols)
+    }
+    /// The labels.
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+    /// Samples `lo..hi` as a feature view and targets.
+    pub fn slice(&self, lo: usize, hi: usize) -> (MatRef<'_>, Targets<'_>) {
+        let x = MatRef::from_slice(&self.x[lo * self.cols..hi * self.cols], hi - lo, self.cols);
+        let t = match &self.labels {
+            Labels::Values { data, width } => Targets::Values(MatRef::from_slice(
+                &data[lo * width..hi * width],
+                hi - lo,
+                *width,
+            )),
+            Labels::Signs(s) => Targets::Signs(&s[lo..hi]),
+            Labels::Classes(c) => Targets::Classes(&c[lo..hi]),
+        };
+        (x, t)
+    }
+    /// The raw feature buffer.
+    pub fn x_data(&self) -> &[f32] {
+        &self.x
+    }
+}

@@ -1,0 +1,327 @@
+//! The minibatch training loop: shuffle, gather, forward/backward, clip,
+//! optimizer step with the scheduled step size, divergence check.
+
+use std::fmt;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::matrix::MatRef;
+use crate::nn::{Evaluation, Mlp, StepError, Targets};
+use crate::optim::{clip_grad_norm, Optimizer, Schedule};
+use crate::train::{Dataset, Labels};
+
+/// Why training stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainError {
+    /// The step itself failed (bad targets, batch of one with BatchNorm, …).
+    Step(StepError),
+    /// The loss or the gradient became NaN or infinite at `step`; the
+    /// parameters are those before that step.
+    Diverged {
+        /// The 0-based step index.
+        step: u64,
+        /// The loss of that step.
+        loss: f32,
+    },
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::Step(e) => write!(f, "{e}"),
+            TrainError::Diverged { step, loss } => write!(
+                f,
+                "training diverged at step {step} (loss {loss}); the parameters are those \
+                 before that step — try a lower learning rate or gradient clipping"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<StepError> for TrainError {
+    fn from(e: StepError) -> Self {
+        TrainError::Step(e)
+    }
+}
+
+/// What one epoch did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochStats {
+    /// 1-based epoch number.
+    pub epoch: u64,
+    /// Mean of the minibatch losses, weighted by batch size.
+    pub mean_loss: f32,
+    /// Optimizer steps taken in the epoch.
+    pub steps: u64,
+    /// Samples seen.
+    pub samples: usize,
+    /// Wall time of the epoch's training loop alone.
+    pub seconds: f64,
+}
+
+/// Trains an [`Mlp`] with an optimizer and a step-size schedule.
+///
+/// ```
+/// use backprop::nn::{Activation, Loss, MlpBuilder};
+/// use backprop::optim::{Adam, AdamConfig, Schedule};
+/// use backprop::train::{Dataset, Labels, Trainer};
+/// // XOR with ±1 labels.
+/// let x = vec![0., 0., 0., 1., 1., 0., 1., 1.];
+/// let data = Dataset::new(x, 4, 2, Labels::Signs(vec![-1., 1., 1., -1.])).unwrap();
+/// let net = MlpBuilder::new(2).dense(8).act(Activation::Tanh).dense(1)
+///     .loss(Loss::Logistic).build(1).unwrap();
+/// let opt = Adam::new(net.num_params(), AdamConfig::default());
+/// let mut t = Trainer::new(net, Box::new(opt), Schedule::constant(0.05), 7);
+/// for _ in 0..300 {
+///     t.train_epoch(&data, 4).unwrap();
+/// }
+/// assert_eq!(t.evaluate(&data, 4).unwrap().correct, Some(4));
+/// ```
+pub struct Trainer {
+    net: Mlp,
+    opt: Box<dyn Optimizer + Send>,
+    schedule: Schedule,
+    clip: Option<f32>,
+    step: u64,
+    epoch: u64,
+    rng: StdRng,
+    /// The epoch's sample order and the gathered minibatch (reused).
+    order: Vec<usize>,
+    bx: Vec<f32>,
+    by_values: Vec<f32>,
+    by_signs: Vec<f32>,
+    by_classes: Vec<usize>,
+}
+
+impl Trainer {
+    /// A trainer; `seed` drives the per-epoch shuffling.
+    ///
+    /// # Panics
+    /// If the optimizer was sized for a different number of parameters.
+    pub fn new(net: Mlp, opt: Box<dyn Optimizer + Send>, schedule: Schedule, seed: u64) -> Trainer {
+        assert_eq!(
+            opt.len(),
+            net.num_params(),
+            "Trainer: the optimizer holds state for {} parameters but the network has {}",
+            opt.len(),
+            net.num_params()
+        );
+        Trainer {
+            net,
+            opt,
+            schedule,
+            clip: None,
+            step: 0,
+            epoch: 0,
+            rng: StdRng::seed_from_u64(seed),
+            order: Vec::new(),
+            bx: Vec::new(),
+            by_values: Vec::new(),
+            by_signs: Vec::new(),
+            by_classes: Vec::new(),
+        }
+    }
+
+    /// Clips the gradient to global L2 norm `max_norm` before every step.
+    pub fn with_clip(mut self, max_norm: f32) -> Trainer {
+        self.clip = Some(max_norm);
+        self
+    }
+
+    /// The network.
+    pub fn net(&self) -> &Mlp {
+        &self.net
+    }
+    /// The network, mutably (e.g. to change its GEMM options).
+    pub fn net_mut(&mut self) -> &mut Mlp {
+        &mut self.net
+    }
+    /// Takes the network back.
+    pub fn into_net(self) -> Mlp {
+        self.net
+    }
+    /// The optimizer.
+    pub fn optimizer(&self) -> &dyn Optimizer {
+        &*self.opt
+    }
+    /// Optimizer steps taken so far (the schedule's position).
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+    /// Epochs completed.
+    pub fn epochs(&self) -> u64 {
+        self.epoch
+    }
+
+    /// One optimizer step on a minibatch: forward, backward, optional
+    /// clipping, then the update with the scheduled step size. Returns the
+    /// minibatch's mean loss. Allocates nothing once the batch size has been
+    /// seen.
+    ///
+    /// # Errors
+    /// [`TrainError::Step`] for bad input, [`TrainError::Diverged`] (and no
+    /// update) when the loss or the gradient norm is not finite.
+    pub fn step(&mut self, x: MatRef<'_>, targets: Targets<'_>) -> Result<f32, TrainError> {
+        let clip = self.clip;
+        train_step(
+            &mut self.net,
+            &mut *self.opt,
+            &self.schedule,
+            clip,
+            &mut self.step,
+            x,
+            targets,
+        )
+    }
+
+    /// One pass over `data` in a fresh random order (seeded), in minibatches
+    /// of `batch` samples; the last, smaller batch is used too unless it holds
+    /// a single sample (which BatchNorm could not normalise).
+    ///
+    /// # Errors
+    /// As [`Trainer::step`].
+    ///
+    /// # Panics
+    /// If `batch` is 0.
+    pub fn train_epoch(&mut self, data: &Dataset, batch: usize) -> Result<EpochStats, TrainError> {
+        assert!(
+            batch > 0,
+            "Trainer::train_epoch: batch size must be positive"
+        );
+        let start = Instant::now();
+        let n = data.len();
+        self.order.clear();
+        self.order.extend(0..n);
+        self.order.shuffle(&mut self.rng);
+        let (mut total, mut seen, mut steps) = (0.0f64, 0usize, 0u64);
+        let mut lo = 0;
+        while lo < n {
+            let hi = (lo + batch).min(n);
+            if hi - lo < 2 && lo > 0 {
+                break;
+            }
+            let loss = self.gather_and_step(data, lo, hi)?;
+            total += loss as f64 * (hi - lo) as f64;
+            seen += hi - lo;
+            steps += 1;
+            lo = hi;
+        }
+        self.epoch += 1;
+        Ok(EpochStats {
+            epoch: self.epoch,
+            mean_loss: (total / seen.max(1) as f64) as f32,
+            steps,
+            samples: seen,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Copies samples `order[lo..hi]` into the minibatch buffers and steps.
+    fn gather_and_step(&mut self, data: &Dataset, lo: usize, hi: usize) -> Result<f32, TrainError> {
+        let d = data.features();
+        let b = hi - lo;
+        let idx = &self.order[lo..hi];
+        self.bx.clear();
+        for &i in idx {
+            self.bx
+                .extend_from_slice(&data.x_data()[i * d..(i + 1) * d]);
+        }
+        let x = MatRef::from_slice(&self.bx, b, d);
+        let targets = match data.labels() {
+            Labels::Values { data: v, width } => {
+                self.by_values.clear();
+                for &i in idx {
+                    self.by_values
+                        .extend_from_slice(&v[i * width..(i + 1) * width]);
+                }
+                Targets::Values(MatRef::from_slice(&self.by_values, b, *width))
+            }
+            Labels::Signs(s) => {
+                self.by_signs.clear();
+                self.by_signs.extend(idx.iter().map(|&i| s[i]));
+                Targets::Signs(&self.by_signs)
+            }
+            Labels::Classes(c) => {
+                self.by_classes.clear();
+                self.by_classes.extend(idx.iter().map(|&i| c[i]));
+                Targets::Classes(&self.by_classes)
+            }
+        };
+        train_step(
+            &mut self.net,
+            &mut *self.opt,
+            &self.schedule,
+            self.clip,
+            &mut self.step,
+            x,
+            targets,
+        )
+    }
+
+    /// The network in evaluation mode on the whole dataset, in chunks of
+    /// `chunk` samples (which bounds the workspace): mean loss and, for
+    /// classification, the number correct.
+    ///
+    /// # Errors
+    /// As [`Mlp::evaluate`].
+    pub fn evaluate(&mut self, data: &Dataset, chunk: usize) -> Result<Evaluation, StepError> {
+        evaluate(&mut self.net, data, chunk)
+    }
+}
+
+/// [`Trainer::evaluate`] for a bare network.
+///
+/// # Errors
+/// As [`Mlp::evaluate`].
+pub fn evaluate(net: &mut Mlp, data: &Dataset, chunk: usize) -> Result<Evaluation, StepError> {
+    let chunk = chunk.max(1);
+    let (mut loss, mut correct, mut any_correct) = (0.0f64, 0usize, false);
+    let n = data.len();
+    let mut lo = 0;
+    while lo < n {
+        let hi = (lo + chunk).min(n);
+        let (x, t) = data.slice(lo, hi);
+        let e = net.evaluate(x, t)?;
+        loss += e.loss as f64 * (hi - lo) as f64;
+        if let Some(c) = e.correct {
+            correct += c;
+            any_correct = true;
+        }
+        lo = hi;
+    }
+    Ok(Evaluation {
+        loss: (loss / n.max(1) as f64) as f32,
+        correct: any_correct.then_some(correct),
+        samples: n,
+    })
+}
+
+/// Forward, backward, optional clipping, divergence check, update; advances
+/// `step` only when the update happened.
+#[allow(clippy::too_many_arguments)]
+fn train_step(
+    net: &mut Mlp,
+    opt: &mut dyn Optimizer,
+    schedule: &Schedule,
+    clip: Option<f32>,
+    step: &mut u64,
+    x: MatRef<'_>,
+    targets: Targets<'_>,
+) -> Result<f32, TrainError> {
+    net.set_training(true);
+    let loss = net.forward_backward(x, targets)?;
+    let (params, grads) = net.params_and_grads();
+    // Clipping needs the norm anyway; it leaves non-finite gradients alone.
+    let finite = clip.is_none_or(|max| clip_grad_norm(grads, max).is_finite());
+    if !loss.is_finite() || !finite {
+        return Err(TrainError::Diverged { step: *step, loss });
+    }
+    opt.step(params, grads, schedule.lr_at(*step));
+    *step += 1;
+    Ok(loss)
+}

@@ -1,0 +1,387 @@
+//! The network's forward and backward passes against the naive f64 reference
+//! (which follows the course's formulas sample by sample), the reference
+//! against central finite differences, BatchNorm/LayerNorm semantics, and
+//! thread-count invariance of the gradients.
+
+use backprop::gemm::GemmOptions;
+use backprop::matrix::MatRef;
+use backprop::nn::{
+    Activation, BuildError, Init, Layer, Loss, Mlp, MlpBuilder, StepError, Targets,
+};
+use backprop::reference::{mlp_loss_and_grads, RefTargets};
+use backprop::Threads;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const ACTS: [Activation; 7] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu { slope: 0.1 },
+    Activation::Tanh,
+    Activation::Sigmoid,
+    Activation::Gelu,
+    Activation::Softplus,
+];
+
+/// A batch, its targets for `loss`, and the same in f64.
+struct Data {
+    x: Vec<f32>,
+    values: Vec<f32>,
+    signs: Vec<f32>,
+    classes: Vec<usize>,
+}
+
+fn data(rng: &mut StdRng, batch: usize, input: usize, out: usize) -> Data {
+    Data {
+        x: (0..batch * input)
+            .map(|_| rng.random_range(-1.5..1.5))
+            .collect(),
+        values: (0..batch * out)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect(),
+        signs: (0..batch)
+            .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+            .collect(),
+        classes: (0..batch).map(|_| rng.random_range(0..out)).collect(),
+    }
+}
+
+fn targets<'a>(loss: Loss, d: &'a Data, batch: usize, out: usize) -> Targets<'a> {
+    match loss {
+        Loss::Mse => Targets::Values(MatRef::from_slice(&d.values, batch, out)),
+        Loss::Logistic => Targets::Signs(&d.signs),
+        Loss::SoftmaxCrossEntropy => Targets::Classes(&d.classes),
+    }
+}
+
+fn ref_targets(loss: Loss, d: &Data, out: usize) -> RefTargets {
+    match loss {
+        Loss::Mse => RefTargets::Values(
+            d.values
+                .chunks(out)
+                .map(|r| r.iter().map(|&v| v as f64).collect())
+                .collect(),
+        ),
+        Loss::Logistic => RefTargets::Signs(d.signs.iter().map(|&v| v as f64).collect()),
+        Loss::SoftmaxCrossEntropy => RefTargets::Classes(d.classes.clone()),
+    }
+}
+
+fn rows_f64(x: &[f32], width: usize) -> Vec<Vec<f64>> {
+    x.chunks(width)
+        .map(|r| r.iter().map(|&v| v as f64).collect())
+        .collect()
+}
+
+/// Networks covering every layer kind; `act` is used throughout.
+fn nets(act: Activation, out: usize) -> Vec<(usize, Vec<Layer>)> {
+    let d = |units| Layer::Dense {
+        units,
+        init: Init::Xavier,
+    };
+    vec![
+        (3, vec![d(out)]),
+        (
+            4,
+            vec![d(6), Layer::Act(act), d(5), Layer::Act(act), d(out)],
+        ),
+        (5, vec![d(6), Layer::BatchNorm, Layer::Act(act), d(out)]),
+        (5, vec![d(7), Layer::LayerNorm, Layer::Act(act), d(out)]),
+        (
+            4,
+            vec![
+                d(6),
+                Layer::Act(act),
+                Layer::Residual(vec![d(6), Layer::Act(act), d(6)]),
+                Layer::Act(act),
+                d(out),
+            ],
+        ),
+        (
+            6,
+            vec![
+                Layer::Residual(vec![d(6), Layer::Act(act)]),
+                Layer::LayerNorm,
+                d(out),
+            ],
+        ),
+        (
+            3,
+            vec![
+                d(5),
+                Layer::Act(act),
+                Layer::Act(Activation::Tanh),
+                Layer::BatchNorm,
+                d(out),
+            ],
+        ),
+    ]
+}
+
+fn build(input: usize, layers: &[Layer], loss: Loss, seed: u64) -> Mlp {
+    let mut b = MlpBuilder::new(input).loss(loss);
+    for l in layers {
+        b = b.layer(l.clone());
+    }
+    b.build(seed).expect("valid network")
+}
+
+#[test]
+fn gradients_match_the_naive_reference() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut cases = 0;
+    for loss in [Loss::Mse, Loss::Logistic, Loss::SoftmaxCrossEntropy] {
+        let out = if loss == Loss::Logistic { 1 } else { 3 };
+        for act in ACTS {
+            for (input, layers) in nets(act, out) {
+                let batch = 6;
+                let mut net = build(input, &layers, loss, rng.random());
+                // Non-trivial norm parameters.
+                for p in net.params_mut().iter_mut() {
+                    if *p == 1.0 {
+                        *p = rng.random_range(0.5..1.5);
+                    }
+                }
+                let d = data(&mut rng, batch, input, out);
+                let value = net
+                    .forward_backward(
+                        MatRef::from_slice(&d.x, batch, input),
+                        targets(loss, &d, batch, out),
+                    )
+                    .unwrap();
+                let params: Vec<f64> = net.params().iter().map(|&v| v as f64).collect();
+                let (want, want_g) = mlp_loss_and_grads(
+                    input,
+                    &layers,
+                    loss,
+                    &params,
+                    &rows_f64(&d.x, input),
+                    &ref_targets(loss, &d, out),
+                );
+                assert!(
+                    (value as f64 - want).abs() <= 1e-5 * want.abs().max(1e-3),
+                    "{loss:?} {act:?} {layers:?}: loss {value} vs {want}"
+                );
+                let scale = want_g.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+                for (k, (&g, &w)) in net.grads().iter().zip(&want_g).enumerate() {
+                    // f32 arithmetic through a few layers: relative 1e-3 of the
+                    // entry plus 1e-4 of the largest gradient.
+                    assert!(
+                        (g as f64 - w).abs() <= 1e-3 * w.abs() + 1e-4 * scale,
+                        "{loss:?} {act:?} {layers:?}: grad[{k}] = {g} vs reference {w}"
+                    );
+                }
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 3 * ACTS.len() * 7);
+}
+
+/// The reference's backward is the derivative of its forward: central
+/// differences in f64 on every parameter, for every layer kind and loss.
+#[test]
+fn reference_gradients_match_finite_differences() {
+    let mut rng = StdRng::seed_from_u64(5);
+    for loss in [Loss::Mse, Loss::Logistic, Loss::SoftmaxCrossEntropy] {
+        let out = if loss == Loss::Logistic { 1 } else { 3 };
+        // Smooth activations: no kink for a difference to straddle.
+        for act in [
+            Activation::Tanh,
+            Activation::Sigmoid,
+            Activation::Gelu,
+            Activation::Softplus,
+        ] {
+            for (input, layers) in nets(act, out) {
+                let batch = 5;
+                let net = build(input, &layers, loss, rng.random());
+                let mut params: Vec<f64> = net.params().iter().map(|&v| v as f64).collect();
+                let d = data(&mut rng, batch, input, out);
+                let (x, t) = (rows_f64(&d.x, input), ref_targets(loss, &d, out));
+                let (_, g) = mlp_loss_and_grads(input, &layers, loss, &params, &x, &t);
+                let h = 1e-6;
+                for k in 0..params.len() {
+                    let p = params[k];
+                    params[k] = p + h;
+                    let (up, _) = mlp_loss_and_grads(input, &layers, loss, &params, &x, &t);
+                    params[k] = p - h;
+                    let (down, _) = mlp_loss_and_grads(input, &layers, loss, &params, &x, &t);
+                    params[k] = p;
+                    let fd = (up - down) / (2.0 * h);
+                    assert!(
+                        (fd - g[k]).abs() <= 1e-6 + 1e-5 * g[k].abs(),
+                        "{loss:?} {act:?} {layers:?}: ∂/∂p[{k}] backprop {} vs fd {fd}",
+                        g[k]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn batch_norm_running_stats_move_in_training_and_serve_evaluation() {
+    let mut net = MlpBuilder::new(2).batch_norm().build(0).unwrap();
+    assert_eq!(net.buffers(), &[0.0, 0.0, 1.0, 1.0]);
+    // Feature 0: [1, 3] → mean 2, biased var 1, unbiased var 2. Feature 1: [0, 0].
+    let x = [1.0, 0.0, 3.0, 0.0];
+    let y = net.forward(MatRef::from_slice(&x, 2, 2)).unwrap().to_vec();
+    let s = 1.0 / (1.0f32 + 1e-5).sqrt();
+    assert!(
+        (y[0] + s).abs() < 1e-6 && (y[2] - s).abs() < 1e-6,
+        "normalised with the biased variance: {y:?}"
+    );
+    let b = net.buffers().to_vec();
+    assert!((b[0] - 0.2).abs() < 1e-7, "running mean ← 0.9·0 + 0.1·2");
+    assert!(
+        (b[2] - (0.9 + 0.1 * 2.0)).abs() < 1e-6,
+        "running var ← 0.9·1 + 0.1·2 (unbiased)"
+    );
+    assert!(
+        (b[3] - 0.9).abs() < 1e-7,
+        "a constant feature has variance 0"
+    );
+    // Evaluation uses the running averages and does not move them.
+    net.set_training(false);
+    let y = net
+        .forward(MatRef::from_slice(&[0.2, 5.0], 1, 2))
+        .unwrap()
+        .to_vec();
+    assert!(
+        y[0].abs() < 1e-6,
+        "(0.2 − 0.2)/√(1.1 + ε) = 0, got {}",
+        y[0]
+    );
+    assert!((y[1] - 5.0 / (0.9f32 + 1e-5).sqrt()).abs() < 1e-5);
+    assert_eq!(net.buffers(), &b[..]);
+    // A batch of one is fine in evaluation and an error in training.
+    net.set_training(true);
+    assert_eq!(
+        net.forward(MatRef::from_slice(&[0.2, 5.0], 1, 2))
+            .unwrap_err(),
+        StepError::BatchOfOne
+    );
+}
+
+#[test]
+fn layer_norm_output_of_a_sample_ignores_the_rest_of_the_batch() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut net = MlpBuilder::new(4)
+        .dense(6)
+        .layer_norm()
+        .act(Activation::Tanh)
+        .dense(3)
+        .build(9)
+        .unwrap();
+    let x: Vec<f32> = (0..5 * 4).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let all = net.forward(MatRef::from_slice(&x, 5, 4)).unwrap().to_vec();
+    for i in 0..5 {
+        let one = net
+            .forward(MatRef::from_slice(&x[i * 4..i * 4 + 4], 1, 4))
+            .unwrap()
+            .to_vec();
+        assert_eq!(one, all[i * 3..i * 3 + 3].to_vec(), "sample {i}");
+    }
+    net.set_training(false);
+    let eval = net.forward(MatRef::from_slice(&x, 5, 4)).unwrap().to_vec();
+    assert_eq!(
+        eval, all,
+        "LayerNorm is the same in training and evaluation"
+    );
+}
+
+#[test]
+fn gradients_are_bitwise_identical_for_1_2_3_threads() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (input, batch) = (96, 256);
+    let d = data(&mut rng, batch, input, 10);
+    let mut results = Vec::new();
+    for threads in [1, 2, 3] {
+        let mut net = MlpBuilder::new(input)
+            .dense(160)
+            .act(Activation::Relu)
+            .dense(130)
+            .batch_norm()
+            .act(Activation::Gelu)
+            .residual(|r| r.dense(130).act(Activation::Tanh))
+            .dense(10)
+            .loss(Loss::SoftmaxCrossEntropy)
+            .build(3)
+            .unwrap();
+        net.set_gemm_options(GemmOptions {
+            threads: Threads::Fixed(threads),
+            ..Default::default()
+        });
+        let l = net
+            .forward_backward(
+                MatRef::from_slice(&d.x, batch, input),
+                Targets::Classes(&d.classes),
+            )
+            .unwrap();
+        let bits: Vec<u32> = net.grads().iter().map(|g| g.to_bits()).collect();
+        results.push((l.to_bits(), bits));
+    }
+    assert!(results[0] == results[1], "2 threads differ from 1");
+    assert!(results[0] == results[2], "3 threads differ from 1");
+}
+
+#[test]
+fn build_errors_are_reported() {
+    assert_eq!(MlpBuilder::new(3).build(0).unwrap_err(), BuildError::Empty);
+    assert_eq!(
+        MlpBuilder::new(3).dense(0).build(0).unwrap_err(),
+        BuildError::ZeroWidth { layer: 0 }
+    );
+    assert_eq!(
+        MlpBuilder::new(3)
+            .dense(4)
+            .residual(|r| r.dense(5))
+            .build(0)
+            .unwrap_err(),
+        BuildError::ResidualWidth {
+            layer: 1,
+            width: 4,
+            got: 5
+        }
+    );
+    assert_eq!(
+        MlpBuilder::new(3)
+            .dense(2)
+            .loss(Loss::Logistic)
+            .build(0)
+            .unwrap_err(),
+        BuildError::OutputForLoss {
+            loss: Loss::Logistic,
+            width: 2
+        }
+    );
+    let mut net = MlpBuilder::new(3).dense(2).build(0).unwrap();
+    assert_eq!(
+        net.forward(MatRef::from_slice(&[0.0; 4], 2, 2))
+            .unwrap_err(),
+        StepError::InputWidth {
+            expected: 3,
+            got: 2
+        }
+    );
+    assert_eq!(
+        net.forward_backward(MatRef::from_slice(&[0.0; 3], 1, 3), Targets::Classes(&[0]))
+            .unwrap_err(),
+        StepError::TargetKind { loss: Loss::Mse }
+    );
+}
+
+#[test]
+fn he_initialization_has_the_stated_variance() {
+    let net = MlpBuilder::new(400).dense(300).build(1).unwrap();
+    let w = &net.params()[..400 * 300];
+    let var = w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / w.len() as f64;
+    assert!(
+        (var / (2.0 / 400.0) - 1.0).abs() < 0.02,
+        "Var[W] = {var}, He says 2/fan_in = 0.005"
+    );
+    assert!(
+        net.params()[400 * 300..].iter().all(|&b| b == 0.0),
+        "biases start at zero"
+    );
+}
