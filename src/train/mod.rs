@@ -1,6 +1,7 @@
 //! Training: datasets, the minibatch loop, optimizer steps and schedules.
 
 pub mod data;
+pub mod idx;
 pub mod trainer;
 
 pub use data::{DataError, Dataset, Labels};

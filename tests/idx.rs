@@ -1,0 +1,107 @@
+//! IDX decoding: good files, and a clear error for every kind of bad one.
+
+use backprop::train::idx::{mnist_dataset, parse_idx, read_idx, IdxArray, IdxError};
+
+fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        v.extend_from_slice(&d.to_be_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn decodes_dims_and_data() {
+    let a = parse_idx(&idx(&[2, 2, 3], &[7; 12]), "t").unwrap();
+    assert_eq!(
+        a,
+        IdxArray {
+            dims: vec![2, 2, 3],
+            data: vec![7; 12]
+        }
+    );
+}
+
+#[test]
+fn wrong_magic_type_and_length_are_reported() {
+    let e = parse_idx(&[1, 2, 3, 4, 5], "f").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IdxError::BadMagic {
+                found: [1, 2, 3, 4],
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut v = idx(&[3], &[0; 3]);
+    v[2] = 0x0d; // float32
+    assert!(matches!(
+        parse_idx(&v, "f").unwrap_err(),
+        IdxError::UnsupportedType { code: 0x0d, .. }
+    ));
+    let e = parse_idx(&idx(&[10, 28, 28], &[0; 100]), "f").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IdxError::Truncated {
+                expected: 7840,
+                got: 100,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e
+        .to_string()
+        .contains("need 7840 data bytes but the file has 100"));
+    // Too many bytes is as wrong as too few.
+    assert!(matches!(
+        parse_idx(&idx(&[2], &[0; 3]), "f").unwrap_err(),
+        IdxError::Truncated { .. }
+    ));
+    // A header claiming 2³²·2³² elements allocates nothing and is refused.
+    assert!(matches!(
+        parse_idx(&idx(&[u32::MAX, u32::MAX], &[]), "f").unwrap_err(),
+        IdxError::Truncated { .. }
+    ));
+    // Header cut short.
+    assert!(matches!(
+        parse_idx(&[0, 0, 8, 3, 0, 0], "f").unwrap_err(),
+        IdxError::Truncated { .. }
+    ));
+}
+
+#[test]
+fn images_and_labels_must_agree() {
+    let images = parse_idx(&idx(&[2, 2, 2], &[0, 255, 51, 102, 0, 0, 0, 0]), "i").unwrap();
+    let labels = parse_idx(&idx(&[2], &[3, 9]), "l").unwrap();
+    let d = mnist_dataset(&images, &labels).unwrap();
+    assert_eq!((d.len(), d.features()), (2, 4));
+    assert_eq!(&d.x_data()[..4], &[0.0, 1.0, 0.2, 0.4]);
+    let three = parse_idx(&idx(&[3], &[1, 2, 3]), "l").unwrap();
+    assert!(mnist_dataset(&images, &three)
+        .unwrap_err()
+        .to_string()
+        .contains("2 images but 3 labels"));
+    let bad = parse_idx(&idx(&[2], &[1, 10]), "l").unwrap();
+    assert!(mnist_dataset(&images, &bad)
+        .unwrap_err()
+        .to_string()
+        .contains("label 10 of sample 1"));
+    assert!(
+        mnist_dataset(&labels, &labels).is_err(),
+        "labels are not an image stack"
+    );
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let e = read_idx("/nonexistent/train-images").unwrap_err();
+    assert!(
+        e.to_string().starts_with("/nonexistent/train-images"),
+        "{e}"
+    );
+}
