@@ -266,3 +266,65 @@ where
     }
     team(threads).run(pieces, &task);
 }
+
+/// Elementwise loops shorter than this run on the calling thread.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+
+/// Runs `f(range)` over `0..n` cut into one contiguous range per thread of the
+/// crate-wide setting (in parallel when `n` is large enough). For elementwise
+/// updates, whose result does not depend on the cut.
+pub(crate) fn for_each_range<F>(n: usize, f: F)
+where
+    F: Fn(std::ops::Range<usize>) + Sync,
+{
+    let threads = if n < PARALLEL_MIN_ELEMENTS {
+        1
+    } else {
+        num_threads()
+    };
+    // Ranges in multiples of 64 elements (whole cache lines, whole vectors).
+    let chunk = n.div_ceil(threads).next_multiple_of(64).max(64);
+    let pieces = n.div_ceil(chunk);
+    for_each_piece(threads, pieces, |t| f(t * chunk..((t + 1) * chunk).min(n)));
+}
+
+/// A mutable slice handed to parallel pieces that each touch a disjoint range.
+pub(crate) struct SharedMut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: a SharedMut only yields sub-slices through `range`, whose caller
+// guarantees that concurrent ranges are disjoint; T itself crosses threads.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// Wraps `s` for the duration of its borrow.
+    pub(crate) fn new(s: &mut [T]) -> SharedMut<T> {
+        SharedMut {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+        }
+    }
+
+    /// The elements `r`.
+    ///
+    /// # Safety
+    /// No other live reference (from this or another thread) overlaps `r`, and
+    /// the slice given to [`SharedMut::new`] is still borrowed.
+    ///
+    /// # Panics
+    /// If `r` is out of bounds.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn range(&self, r: std::ops::Range<usize>) -> &mut [T] {
+        assert!(
+            r.start <= r.end && r.end <= self.len,
+            "SharedMut: range {r:?} out of 0..{}",
+            self.len
+        );
+        // SAFETY: in bounds (checked) and exclusive (caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
+    }
+}

@@ -3,6 +3,7 @@
 use super::{
     check_lens, config_fail, load_buffers, OptimError, OptimState, Optimizer, WeightDecay,
 };
+use crate::parallel::{self, SharedMut};
 
 /// Hyperparameters of [`Adam`]. `AdamConfig::default()` is PyTorch's `Adam`
 /// default (β₁ = 0.9, β₂ = 0.999, ε = 1e-8, no weight decay);
@@ -197,12 +198,23 @@ impl Optimizer for Adam {
             l2,
             decay,
         };
-        let (m, v) = (&mut self.exp_avg[..], &mut self.exp_avg_sq[..]);
-        if matches!(c.weight_decay, WeightDecay::L2(_)) {
-            adam_loop::<true>(params, grads, m, v, s);
-        } else {
-            adam_loop::<false>(params, grads, m, v, s);
-        }
+        let l2_coupled = matches!(c.weight_decay, WeightDecay::L2(_));
+        // Elementwise, so cutting the arena across threads changes no bit.
+        let (p, m, v) = (
+            SharedMut::new(params),
+            SharedMut::new(&mut self.exp_avg[..]),
+            SharedMut::new(&mut self.exp_avg_sq[..]),
+        );
+        parallel::for_each_range(self.n, |r| {
+            // SAFETY: for_each_range hands out disjoint ranges, and the three
+            // slices stay borrowed until it returns.
+            let (p, m, v) = unsafe { (p.range(r.clone()), m.range(r.clone()), v.range(r.clone())) };
+            if l2_coupled {
+                adam_loop::<true>(p, &grads[r], m, v, s);
+            } else {
+                adam_loop::<false>(p, &grads[r], m, v, s);
+            }
+        });
     }
 
     fn len(&self) -> usize {

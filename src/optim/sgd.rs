@@ -3,6 +3,7 @@
 use super::{
     check_lens, config_fail, load_buffers, OptimError, OptimState, Optimizer, WeightDecay,
 };
+use crate::parallel::{self, SharedMut};
 
 /// Hyperparameters of [`Sgd`]. `SgdConfig::default()` is plain SGD: no
 /// momentum, no Nesterov, no weight decay (PyTorch's defaults).
@@ -128,21 +129,34 @@ impl Optimizer for Sgd {
         let (l2, decay) = self.config.weight_decay.split(lr);
         let coupled = matches!(self.config.weight_decay, WeightDecay::L2(_));
         let mu = self.config.momentum;
-        if mu == 0.0 {
-            if coupled {
-                plain::<true>(params, grads, lr, l2, decay);
-            } else {
-                plain::<false>(params, grads, lr, l2, decay);
+        let nesterov = self.config.nesterov;
+        // Elementwise, so cutting the arena across threads changes no bit.
+        let (p, v) = (
+            SharedMut::new(params),
+            SharedMut::new(&mut self.velocity[..]),
+        );
+        parallel::for_each_range(self.n, |r| {
+            // SAFETY: for_each_range hands out disjoint ranges, and both
+            // slices stay borrowed until it returns.
+            let p = unsafe { p.range(r.clone()) };
+            let g = &grads[r.clone()];
+            if mu == 0.0 {
+                if coupled {
+                    plain::<true>(p, g, lr, l2, decay);
+                } else {
+                    plain::<false>(p, g, lr, l2, decay);
+                }
+                return;
             }
-            return;
-        }
-        let v = &mut self.velocity[..];
-        match (coupled, self.config.nesterov) {
-            (false, false) => momentum::<false, false>(params, grads, v, lr, mu, l2, decay),
-            (false, true) => momentum::<false, true>(params, grads, v, lr, mu, l2, decay),
-            (true, false) => momentum::<true, false>(params, grads, v, lr, mu, l2, decay),
-            (true, true) => momentum::<true, true>(params, grads, v, lr, mu, l2, decay),
-        }
+            // SAFETY: as above.
+            let v = unsafe { v.range(r) };
+            match (coupled, nesterov) {
+                (false, false) => momentum::<false, false>(p, g, v, lr, mu, l2, decay),
+                (false, true) => momentum::<false, true>(p, g, v, lr, mu, l2, decay),
+                (true, false) => momentum::<true, false>(p, g, v, lr, mu, l2, decay),
+                (true, true) => momentum::<true, true>(p, g, v, lr, mu, l2, decay),
+            }
+        });
     }
 
     fn len(&self) -> usize {
