@@ -75,3 +75,64 @@ if fused_rows:
         print(f"| {group} | {shape.replace('x', '×')} | {t['fused'] / 1e3:.1f} | {t['unfused'] / 1e3:.1f} | "
               f"{t['bare'] / 1e3:.1f} | {t['unfused'] / t['fused']:.2f} | "
               f"{100 * (t['fused'] / t['bare'] - 1):+.1f} % |")
+
+
+# Training steps (benches/train.rs): the named networks and the K×L grid with
+# the fitted exponents of step time in K and L (least squares on log–log).
+import math
+
+named_dir = os.path.join(root, "train_named")
+if os.path.isdir(named_dir):
+    print("\n| network | threads | ms/step | steps/s | GFLOP/s (6·B·ΣK²) |")
+    print("|---|---:|---:|---:|---:|")
+    for th in sorted(os.listdir(named_dir)):
+        for name in sorted(os.listdir(os.path.join(named_dir, th))):
+            p = os.path.join(named_dir, th, name)
+            if not os.path.exists(os.path.join(p, "new", "estimates.json")):
+                continue
+            ns = median_ns(p)
+            print(f"| {name} | {th} | {ns / 1e6:.3f} | {1e9 / ns:.0f} | {throughput(p) / ns:.1f} |")
+
+grid_dir = os.path.join(root, "train_grid")
+if os.path.isdir(grid_dir):
+    for th in sorted(os.listdir(grid_dir)):
+        pts = []
+        for name in os.listdir(os.path.join(grid_dir, th)):
+            p = os.path.join(grid_dir, th, name)
+            if not os.path.exists(os.path.join(p, "new", "estimates.json")):
+                continue
+            k, l = name[1:].split("_L")
+            pts.append((int(k), int(l), median_ns(p) / 1e6, throughput(p) / median_ns(p)))
+        if not pts:
+            continue
+        ks = sorted({p[0] for p in pts})
+        ls = sorted({p[1] for p in pts})
+        print(f"\nTraining step, batch 256, {th}: ms per step (GFLOP/s)\n")
+        print("| K \\ L | " + " | ".join(str(l) for l in ls) + " |")
+        print("|---|" + "---:|" * len(ls))
+        for k in ks:
+            row = []
+            for l in ls:
+                m = [p for p in pts if p[0] == k and p[1] == l]
+                row.append(f"{m[0][2]:.2f} ({m[0][3]:.0f})" if m else "–")
+            print(f"| {k} | " + " | ".join(row) + " |")
+        # log t = a + b·log K + c·log L, fitted on K ≥ 256 (smaller steps are
+        # dominated by fixed per-call costs, not by the O(K²L) work).
+        fit = [p for p in pts if p[0] >= 256]
+        rows = [(1.0, math.log(k), math.log(l), math.log(t)) for k, l, t, _ in fit]
+        # Normal equations for 3 unknowns.
+        ata = [[sum(r[i] * r[j] for r in rows) for j in range(3)] for i in range(3)]
+        atb = [sum(r[i] * r[3] for r in rows) for i in range(3)]
+        def solve(a, b):
+            n = len(b)
+            m = [a[i][:] + [b[i]] for i in range(n)]
+            for c in range(n):
+                piv = max(range(c, n), key=lambda r: abs(m[r][c]))
+                m[c], m[piv] = m[piv], m[c]
+                for r in range(n):
+                    if r != c:
+                        f = m[r][c] / m[c][c]
+                        m[r] = [x - f * y for x, y in zip(m[r], m[c])]
+            return [m[i][n] / m[i][i] for i in range(n)]
+        a, b, c = solve(ata, atb)
+        print(f"\nFitted: step time ∝ K^{b:.2f} · L^{c:.2f} (K ≥ 256; O(K²L) predicts 2 and 1)")
