@@ -196,23 +196,7 @@ pub fn gemm_epilogue(
             }
         }
     };
-    let p = Problem {
-        m,
-        k: a.cols(),
-        n,
-        alpha,
-        a: a.as_ptr(),
-        rsa: a.row_stride(),
-        csa: a.col_stride(),
-        b: b.as_ptr(),
-        rsb: b.row_stride(),
-        csb: b.col_stride(),
-        beta,
-        c: c.as_mut_ptr(),
-        rsc: c.row_stride(),
-        csc: c.col_stride(),
-        epi: tile,
-    };
+    let p = Problem::from_views(alpha, &a, &b, beta, &mut c, tile);
     // SAFETY: the views guarantee A, B, C and the epilogue's matrices are in
     // bounds with the checked shapes; C and the pre-activation are exclusive
     // borrows; the partials buffer holds strips × n floats and is this thread's.

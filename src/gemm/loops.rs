@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use crate::kernel::{
     accumulate, dispatch, prefetch_tile, store_tile, Blocking, Epilogue, Isa, KernelOp, Simd,
 };
+use crate::matrix::{MatMut, MatRef};
 use crate::parallel;
 
 use super::pack::{pack_a, pack_a_panel, pack_b_panel};
@@ -54,6 +55,34 @@ unsafe impl Send for Problem {}
 unsafe impl Sync for Problem {}
 
 impl Problem {
+    /// The problem `C ← epi(α·A·B + β·C)` over checked views (shapes agree).
+    pub(crate) fn from_views(
+        alpha: f32,
+        a: &MatRef<'_>,
+        b: &MatRef<'_>,
+        beta: f32,
+        c: &mut MatMut<'_>,
+        epi: Epilogue,
+    ) -> Problem {
+        Problem {
+            m: a.rows(),
+            k: a.cols(),
+            n: b.cols(),
+            alpha,
+            a: a.as_ptr(),
+            rsa: a.row_stride(),
+            csa: a.col_stride(),
+            b: b.as_ptr(),
+            rsb: b.row_stride(),
+            csb: b.col_stride(),
+            beta,
+            c: c.as_mut_ptr(),
+            rsc: c.row_stride(),
+            csc: c.col_stride(),
+            epi,
+        }
+    }
+
     /// The same product as `Cᵀ = Bᵀ·Aᵀ` (only without an epilogue, whose
     /// operands are laid out for C).
     pub(crate) fn transposed(self) -> Problem {

@@ -121,23 +121,7 @@ pub fn gemm_with(
     check_shapes(&a, &b, &c);
     let isa = options.isa.unwrap_or_else(active_isa);
     dispatch::require(isa);
-    let p = Problem {
-        m: a.rows(),
-        k: a.cols(),
-        n: b.cols(),
-        alpha,
-        a: a.as_ptr(),
-        rsa: a.row_stride(),
-        csa: a.col_stride(),
-        b: b.as_ptr(),
-        rsb: b.row_stride(),
-        csb: b.col_stride(),
-        beta,
-        c: c.as_mut_ptr(),
-        rsc: c.row_stride(),
-        csc: c.col_stride(),
-        epi: TileEpilogue::None,
-    };
+    let p = Problem::from_views(alpha, &a, &b, beta, &mut c, TileEpilogue::None);
     // SAFETY: the views guarantee every element of A, B and C is in bounds, C's
     // elements are distinct, and the borrows keep C exclusive of A and B.
     unsafe { execute(p, isa, options.threads.count(), options.packing) }

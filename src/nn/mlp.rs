@@ -792,12 +792,13 @@ impl Mlp {
                     gprev[k] = g[k] * dphi;
                 }
             }
-            Op::BatchNorm { gamma, beta, .. } => {
+            Op::BatchNorm { gamma, beta, .. } | Op::LayerNorm { gamma, beta } => {
                 let (gm, rest) = self.grads[gamma..].split_at_mut(beta - gamma);
                 let (dgamma, dbeta) = (&mut gm[..d], &mut rest[..d]);
                 let gam = &self.params[gamma..gamma + d];
                 let xhat = &self.ws.aux[i][..batch * d];
-                let inv_std = &self.ws.stat[i][..d];
+                // A norm on the raw input still needs dx for the formula; only
+                // then is a scratch buffer made.
                 let mut scratch;
                 let dx: &mut [f32] = if i == 0 {
                     scratch = vec![0.0; batch * d];
@@ -805,22 +806,13 @@ impl Mlp {
                 } else {
                     &mut gbefore[i - 1][..batch * d]
                 };
-                batch_norm::backward(g, batch, d, gam, xhat, inv_std, dx, dgamma, dbeta);
-            }
-            Op::LayerNorm { gamma, beta } => {
-                let (gm, rest) = self.grads[gamma..].split_at_mut(beta - gamma);
-                let (dgamma, dbeta) = (&mut gm[..d], &mut rest[..d]);
-                let gam = &self.params[gamma..gamma + d];
-                let xhat = &self.ws.aux[i][..batch * d];
-                let inv_std = &self.ws.stat[i][..batch];
-                let mut scratch;
-                let dx: &mut [f32] = if i == 0 {
-                    scratch = vec![0.0; batch * d];
-                    &mut scratch
+                if matches!(self.ops[i], Op::BatchNorm { .. }) {
+                    let inv_std = &self.ws.stat[i][..d];
+                    batch_norm::backward(g, batch, d, gam, xhat, inv_std, dx, dgamma, dbeta);
                 } else {
-                    &mut gbefore[i - 1][..batch * d]
-                };
-                layer_norm::backward(g, d, gam, xhat, inv_std, dx, dgamma, dbeta);
+                    let inv_std = &self.ws.stat[i][..batch];
+                    layer_norm::backward(g, d, gam, xhat, inv_std, dx, dgamma, dbeta);
+                }
             }
             Op::ResEnd { .. } => {
                 // ∂L/∂f(x) = ∂L/∂out; the skip's share is added at ResBegin.
