@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use backprop::gemm::GemmOptions;
 use backprop::matrix::MatRef;
-use backprop::nn::{Activation, Loss, MlpBuilder, Targets};
+use backprop::nn::{Activation, BatchParallelism, Loss, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule, Sgd, SgdConfig};
 use backprop::train::Trainer;
 use backprop::Threads;
@@ -30,6 +30,7 @@ struct Case {
 }
 
 /// `input`, hidden widths, `output`: a ReLU MLP with the given optimizer.
+#[allow(clippy::too_many_arguments)]
 fn case(
     input: usize,
     hidden: &[usize],
@@ -38,6 +39,7 @@ fn case(
     loss: Loss,
     adam: bool,
     threads: usize,
+    mode: BatchParallelism,
 ) -> Case {
     let mut b = MlpBuilder::new(input).loss(loss);
     for &h in hidden {
@@ -48,6 +50,7 @@ fn case(
         threads: Threads::Fixed(threads),
         ..Default::default()
     });
+    net.set_parallelism(mode);
     let n = net.num_params();
     let opt: Box<dyn Optimizer + Send> = if adam {
         Box::new(Adam::new(n, AdamConfig::default()))
@@ -109,7 +112,7 @@ fn grid(c: &mut Criterion) {
         for k in [128, 256, 512, 1024, 2048] {
             for l in [1, 2, 4, 8] {
                 // L dense layers of K × K: K-(L−1)×K-K.
-                let mut cs = case(k, &vec![k; l - 1], k, 256, Loss::Mse, false, threads);
+                let mut cs = case(k, &vec![k; l - 1], k, 256, Loss::Mse, false, threads, SPLIT);
                 g.throughput(Throughput::Elements(cs.flops));
                 g.bench_function(
                     BenchmarkId::new(format!("{threads}t"), format!("K{k}_L{l}")),
@@ -121,51 +124,38 @@ fn grid(c: &mut Criterion) {
     g.finish();
 }
 
+const SPLIT: BatchParallelism = BatchParallelism::SplitGemm;
+const SHARDS: BatchParallelism = BatchParallelism::Shards(4);
+
 fn named(c: &mut Criterion) {
     let mut g = c.benchmark_group("train_named");
     g.sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    for threads in [1, 2] {
+    // One thread runs both modes the same way; two threads compare them.
+    for (threads, mode, tag) in [(1, SPLIT, "1t"), (2, SPLIT, "2t"), (2, SHARDS, "2t_shards")] {
+        let sce = Loss::SoftmaxCrossEntropy;
         let cases = [
             (
                 "mnist_784-512-512-10_adam_b128",
-                case(
-                    784,
-                    &[512, 512],
-                    10,
-                    128,
-                    Loss::SoftmaxCrossEntropy,
-                    true,
-                    threads,
-                ),
+                case(784, &[512, 512], 10, 128, sce, true, threads, mode),
             ),
             (
                 "small_32-4x64-10_sgd_b32",
-                case(
-                    32,
-                    &[64; 4],
-                    10,
-                    32,
-                    Loss::SoftmaxCrossEntropy,
-                    false,
-                    threads,
-                ),
+                case(32, &[64; 4], 10, 32, sce, false, threads, mode),
             ),
             (
                 "deep_256-8x256-1_momentum_b256",
-                case(256, &[256; 8], 1, 256, Loss::Mse, false, threads),
+                case(256, &[256; 8], 1, 256, Loss::Mse, false, threads, mode),
             ),
             (
                 "k1024_l8_b256",
-                case(1024, &[1024; 8], 1024, 256, Loss::Mse, false, threads),
+                case(1024, &[1024; 8], 1024, 256, Loss::Mse, false, threads, mode),
             ),
         ];
         for (name, mut cs) in cases {
             g.throughput(Throughput::Elements(cs.flops));
-            g.bench_function(BenchmarkId::new(format!("{threads}t"), name), |b| {
-                b.iter(|| cs.step())
-            });
+            g.bench_function(BenchmarkId::new(tag, name), |b| b.iter(|| cs.step()));
         }
     }
     g.finish();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use backprop::gemm::GemmOptions;
 use backprop::matrix::MatRef;
-use backprop::nn::{Activation, Loss, MlpBuilder, Targets};
+use backprop::nn::{Activation, BatchParallelism, Loss, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Schedule};
 use backprop::train::Trainer;
 use backprop::Threads;
@@ -48,7 +48,11 @@ fn steady_state_training_steps_do_not_allocate() {
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
         .collect();
     let classes: Vec<usize> = (0..batch).map(|i| i % 10).collect();
-    for threads in [1, 2] {
+    for (threads, mode) in [
+        (1, BatchParallelism::SplitGemm),
+        (2, BatchParallelism::SplitGemm),
+        (2, BatchParallelism::Shards(4)),
+    ] {
         let mut net = MlpBuilder::new(d)
             .dense(256)
             .batch_norm()
@@ -65,6 +69,7 @@ fn steady_state_training_steps_do_not_allocate() {
             threads: Threads::Fixed(threads),
             ..Default::default()
         });
+        net.set_parallelism(mode);
         let opt = Adam::new(net.num_params(), AdamConfig::default());
         let mut t =
             Trainer::new(net, Box::new(opt), Schedule::cosine(1e-3, 0.0, 100), 1).with_clip(5.0);
@@ -83,7 +88,7 @@ fn steady_state_training_steps_do_not_allocate() {
         assert_eq!(
             ALLOCS.load(Ordering::Relaxed),
             0,
-            "{threads} thread(s): allocations in 30 steady-state steps"
+            "{threads} thread(s), {mode:?}: allocations in 30 steady-state steps"
         );
     }
 }

@@ -3,7 +3,7 @@
 //! thread counts, and stops cleanly on divergence.
 
 use backprop::gemm::GemmOptions;
-use backprop::nn::{Activation, Init, Loss, MlpBuilder};
+use backprop::nn::{Activation, BatchParallelism, Init, Loss, MlpBuilder};
 use backprop::optim::{Adam, AdamConfig, Schedule, Sgd, SgdConfig, WeightDecay};
 use backprop::train::{DataError, Dataset, Labels, TrainError, Trainer};
 use backprop::Threads;
@@ -129,7 +129,12 @@ fn training_is_bitwise_identical_for_1_2_3_threads() {
         .collect();
     let data = Dataset::new(x, n, d, Labels::Classes(y)).unwrap();
     let mut finals = Vec::new();
-    for threads in [1, 2, 3] {
+    for (threads, mode) in [1, 2, 3].into_iter().flat_map(|t| {
+        [
+            (t, BatchParallelism::SplitGemm),
+            (t, BatchParallelism::Shards(4)),
+        ]
+    }) {
         let mut net = MlpBuilder::new(d)
             .dense(200)
             .act(Activation::Relu)
@@ -144,6 +149,7 @@ fn training_is_bitwise_identical_for_1_2_3_threads() {
             threads: Threads::Fixed(threads),
             ..Default::default()
         });
+        net.set_parallelism(mode);
         let opt = Adam::new(net.num_params(), AdamConfig::adamw(0.01));
         let mut t = Trainer::new(net, Box::new(opt), Schedule::constant(1e-3), 2).with_clip(1.0);
         for _ in 0..2 {
@@ -157,8 +163,19 @@ fn training_is_bitwise_identical_for_1_2_3_threads() {
                 .collect::<Vec<_>>(),
         );
     }
-    assert!(finals[0] == finals[1], "2 threads train differently from 1");
-    assert!(finals[0] == finals[2], "3 threads train differently from 1");
+    // finals: [1t split, 1t shards, 2t split, 2t shards, 3t split, 3t shards]
+    for t in [2, 4] {
+        assert!(
+            finals[0] == finals[t],
+            "split GEMMs: {} threads train differently from 1",
+            t / 2 + 1
+        );
+        assert!(
+            finals[1] == finals[t + 1],
+            "shards: {} threads train differently from 1",
+            t / 2 + 1
+        );
+    }
 }
 
 #[test]

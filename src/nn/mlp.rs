@@ -36,6 +36,8 @@ use crate::kernel::Activation;
 use crate::matrix::{MatMut, MatRef};
 use crate::nn::loss::{self, Loss, LossError};
 use crate::nn::{batch_norm, layer_norm, Init};
+use crate::parallel::{self, SharedMut};
+use crate::Threads;
 
 /// One layer of a network description.
 #[derive(Clone, Debug, PartialEq)]
@@ -260,6 +262,20 @@ impl From<LossError> for StepError {
     }
 }
 
+/// How the rows of a minibatch are spread over threads. Both give bitwise the
+/// same result for any thread count; they differ from each other in the order
+/// the batch is summed over for the weight and bias gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchParallelism {
+    /// Every GEMM splits its own output over the threads (the weight gradient
+    /// `Xᵀ·δ` over the rows/columns of `∂W`): no reduction buffers.
+    SplitGemm,
+    /// The minibatch is cut into this many fixed row shards (independent of
+    /// the thread count); each shard's dense-layer GEMMs run on one thread,
+    /// and the per-shard weight and bias gradients are summed in shard order.
+    Shards(usize),
+}
+
 /// Targets of a batch, one kind per loss.
 #[derive(Clone, Copy, Debug)]
 pub enum Targets<'a> {
@@ -317,6 +333,7 @@ pub struct Mlp {
     buffers: Vec<f32>,
     training: bool,
     options: GemmOptions,
+    parallelism: BatchParallelism,
     ws: Workspace,
 }
 
@@ -334,6 +351,9 @@ struct Workspace {
     grad: Vec<Vec<f32>>,
     /// Whether `grad[i]` of a dense op already holds ∂L/∂Z (fused from above).
     dz_ready: Vec<bool>,
+    /// Shard mode: per-shard weight and bias gradients of one layer at a time.
+    shard_dw: Vec<f32>,
+    shard_db: Vec<f32>,
 }
 
 impl Mlp {
@@ -354,6 +374,7 @@ impl Mlp {
             buffers: Vec::new(),
             training: true,
             options: GemmOptions::default(),
+            parallelism: BatchParallelism::SplitGemm,
             ws: Workspace::default(),
         };
         let mut rng = StdRng::seed_from_u64(seed);
@@ -503,6 +524,23 @@ impl Mlp {
     pub fn set_gemm_options(&mut self, options: GemmOptions) {
         self.options = options;
     }
+    /// How minibatch rows are spread over threads (default
+    /// [`BatchParallelism::SplitGemm`]).
+    ///
+    /// # Panics
+    /// On `Shards(0)`.
+    pub fn set_parallelism(&mut self, parallelism: BatchParallelism) {
+        assert!(
+            parallelism != BatchParallelism::Shards(0),
+            "set_parallelism: at least one shard"
+        );
+        self.parallelism = parallelism;
+        self.ws = Workspace::default(); // resized for the shard buffers on the next step
+    }
+    /// The current [`BatchParallelism`].
+    pub fn parallelism(&self) -> BatchParallelism {
+        self.parallelism
+    }
 
     /// Per dense layer: the parameter ranges of `W` (`fan_in × fan_out`,
     /// row-major) and `b`, with the fan-in and fan-out.
@@ -545,6 +583,20 @@ impl Mlp {
             };
             ws.aux.push(vec![0.0; aux]);
             ws.stat.push(vec![0.0; stat]);
+        }
+        if let BatchParallelism::Shards(shards) = self.parallelism {
+            let (mut wmax, mut bmax) = (0, 0);
+            for op in &self.ops {
+                if let Op::Dense {
+                    fan_in, fan_out, ..
+                } = *op
+                {
+                    wmax = wmax.max(fan_in * fan_out);
+                    bmax = bmax.max(fan_out);
+                }
+            }
+            ws.shard_dw = vec![0.0; shards * wmax];
+            ws.shard_db = vec![0.0; shards * bmax];
         }
         self.ws = ws;
     }
@@ -607,14 +659,33 @@ impl Mlp {
                     let pre = if act.has_output_derivative() {
                         None
                     } else {
-                        Some(MatMut::from_slice_mut(
-                            &mut self.ws.aux[i][..batch * d],
-                            batch,
-                            d,
-                        ))
+                        Some(&mut self.ws.aux[i][..batch * d])
                     };
-                    let outv = MatMut::from_slice_mut(out, batch, d);
-                    dense_forward(&self.options, input, wv, Some(bias), act, outv, pre);
+                    match self.parallelism {
+                        BatchParallelism::SplitGemm => {
+                            let outv = MatMut::from_slice_mut(out, batch, d);
+                            let pre = pre.map(|z| MatMut::from_slice_mut(z, batch, d));
+                            dense_forward(&self.options, input, wv, Some(bias), act, outv, pre);
+                        }
+                        BatchParallelism::Shards(shards) => {
+                            let one = single_thread(&self.options);
+                            let out = SharedMut::new(out);
+                            let pre = pre.map(SharedMut::new);
+                            for_each_shard(&self.options, batch, shards, |r| {
+                                let rows = r.len();
+                                // SAFETY: shards are disjoint row ranges.
+                                let o = unsafe { out.range(r.start * d..r.end * d) };
+                                let z = pre.as_ref().map(|z| {
+                                    // SAFETY: as above.
+                                    let z = unsafe { z.range(r.start * d..r.end * d) };
+                                    MatMut::from_slice_mut(z, rows, d)
+                                });
+                                let xin = input.submatrix(r.start, 0, rows, fan_in);
+                                let ov = MatMut::from_slice_mut(o, rows, d);
+                                dense_forward(&one, xin, wv, Some(bias), act, ov, z);
+                            });
+                        }
+                    }
                 }
                 Op::Act { act } => {
                     let src = contiguous(&input);
@@ -743,15 +814,37 @@ impl Mlp {
                 }
                 let dz = MatRef::from_slice(g, batch, fan_out);
                 let xin = MatRef::from_slice(input, batch, fan_in);
-                let dw =
-                    MatMut::from_slice_mut(&mut grads[w..w + fan_in * fan_out], fan_in, fan_out);
-                weight_grad(&self.options, xin, dz, dw, Accum::Replace);
+                let dw = &mut grads[w..w + fan_in * fan_out];
+                match self.parallelism {
+                    BatchParallelism::SplitGemm => {
+                        let dwv = MatMut::from_slice_mut(dw, fan_in, fan_out);
+                        weight_grad(&self.options, xin, dz, dwv, Accum::Replace);
+                    }
+                    BatchParallelism::Shards(shards) => {
+                        let one = single_thread(&self.options);
+                        let parts = &mut self.ws.shard_dw[..shards * dw.len()];
+                        let len = dw.len();
+                        let sp = SharedMut::new(parts);
+                        for_each_shard_or_empty(&self.options, batch, shards, |k, r| {
+                            // SAFETY: each shard writes its own slot of `parts`.
+                            let part = unsafe { sp.range(k * len..(k + 1) * len) };
+                            if r.is_empty() {
+                                part.fill(0.0);
+                                return;
+                            }
+                            let xs = xin.submatrix(r.start, 0, r.len(), fan_in);
+                            let ds = dz.submatrix(r.start, 0, r.len(), fan_out);
+                            let pv = MatMut::from_slice_mut(part, fan_in, fan_out);
+                            weight_grad(&one, xs, ds, pv, Accum::Replace);
+                        });
+                        sum_shards(&self.ws.shard_dw[..shards * len], shards, dw);
+                    }
+                }
                 if i == 0 {
                     return;
                 }
                 let wv = MatRef::from_slice(&params[w..w + fan_in * fan_out], fan_in, fan_out);
-                let gprev =
-                    MatMut::from_slice_mut(&mut gbefore[i - 1][..batch * d_in], batch, d_in);
+                let gprev = &mut gbefore[i - 1][..batch * d_in];
                 if let Op::Dense {
                     act: prev_act,
                     b: prev_b,
@@ -769,14 +862,69 @@ impl Mlp {
                             d_in,
                         ))
                     };
-                    let db = BiasGrad {
-                        out: &mut grads[prev_b..prev_b + prev_out],
-                        accum: Accum::Replace,
-                    };
-                    backward_delta(&self.options, dz, wv, prev_act, src, gprev, Some(db));
+                    let db = &mut grads[prev_b..prev_b + prev_out];
+                    match self.parallelism {
+                        BatchParallelism::SplitGemm => {
+                            let db = BiasGrad {
+                                out: db,
+                                accum: Accum::Replace,
+                            };
+                            let gv = MatMut::from_slice_mut(gprev, batch, d_in);
+                            backward_delta(&self.options, dz, wv, prev_act, src, gv, Some(db));
+                        }
+                        BatchParallelism::Shards(shards) => {
+                            let one = single_thread(&self.options);
+                            let parts = SharedMut::new(&mut self.ws.shard_db[..shards * prev_out]);
+                            let gp = SharedMut::new(gprev);
+                            for_each_shard_or_empty(&self.options, batch, shards, |k, r| {
+                                // SAFETY: each shard writes its own slot and rows.
+                                let part = unsafe { parts.range(k * prev_out..(k + 1) * prev_out) };
+                                if r.is_empty() {
+                                    part.fill(0.0);
+                                    return;
+                                }
+                                let rows = r.len();
+                                // SAFETY: as above.
+                                let gs = unsafe { gp.range(r.start * d_in..r.end * d_in) };
+                                let src_s = match src {
+                                    ActInput::Output(a) => {
+                                        ActInput::Output(a.submatrix(r.start, 0, rows, d_in))
+                                    }
+                                    ActInput::PreActivation(z) => {
+                                        ActInput::PreActivation(z.submatrix(r.start, 0, rows, d_in))
+                                    }
+                                };
+                                let bg = BiasGrad {
+                                    out: part,
+                                    accum: Accum::Replace,
+                                };
+                                let ds = dz.submatrix(r.start, 0, rows, fan_out);
+                                let gv = MatMut::from_slice_mut(gs, rows, d_in);
+                                backward_delta(&one, ds, wv, prev_act, src_s, gv, Some(bg));
+                            });
+                            sum_shards(&self.ws.shard_db[..shards * prev_out], shards, db);
+                        }
+                    }
                     self.ws.dz_ready[i - 1] = true;
                 } else {
-                    gemm_with(&self.options, 1.0, dz, wv.t(), 0.0, gprev);
+                    match self.parallelism {
+                        BatchParallelism::SplitGemm => {
+                            let gv = MatMut::from_slice_mut(gprev, batch, d_in);
+                            gemm_with(&self.options, 1.0, dz, wv.t(), 0.0, gv)
+                        }
+                        BatchParallelism::Shards(shards) => {
+                            let one = single_thread(&self.options);
+                            let gp = SharedMut::new(gprev);
+                            for_each_shard(&self.options, batch, shards, |r| {
+                                let rows = r.len();
+                                // SAFETY: shards are disjoint row ranges.
+                                let gs = unsafe { gp.range(r.start * d_in..r.end * d_in) };
+                                let ds = dz.submatrix(r.start, 0, rows, fan_out);
+                                let gv = MatMut::from_slice_mut(gs, rows, d_in);
+                                gemm_with(&one, 1.0, ds, wv.t(), 0.0, gv);
+                            });
+                        }
+                    }
                 }
             }
             Op::Act { act } => {
@@ -927,4 +1075,57 @@ fn contiguous<'a>(m: &MatRef<'a>) -> &'a [f32] {
             m.col_stride()
         )
     })
+}
+
+/// The same GEMM options on one thread (a shard's GEMMs run on its thread).
+fn single_thread(o: &GemmOptions) -> GemmOptions {
+    GemmOptions {
+        threads: Threads::Fixed(1),
+        ..*o
+    }
+}
+
+/// Rows of shard `k` of `shards` over a batch: fixed by the batch size and the
+/// shard count alone.
+fn shard_rows(batch: usize, shards: usize, k: usize) -> Range<usize> {
+    k * batch / shards..(k + 1) * batch / shards
+}
+
+/// Runs `f(k, rows of shard k)` for every shard, on the team.
+fn for_each_shard_or_empty<F>(o: &GemmOptions, batch: usize, shards: usize, f: F)
+where
+    F: Fn(usize, Range<usize>) + Sync,
+{
+    parallel::for_each_piece(o.threads.count(), shards, |k| {
+        f(k, shard_rows(batch, shards, k))
+    });
+}
+
+/// Runs `f(rows)` for every non-empty shard, on the team.
+fn for_each_shard<F>(o: &GemmOptions, batch: usize, shards: usize, f: F)
+where
+    F: Fn(Range<usize>) + Sync,
+{
+    for_each_shard_or_empty(o, batch, shards, |_, r| {
+        if !r.is_empty() {
+            f(r)
+        }
+    });
+}
+
+/// `out = parts[0] + parts[1] + … + parts[shards − 1]` (each `out.len()` long),
+/// always added in shard order; the elements are spread over the team.
+fn sum_shards(parts: &[f32], shards: usize, out: &mut [f32]) {
+    let len = out.len();
+    let dst = SharedMut::new(out);
+    parallel::for_each_range(len, |r| {
+        // SAFETY: for_each_range hands out disjoint ranges of `out`.
+        let d = unsafe { dst.range(r.clone()) };
+        d.copy_from_slice(&parts[r.clone()]);
+        for k in 1..shards {
+            for (x, y) in d.iter_mut().zip(&parts[k * len + r.start..k * len + r.end]) {
+                *x += y;
+            }
+        }
+    });
 }

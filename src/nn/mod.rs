@@ -10,4 +10,6 @@ pub mod mlp;
 pub use crate::kernel::activation::Activation;
 pub use init::Init;
 pub use loss::Loss;
-pub use mlp::{BuildError, Evaluation, Layer, Mlp, MlpBuilder, StepError, Targets};
+pub use mlp::{
+    BatchParallelism, BuildError, Evaluation, Layer, Mlp, MlpBuilder, StepError, Targets,
+};
