@@ -173,34 +173,6 @@ fn opts(isa: Isa, threads: usize, packing: Packing) -> GemmOptions {
     }
 }
 
-/// f64 reference of one element of α·A·B + β·C0 and its k-scaled tolerance.
-fn ref_elem(
-    alpha: f32,
-    a: &Strided,
-    b: &Strided,
-    beta: f32,
-    c0: f32,
-    i: usize,
-    j: usize,
-) -> (f64, f64) {
-    let (mut s, mut mag) = (0.0f64, 0.0f64);
-    for p in 0..a.cols {
-        let x = a.get(i, p) as f64 * b.get(p, j) as f64;
-        s += x;
-        mag += x.abs();
-    }
-    let mut y = alpha as f64 * s;
-    let mut scale = (alpha as f64).abs() * mag;
-    if beta != 0.0 {
-        y += beta as f64 * c0 as f64;
-        scale += (beta as f64 * c0 as f64).abs();
-    }
-    (
-        y,
-        2.0 * (a.cols as f64 + 2.0) * f32::EPSILON as f64 * scale + 1e-30,
-    )
-}
-
 /// One fused forward: checks Z against the reference, C = φ(Z) against φ of
 /// our own Z (the unfused composition), guards, and returns (C, Z) bits.
 #[allow(clippy::too_many_arguments)]
@@ -241,7 +213,7 @@ fn check_forward(
     z.assert_guards("forward Z");
     for i in 0..m {
         for j in 0..n {
-            let (y, tol) = ref_elem(1.0, &a, &b, beta, c0[i * n + j], i, j);
+            let (y, tol) = gemm_elem(1.0, &a, &b, beta, c0[i * n + j], i, j);
             let want_z = y + if with_bias { bias[j] as f64 } else { 0.0 };
             let got_z = z.get(i, j);
             assert!(

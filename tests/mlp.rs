@@ -119,6 +119,41 @@ fn nets(act: Activation, out: usize) -> Vec<(usize, Vec<Layer>)> {
     ]
 }
 
+/// Checks the network's last loss `value` and gradients against the f64
+/// reference on the same parameters and batch: the loss to 1e-5 relative, each
+/// gradient to 1e-3 of itself plus 1e-4 of the largest (f32 through a few layers).
+#[track_caller]
+fn assert_matches_reference(
+    net: &Mlp,
+    value: f32,
+    input: usize,
+    layers: &[Layer],
+    loss: Loss,
+    d: &Data,
+    out: usize,
+) {
+    let params: Vec<f64> = net.params().iter().map(|&v| v as f64).collect();
+    let (want, want_g) = mlp_loss_and_grads(
+        input,
+        layers,
+        loss,
+        &params,
+        &rows_f64(&d.x, input),
+        &ref_targets(loss, d, out),
+    );
+    assert!(
+        (value as f64 - want).abs() <= 1e-5 * want.abs().max(1e-3),
+        "{loss:?} {layers:?}: loss {value} vs {want}"
+    );
+    let scale = want_g.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    for (k, (&g, &w)) in net.grads().iter().zip(&want_g).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= 1e-3 * w.abs() + 1e-4 * scale,
+            "{loss:?} {layers:?}: grad[{k}] = {g} vs reference {w}"
+        );
+    }
+}
+
 fn build(input: usize, layers: &[Layer], loss: Loss, seed: u64) -> Mlp {
     let mut b = MlpBuilder::new(input).loss(loss);
     for l in layers {
@@ -150,28 +185,7 @@ fn gradients_match_the_naive_reference() {
                         targets(loss, &d, batch, out),
                     )
                     .unwrap();
-                let params: Vec<f64> = net.params().iter().map(|&v| v as f64).collect();
-                let (want, want_g) = mlp_loss_and_grads(
-                    input,
-                    &layers,
-                    loss,
-                    &params,
-                    &rows_f64(&d.x, input),
-                    &ref_targets(loss, &d, out),
-                );
-                assert!(
-                    (value as f64 - want).abs() <= 1e-5 * want.abs().max(1e-3),
-                    "{loss:?} {act:?} {layers:?}: loss {value} vs {want}"
-                );
-                let scale = want_g.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-                for (k, (&g, &w)) in net.grads().iter().zip(&want_g).enumerate() {
-                    // f32 arithmetic through a few layers: relative 1e-3 of the
-                    // entry plus 1e-4 of the largest gradient.
-                    assert!(
-                        (g as f64 - w).abs() <= 1e-3 * w.abs() + 1e-4 * scale,
-                        "{loss:?} {act:?} {layers:?}: grad[{k}] = {g} vs reference {w}"
-                    );
-                }
+                assert_matches_reference(&net, value, input, &layers, loss, &d, out);
                 cases += 1;
             }
         }
@@ -412,23 +426,7 @@ fn shard_mode_matches_the_reference_and_ignores_the_thread_count() {
                     )
                     .unwrap();
                 if threads == 1 {
-                    let params: Vec<f64> = net.params().iter().map(|&p| p as f64).collect();
-                    let (want, want_g) = mlp_loss_and_grads(
-                        input,
-                        &layers,
-                        loss,
-                        &params,
-                        &rows_f64(&d.x, input),
-                        &ref_targets(loss, &d, 3),
-                    );
-                    assert!((v as f64 - want).abs() <= 1e-5 * want.abs().max(1e-3));
-                    let scale = want_g.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-                    for (k, (&g, &w)) in net.grads().iter().zip(&want_g).enumerate() {
-                        assert!(
-                            (g as f64 - w).abs() <= 1e-3 * w.abs() + 1e-4 * scale,
-                            "{layers:?} batch {batch}: grad[{k}] = {g} vs reference {w}"
-                        );
-                    }
+                    assert_matches_reference(&net, v, input, &layers, loss, &d, 3);
                 }
                 results.push(net.grads().iter().map(|g| g.to_bits()).collect::<Vec<_>>());
             }

@@ -135,7 +135,8 @@ pub(crate) const BLOCKING: Blocking = Blocking {
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
-    // SAFETY: the operations below are covered by this function's # Safety contract
-    // (CPU features of the ISA, pointer validity), which the caller upholds.
+    // SAFETY: AVX-512F, AVX2 and FMA are enabled here and guaranteed by the caller (KernelOp::run's
+    // requirement); each op's pointer requirements are established where the
+    // crate builds it (GEMM problems from checked views or sgemm's contract).
     unsafe { op.run::<Avx512, MR, NV>(&BLOCKING) }
 }

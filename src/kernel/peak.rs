@@ -15,8 +15,8 @@ impl KernelOp for Probe {
     type Output = (u64, f32);
     #[inline(always)]
     unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, _: &Blocking) -> (u64, f32) {
-        // SAFETY: the operations below are covered by this function's # Safety contract
-        // (CPU features of the ISA, pointer validity), which the caller upholds.
+        // SAFETY: register arithmetic only, plus stores into the local `out`
+        // array (16 floats ≥ LANES); S's features are the caller's guarantee.
         unsafe {
             // Opaque inputs that are not a fixed point of a ← a·x + y, so no
             // iteration can be folded or hoisted.

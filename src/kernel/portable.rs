@@ -112,7 +112,8 @@ pub(crate) const BLOCKING: Blocking = Blocking {
 /// # Safety
 /// Always sound to call; `unsafe` only to share the signature of the ISA entry points.
 pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
-    // SAFETY: the operations below are covered by this function's # Safety contract
-    // (CPU features of the ISA, pointer validity), which the caller upholds.
+    // SAFETY: the portable token needs no CPU feature (KernelOp::run's
+    // requirement); each op's pointer requirements are established where the
+    // crate builds it (GEMM problems from checked views or sgemm's contract).
     unsafe { op.run::<Portable, MR, NV>(&BLOCKING) }
 }

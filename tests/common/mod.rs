@@ -176,20 +176,7 @@ pub fn assert_gemm_close(
     let (m, k, n) = (a.rows, a.cols, b.cols);
     for i in 0..m {
         for j in 0..n {
-            let mut s = 0.0f64;
-            let mut mag = 0.0f64;
-            for p in 0..k {
-                let x = a.get(i, p) as f64 * b.get(p, j) as f64;
-                s += x;
-                mag += x.abs();
-            }
-            let mut want = alpha as f64 * s;
-            let mut scale = (alpha as f64).abs() * mag;
-            if beta != 0.0 {
-                want += beta as f64 * c0[i * n + j] as f64;
-                scale += (beta as f64 * c0[i * n + j] as f64).abs();
-            }
-            let tol = 2.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * scale + 1e-30;
+            let (want, tol) = gemm_elem(alpha, a, b, beta, c0[i * n + j], i, j);
             let got = c.get(i, j) as f64;
             assert!(
                 (got - want).abs() <= tol,
@@ -197,4 +184,34 @@ pub fn assert_gemm_close(
             );
         }
     }
+}
+
+/// Element `(i, j)` of `α·A·B + β·c0` in f64, and its k-scaled tolerance
+/// 2·(k + 2)·ε·(|α|·Σ_p |a_ip·b_pj| + |β·c0|) + 1e-30.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_elem(
+    alpha: f32,
+    a: &Strided,
+    b: &Strided,
+    beta: f32,
+    c0: f32,
+    i: usize,
+    j: usize,
+) -> (f64, f64) {
+    let (mut s, mut mag) = (0.0f64, 0.0f64);
+    for p in 0..a.cols {
+        let x = a.get(i, p) as f64 * b.get(p, j) as f64;
+        s += x;
+        mag += x.abs();
+    }
+    let mut y = alpha as f64 * s;
+    let mut scale = (alpha as f64).abs() * mag;
+    if beta != 0.0 {
+        y += beta as f64 * c0 as f64;
+        scale += (beta as f64 * c0 as f64).abs();
+    }
+    (
+        y,
+        2.0 * (a.cols as f64 + 2.0) * f32::EPSILON as f64 * scale + 1e-30,
+    )
 }
