@@ -209,11 +209,14 @@ impl Optimizer for Adam {
             // SAFETY: for_each_range hands out disjoint ranges, and the three
             // slices stay borrowed until it returns.
             let (p, m, v) = unsafe { (p.range(r.clone()), m.range(r.clone()), v.range(r.clone())) };
-            if l2_coupled {
-                adam_loop::<true>(p, &grads[r], m, v, s);
-            } else {
-                adam_loop::<false>(p, &grads[r], m, v, s);
-            }
+            let g = &grads[r];
+            super::vectorized(|| {
+                if l2_coupled {
+                    adam_loop::<true>(p, g, m, v, s);
+                } else {
+                    adam_loop::<false>(p, g, m, v, s);
+                }
+            });
         });
     }
 

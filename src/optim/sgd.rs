@@ -141,21 +141,23 @@ impl Optimizer for Sgd {
             let p = unsafe { p.range(r.clone()) };
             let g = &grads[r.clone()];
             if mu == 0.0 {
-                if coupled {
-                    plain::<true>(p, g, lr, l2, decay);
-                } else {
-                    plain::<false>(p, g, lr, l2, decay);
-                }
+                super::vectorized(|| {
+                    if coupled {
+                        plain::<true>(p, g, lr, l2, decay);
+                    } else {
+                        plain::<false>(p, g, lr, l2, decay);
+                    }
+                });
                 return;
             }
             // SAFETY: as above.
             let v = unsafe { v.range(r) };
-            match (coupled, nesterov) {
+            super::vectorized(|| match (coupled, nesterov) {
                 (false, false) => momentum::<false, false>(p, g, v, lr, mu, l2, decay),
                 (false, true) => momentum::<false, true>(p, g, v, lr, mu, l2, decay),
                 (true, false) => momentum::<true, false>(p, g, v, lr, mu, l2, decay),
                 (true, true) => momentum::<true, true>(p, g, v, lr, mu, l2, decay),
-            }
+            });
         });
     }
 
