@@ -182,6 +182,14 @@ pub enum BuildError {
     },
     /// The network has no layer.
     Empty,
+    /// Loaded parameters or buffers do not fit the description
+    /// (`(parameters, buffers)` counts).
+    ParamCount {
+        /// What the description needs.
+        expected: (usize, usize),
+        /// What was given.
+        got: (usize, usize),
+    },
     /// The output width does not suit the loss.
     OutputForLoss {
         /// The loss.
@@ -200,6 +208,11 @@ impl fmt::Display for BuildError {
                 "residual block at layer {layer} maps {width} features to {got}; x + f(x) needs equal widths"
             ),
             BuildError::Empty => write!(f, "the network has no layer"),
+            BuildError::ParamCount { expected, got } => write!(
+                f,
+                "{} parameters and {} buffer values given, the description needs {} and {}",
+                got.0, got.1, expected.0, expected.1
+            ),
             BuildError::OutputForLoss { loss, width } => write!(
                 f,
                 "a {loss:?} loss needs {} outputs, the network has {width}",
@@ -325,6 +338,8 @@ enum Op {
 pub struct Mlp {
     input: usize,
     loss: Loss,
+    /// The description the network was built from.
+    layers: Vec<Layer>,
     ops: Vec<Op>,
     /// Output width of each op.
     dims: Vec<usize>,
@@ -367,6 +382,7 @@ impl Mlp {
         let mut net = Mlp {
             input,
             loss,
+            layers: layers.to_vec(),
             ops: Vec::new(),
             dims: Vec::new(),
             params: Vec::new(),
@@ -470,6 +486,39 @@ impl Mlp {
         Ok(())
     }
 
+    /// The layer description the network was built from (residual blocks
+    /// nested). The parameter arena follows it in order: each dense layer's `W`
+    /// (`fan_in × fan_out`, row-major) then `b`; each norm's `γ` then `β`
+    /// (`width` each); inner layers of a residual block where the block stands.
+    /// BatchNorm running means then variances (`width` each) follow the same
+    /// order in [`Mlp::buffers`].
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+    /// A network with the same description and seed-drawn weights replaced by
+    /// `params` and `buffers` (e.g. loaded from a file).
+    ///
+    /// # Errors
+    /// [`BuildError`] as [`MlpBuilder::build`]; [`BuildError::ParamCount`] if a
+    /// length does not match the description.
+    pub fn from_parts(
+        input: usize,
+        layers: &[Layer],
+        loss: Loss,
+        params: Vec<f32>,
+        buffers: Vec<f32>,
+    ) -> Result<Mlp, BuildError> {
+        let mut net = Mlp::new(input, layers, loss, 0)?;
+        if params.len() != net.params.len() || buffers.len() != net.buffers.len() {
+            return Err(BuildError::ParamCount {
+                expected: (net.params.len(), net.buffers.len()),
+                got: (params.len(), buffers.len()),
+            });
+        }
+        net.params = params;
+        net.buffers = buffers;
+        Ok(net)
+    }
     /// Input features.
     pub fn input_dim(&self) -> usize {
         self.input

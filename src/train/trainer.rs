@@ -18,8 +18,10 @@ use crate::train::{Dataset, Labels};
 pub enum TrainError {
     /// The step itself failed (bad targets, batch of one with BatchNorm, …).
     Step(StepError),
-    /// The loss or the gradient became NaN or infinite at `step`; the
-    /// parameters are those before that step.
+    /// The loss or the gradient became NaN or infinite at `step`; that step
+    /// made no update (the parameters are the ones that produced the
+    /// non-finite loss, which an earlier, too large update may have made
+    /// non-finite already).
     Diverged {
         /// The 0-based step index.
         step: u64,
@@ -89,7 +91,10 @@ pub struct Trainer {
     clip: Option<f32>,
     step: u64,
     epoch: u64,
-    rng: StdRng,
+    /// Seed of the per-epoch shuffles: epoch e shuffles with a generator
+    /// seeded from (seed, e), so the whole RNG state is (seed, epoch) and a
+    /// resumed run shuffles exactly as an uninterrupted one.
+    seed: u64,
     /// The epoch's sample order and the gathered minibatch (reused).
     order: Vec<usize>,
     bx: Vec<f32>,
@@ -118,7 +123,7 @@ impl Trainer {
             clip: None,
             step: 0,
             epoch: 0,
-            rng: StdRng::seed_from_u64(seed),
+            seed,
             order: Vec::new(),
             bx: Vec::new(),
             by_values: Vec::new(),
@@ -156,6 +161,25 @@ impl Trainer {
     /// Epochs completed.
     pub fn epochs(&self) -> u64 {
         self.epoch
+    }
+    /// The shuffling seed given to [`Trainer::new`].
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    /// The step-size schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+    /// The optimizer, mutably (e.g. to restore its state from a checkpoint).
+    pub fn optimizer_mut(&mut self) -> &mut dyn Optimizer {
+        &mut *self.opt
+    }
+    /// Sets the position of a resumed run: `steps` optimizer steps and
+    /// `epochs` completed epochs (the schedule and the shuffles continue from
+    /// there).
+    pub fn set_progress(&mut self, steps: u64, epochs: u64) {
+        self.step = steps;
+        self.epoch = epochs;
     }
 
     /// One optimizer step on a minibatch: forward, backward, optional
@@ -197,7 +221,8 @@ impl Trainer {
         let n = data.len();
         self.order.clear();
         self.order.extend(0..n);
-        self.order.shuffle(&mut self.rng);
+        let mut rng = StdRng::seed_from_u64(shuffle_seed(self.seed, self.epoch));
+        self.order.shuffle(&mut rng);
         let (mut total, mut seen, mut steps) = (0.0f64, 0usize, 0u64);
         let mut lo = 0;
         while lo < n {
@@ -272,6 +297,15 @@ impl Trainer {
     pub fn evaluate(&mut self, data: &Dataset, chunk: usize) -> Result<Evaluation, StepError> {
         evaluate(&mut self.net, data, chunk)
     }
+}
+
+/// The seed of epoch `epoch`'s shuffle (a SplitMix64 step of the pair, so
+/// neighbouring epochs get unrelated streams).
+fn shuffle_seed(seed: u64, epoch: u64) -> u64 {
+    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// [`Trainer::evaluate`] for a bare network.
