@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod gemm;
+pub mod io;
 pub mod kernel;
 pub mod matrix;
 pub mod nn;

@@ -1,5 +1,6 @@
 //! Training: datasets, the minibatch loop, optimizer steps and schedules.
 
+pub mod csv;
 pub mod data;
 pub mod idx;
 pub mod trainer;

@@ -213,6 +213,24 @@ impl Trainer {
     /// # Panics
     /// If `batch` is 0.
     pub fn train_epoch(&mut self, data: &Dataset, batch: usize) -> Result<EpochStats, TrainError> {
+        self.train_epoch_with(data, batch, |_, _, _| {})
+    }
+
+    /// [`Trainer::train_epoch`], calling `progress(done, total, loss)` after
+    /// each minibatch (`done` of `total` minibatches, that minibatch's loss) —
+    /// for a progress bar.
+    ///
+    /// # Errors
+    /// As [`Trainer::step`].
+    ///
+    /// # Panics
+    /// If `batch` is 0.
+    pub fn train_epoch_with<F: FnMut(usize, usize, f32)>(
+        &mut self,
+        data: &Dataset,
+        batch: usize,
+        mut progress: F,
+    ) -> Result<EpochStats, TrainError> {
         assert!(
             batch > 0,
             "Trainer::train_epoch: batch size must be positive"
@@ -234,6 +252,7 @@ impl Trainer {
             total += loss as f64 * (hi - lo) as f64;
             seen += hi - lo;
             steps += 1;
+            progress(steps as usize, n.div_ceil(batch), loss);
             lo = hi;
         }
         self.epoch += 1;

@@ -1,0 +1,597 @@
+//! Networks as safetensors files with PyTorch `nn.Sequential` names.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::json::{self, Value};
+use super::safetensors::{read_file, write_file, SafeTensors, Tensor};
+use super::IoError;
+use crate::nn::{Activation, Init, Layer, Loss, Mlp};
+
+/// The network file format version, stored under `backprop.format_version`.
+pub const FORMAT_VERSION: &str = "1";
+
+pub(crate) const KEY_VERSION: &str = "backprop.format_version";
+pub(crate) const KEY_INPUT: &str = "backprop.input_dim";
+pub(crate) const KEY_LOSS: &str = "backprop.loss";
+pub(crate) const KEY_LAYERS: &str = "backprop.layers";
+
+/// Tensor-name prefix of the network's layers.
+const PREFIX: &str = "layers.";
+
+/// Where one tensor's values live in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Store {
+    /// The parameter arena ([`Mlp::params`]).
+    Param,
+    /// The buffer arena ([`Mlp::buffers`]).
+    Buffer,
+}
+
+/// One tensor of the network: its name and PyTorch shape, where its values
+/// sit, and whether it is a dense weight stored transposed.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    shape: Vec<usize>,
+    store: Store,
+    offset: usize,
+    len: usize,
+    /// `Some((fan_in, fan_out))`: the arena holds `W` (`fan_in × fan_out`,
+    /// row-major) and the tensor holds `Wᵀ` (`[fan_out, fan_in]`).
+    transpose: Option<(usize, usize)>,
+}
+
+/// Every tensor of a network description, in arena order.
+#[derive(Debug, Default)]
+struct Plan {
+    slots: Vec<Slot>,
+    params: usize,
+    buffers: usize,
+    /// Names PyTorch writes that carry nothing for us (BatchNorm's
+    /// `num_batches_tracked`); accepted and ignored on load.
+    ignored: Vec<String>,
+}
+
+fn overflow() -> IoError {
+    IoError::Metadata {
+        key: KEY_LAYERS.to_string(),
+        message: "layer sizes overflow the address space".to_string(),
+    }
+}
+
+impl Plan {
+    fn new(input: usize, layers: &[Layer]) -> Result<Plan, IoError> {
+        let mut plan = Plan::default();
+        let mut width = input;
+        plan.walk(layers, PREFIX, &mut width)?;
+        Ok(plan)
+    }
+
+    fn push(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        store: Store,
+        len: usize,
+        transpose: Option<(usize, usize)>,
+    ) -> Result<(), IoError> {
+        let at = match store {
+            Store::Param => &mut self.params,
+            Store::Buffer => &mut self.buffers,
+        };
+        let offset = *at;
+        *at = at.checked_add(len).ok_or_else(overflow)?;
+        self.slots.push(Slot {
+            name,
+            shape,
+            store,
+            offset,
+            len,
+            transpose,
+        });
+        Ok(())
+    }
+
+    /// Follows `Mlp::compile`: dense `W` then `b`, norms `γ` then `β`,
+    /// BatchNorm running mean then variance in the buffers, residual inner
+    /// layers in place.
+    fn walk(&mut self, layers: &[Layer], prefix: &str, width: &mut usize) -> Result<(), IoError> {
+        for (i, layer) in layers.iter().enumerate() {
+            let p = format!("{prefix}{i}.");
+            let w = *width;
+            match layer {
+                Layer::Dense { units, .. } => {
+                    let (fan_in, fan_out) = (w, *units);
+                    let n = fan_in.checked_mul(fan_out).ok_or_else(overflow)?;
+                    self.push(
+                        format!("{p}weight"),
+                        vec![fan_out, fan_in],
+                        Store::Param,
+                        n,
+                        Some((fan_in, fan_out)),
+                    )?;
+                    self.push(
+                        format!("{p}bias"),
+                        vec![fan_out],
+                        Store::Param,
+                        fan_out,
+                        None,
+                    )?;
+                    *width = fan_out;
+                }
+                Layer::Act(_) => {}
+                Layer::BatchNorm | Layer::LayerNorm => {
+                    self.push(format!("{p}weight"), vec![w], Store::Param, w, None)?;
+                    self.push(format!("{p}bias"), vec![w], Store::Param, w, None)?;
+                    if *layer == Layer::BatchNorm {
+                        self.push(format!("{p}running_mean"), vec![w], Store::Buffer, w, None)?;
+                        self.push(format!("{p}running_var"), vec![w], Store::Buffer, w, None)?;
+                        self.ignored.push(format!("{p}num_batches_tracked"));
+                    }
+                }
+                Layer::Residual(inner) => {
+                    self.walk(inner, &format!("{p}inner."), width)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds every slot's tensor and checks its shape, then copies the
+    /// values into fresh `(params, buffers)` arenas. Allocates only after
+    /// every slot is matched to a distinct tensor, so the arenas are no
+    /// larger than the tensors already in memory.
+    fn gather(&self, st: &SafeTensors) -> Result<(Vec<f32>, Vec<f32>), IoError> {
+        let mut found = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
+            let t = st
+                .tensors
+                .get(&s.name)
+                .ok_or_else(|| IoError::MissingTensor {
+                    name: s.name.clone(),
+                })?;
+            if t.shape != s.shape || t.data.len() != s.len {
+                return Err(IoError::WrongShape {
+                    name: s.name.clone(),
+                    expected: s.shape.clone(),
+                    got: t.shape.clone(),
+                });
+            }
+            found.push(t);
+        }
+        let known: BTreeSet<&str> = self
+            .slots
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(self.ignored.iter().map(String::as_str))
+            .collect();
+        for name in st.tensors.keys() {
+            if name.starts_with(PREFIX) && !known.contains(name.as_str()) {
+                return Err(IoError::UnexpectedTensor { name: name.clone() });
+            }
+        }
+        let mut params = vec![0.0f32; self.params];
+        let mut buffers = vec![0.0f32; self.buffers];
+        for (s, t) in self.slots.iter().zip(found) {
+            let dst = match s.store {
+                Store::Param => &mut params[s.offset..s.offset + s.len],
+                Store::Buffer => &mut buffers[s.offset..s.offset + s.len],
+            };
+            match s.transpose {
+                // Tensor [fan_out, fan_in] → W (fan_in × fan_out): W[i][j] = T[j][i].
+                Some((fan_in, fan_out)) => {
+                    for (j, row) in t.data.chunks_exact(fan_in.max(1)).enumerate() {
+                        for (i, &v) in row.iter().enumerate() {
+                            dst[i * fan_out + j] = v;
+                        }
+                    }
+                }
+                None => dst.copy_from_slice(&t.data),
+            }
+        }
+        Ok((params, buffers))
+    }
+}
+
+/// The network's tensors and architecture metadata, in memory.
+///
+/// # Tensor names and shapes
+/// The names are those of a PyTorch module whose attribute `layers` is an
+/// `nn.Sequential` of the same layers, i.e. its `state_dict()` keys. Each
+/// entry of [`Mlp::layers`] takes one Sequential index `i`, activations
+/// included (they have no tensors):
+///
+/// | layer | tensors |
+/// |---|---|
+/// | dense (`nn.Linear`) | `layers.{i}.weight` `[out, in]`, `layers.{i}.bias` `[out]` |
+/// | BatchNorm (`nn.BatchNorm1d`) | `layers.{i}.weight` (γ), `layers.{i}.bias` (β), `layers.{i}.running_mean`, `layers.{i}.running_var`, each `[width]` |
+/// | LayerNorm (`nn.LayerNorm`) | `layers.{i}.weight` (γ), `layers.{i}.bias` (β), each `[width]` |
+/// | activation | none |
+/// | residual block | its inner layers as `layers.{i}.inner.{j}.…`, recursively |
+///
+/// PyTorch has no standard residual module; the names are those of a module
+/// with an attribute `inner = nn.Sequential(…)` whose forward is
+/// `x + self.inner(x)`. A dense weight is `[out, in]` as in `nn.Linear`: the
+/// **transpose** of the arena's `W` (`fan_in × fan_out`, see
+/// `../DESIGN.md` section 1), so `weight[j][i]` = `W[i][j]`. BatchNorm's
+/// `num_batches_tracked` is not written (PyTorch fills it in when loading a
+/// state dict without it) and is ignored when present.
+///
+/// # Metadata
+/// | key | value |
+/// |---|---|
+/// | `backprop.format_version` | [`FORMAT_VERSION`] (`"1"`) |
+/// | `backprop.input_dim` | input features, decimal |
+/// | `backprop.loss` | `mse`, `logistic` or `softmax_cross_entropy` |
+/// | `backprop.layers` | the layer list as JSON text (below) |
+///
+/// The layer list is a JSON array of objects with a `"type"`:
+/// `{"type":"dense","units":8,"init":"he"}` (init `he`, `xavier`,
+/// `xavier_uniform`, `lecun`, or `normal` with `"std":"0.02"`);
+/// `{"type":"activation","name":"relu"}` (names as [`Activation::name`];
+/// `leaky_relu` adds `"slope":"0.01"`); `{"type":"batch_norm"}`;
+/// `{"type":"layer_norm"}`; `{"type":"residual","layers":[…]}`. Integers are
+/// JSON integers; `f32` values are strings in Rust's shortest round-trip
+/// decimal form, so they load bit for bit.
+///
+/// ```
+/// use backprop::io::mlp_to_safetensors;
+/// use backprop::nn::{Activation, MlpBuilder};
+/// let net = MlpBuilder::new(4).dense(8).act(Activation::Relu).batch_norm().dense(3)
+///     .build(0).unwrap();
+/// let st = mlp_to_safetensors(&net);
+/// let names: Vec<_> = st.tensors.keys().map(String::as_str).collect();
+/// assert_eq!(names, ["layers.0.bias", "layers.0.weight", "layers.2.bias", "layers.2.running_mean",
+///                    "layers.2.running_var", "layers.2.weight", "layers.3.bias", "layers.3.weight"]);
+/// assert_eq!(st.tensors["layers.0.weight"].shape, [8, 4]);
+/// assert_eq!(st.metadata["backprop.input_dim"], "4");
+/// ```
+pub fn mlp_to_safetensors(net: &Mlp) -> SafeTensors {
+    let plan =
+        Plan::new(net.input_dim(), net.layers()).expect("a built network's sizes fit in memory");
+    let mut st = SafeTensors::default();
+    for s in &plan.slots {
+        let src = match s.store {
+            Store::Param => &net.params()[s.offset..s.offset + s.len],
+            Store::Buffer => &net.buffers()[s.offset..s.offset + s.len],
+        };
+        let data = match s.transpose {
+            // W (fan_in × fan_out) → tensor [fan_out, fan_in]: T[j][i] = W[i][j].
+            Some((fan_in, fan_out)) => {
+                let mut t = Vec::with_capacity(s.len);
+                for j in 0..fan_out {
+                    t.extend((0..fan_in).map(|i| src[i * fan_out + j]));
+                }
+                t
+            }
+            None => src.to_vec(),
+        };
+        st.tensors
+            .insert(s.name.clone(), Tensor::new(s.shape.clone(), data));
+    }
+    write_architecture(net, &mut st);
+    st
+}
+
+/// Stores the architecture metadata keys of `net` in `st`.
+fn write_architecture(net: &Mlp, st: &mut SafeTensors) {
+    let m = &mut st.metadata;
+    m.insert(KEY_VERSION.into(), FORMAT_VERSION.into());
+    m.insert(KEY_INPUT.into(), net.input_dim().to_string());
+    m.insert(KEY_LOSS.into(), loss_name(net.loss_kind()).into());
+    let mut text = String::new();
+    json::write_value(&mut text, &encode_layers(net.layers()));
+    m.insert(KEY_LAYERS.into(), text);
+}
+
+/// Rebuilds a network from tensors and metadata made by
+/// [`mlp_to_safetensors`] (or by PyTorch, with the metadata added). Tensors
+/// outside `layers.` (e.g. a checkpoint's `optimizer.*`) are ignored; within
+/// it, every tensor must belong to the architecture.
+///
+/// # Errors
+/// [`IoError::MissingMetadata`] / [`IoError::Metadata`] for an absent or
+/// malformed architecture (or a format version other than
+/// [`FORMAT_VERSION`]); [`IoError::MissingTensor`], [`IoError::WrongShape`],
+/// [`IoError::UnexpectedTensor`] for tensors that do not fit it;
+/// [`IoError::Build`] if the architecture itself does not build (e.g. a zero
+/// width, or a residual block that changes the width).
+pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
+    let version = meta(st, KEY_VERSION)?;
+    if version != FORMAT_VERSION {
+        return Err(IoError::Metadata {
+            key: KEY_VERSION.into(),
+            message: format!(
+                "format version {version:?} is not supported (this build reads {FORMAT_VERSION:?})"
+            ),
+        });
+    }
+    let input_text = meta(st, KEY_INPUT)?;
+    let input: usize = input_text.parse().map_err(|_| IoError::Metadata {
+        key: KEY_INPUT.into(),
+        message: format!("{input_text:?} is not a non-negative integer"),
+    })?;
+    let loss_text = meta(st, KEY_LOSS)?;
+    let loss = parse_loss(loss_text).ok_or_else(|| IoError::Metadata {
+        key: KEY_LOSS.into(),
+        message: format!("unknown loss {loss_text:?}"),
+    })?;
+    let layers_text = meta(st, KEY_LAYERS)?;
+    let bad_layers = |message: String| IoError::Metadata {
+        key: KEY_LAYERS.into(),
+        message,
+    };
+    let value = json::parse(layers_text)
+        .map_err(|e| bad_layers(format!("invalid JSON at byte {}: {}", e.offset, e.message)))?;
+    let layers = decode_layers(&value).map_err(bad_layers)?;
+    let (params, buffers) = Plan::new(input, &layers)?.gather(st)?;
+    Ok(Mlp::from_parts(input, &layers, loss, params, buffers)?)
+}
+
+/// Copies parameters and BatchNorm statistics from `st` into `net`, by the
+/// names of [`mlp_to_safetensors`], ignoring the metadata. This loads weights
+/// saved by PyTorch (e.g. `safetensors.torch.save_file(model.state_dict(),
+/// …)` of a module whose `layers` is the matching `nn.Sequential`) into a
+/// network built with the same layers. `net` is unchanged on error.
+///
+/// # Errors
+/// [`IoError::MissingTensor`], [`IoError::WrongShape`],
+/// [`IoError::UnexpectedTensor`] as [`mlp_from_safetensors`].
+///
+/// ```
+/// use backprop::io::{load_weights_into, mlp_to_safetensors};
+/// use backprop::nn::MlpBuilder;
+/// let a = MlpBuilder::new(3).dense(5).layer_norm().dense(2).build(1).unwrap();
+/// let mut b = MlpBuilder::new(3).dense(5).layer_norm().dense(2).build(2).unwrap();
+/// load_weights_into(&mut b, &mlp_to_safetensors(&a)).unwrap();
+/// assert_eq!(a.params(), b.params());
+/// ```
+pub fn load_weights_into(net: &mut Mlp, st: &SafeTensors) -> Result<(), IoError> {
+    let (params, buffers) = Plan::new(net.input_dim(), net.layers())?.gather(st)?;
+    net.params_mut().copy_from_slice(&params);
+    net.buffers_mut().copy_from_slice(&buffers);
+    Ok(())
+}
+
+/// Saves `net` (parameters, BatchNorm running statistics and architecture;
+/// see [`mlp_to_safetensors`] for the names and keys) to a safetensors file,
+/// atomically ([`write_atomic`](super::write_atomic)).
+///
+/// # Errors
+/// [`IoError::Io`] if the file cannot be written.
+///
+/// ```
+/// use backprop::io::{load_mlp, save_mlp};
+/// use backprop::nn::{Activation, MlpBuilder};
+/// let net = MlpBuilder::new(2).dense(4).act(Activation::Tanh).dense(1).build(3).unwrap();
+/// let path = std::env::temp_dir().join(format!("backprop-save-doc-{}.safetensors", std::process::id()));
+/// save_mlp(&net, &path).unwrap();
+/// assert_eq!(load_mlp(&path).unwrap().params(), net.params());
+/// std::fs::remove_file(&path).unwrap();
+/// ```
+pub fn save_mlp(net: &Mlp, path: impl AsRef<Path>) -> Result<(), IoError> {
+    write_file(&mlp_to_safetensors(net), path)
+}
+
+/// Loads a network saved by [`save_mlp`] (or a checkpoint's network). The
+/// network is in training mode, as a freshly built one.
+///
+/// # Errors
+/// [`IoError::Io`] if the file cannot be read, the errors of
+/// [`from_bytes`](super::from_bytes) for a malformed file and those of
+/// [`mlp_from_safetensors`] for one that does not describe a network.
+pub fn load_mlp(path: impl AsRef<Path>) -> Result<Mlp, IoError> {
+    mlp_from_safetensors(&read_file(path)?)
+}
+
+/// A metadata value, or [`IoError::MissingMetadata`].
+pub(crate) fn meta<'a>(st: &'a SafeTensors, key: &'static str) -> Result<&'a str, IoError> {
+    st.metadata
+        .get(key)
+        .map(String::as_str)
+        .ok_or(IoError::MissingMetadata { key })
+}
+
+fn loss_name(loss: Loss) -> &'static str {
+    match loss {
+        Loss::Mse => "mse",
+        Loss::Logistic => "logistic",
+        Loss::SoftmaxCrossEntropy => "softmax_cross_entropy",
+    }
+}
+
+fn parse_loss(s: &str) -> Option<Loss> {
+    match s {
+        "mse" => Some(Loss::Mse),
+        "logistic" => Some(Loss::Logistic),
+        "softmax_cross_entropy" => Some(Loss::SoftmaxCrossEntropy),
+        _ => None,
+    }
+}
+
+fn s(x: &str) -> Value {
+    Value::String(x.to_string())
+}
+
+/// `f32` as its shortest round-trip decimal string.
+fn float(v: f32) -> Value {
+    Value::String(v.to_string())
+}
+
+fn encode_layers(layers: &[Layer]) -> Value {
+    Value::Array(layers.iter().map(encode_layer).collect())
+}
+
+fn encode_layer(layer: &Layer) -> Value {
+    let mut m: Vec<(String, Value)> = Vec::new();
+    let mut put = |k: &str, v: Value| m.push((k.to_string(), v));
+    match layer {
+        Layer::Dense { units, init } => {
+            put("type", s("dense"));
+            put("units", Value::UInt(*units as u64));
+            let name = match init {
+                Init::He => "he",
+                Init::Xavier => "xavier",
+                Init::XavierUniform => "xavier_uniform",
+                Init::LeCun => "lecun",
+                Init::Normal(_) => "normal",
+            };
+            put("init", s(name));
+            if let Init::Normal(std) = init {
+                put("std", float(*std));
+            }
+        }
+        Layer::Act(act) => {
+            put("type", s("activation"));
+            put("name", s(act.name()));
+            if let Activation::LeakyRelu { slope } = act {
+                put("slope", float(*slope));
+            }
+        }
+        Layer::BatchNorm => put("type", s("batch_norm")),
+        Layer::LayerNorm => put("type", s("layer_norm")),
+        Layer::Residual(inner) => {
+            put("type", s("residual"));
+            put("layers", encode_layers(inner));
+        }
+    }
+    Value::Object(m)
+}
+
+fn decode_layers(v: &Value) -> Result<Vec<Layer>, String> {
+    let Value::Array(items) = v else {
+        return Err(format!("the layer list is {}, not an array", v.kind()));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| decode_layer(item).map_err(|e| format!("layer {i}: {e}")))
+        .collect()
+}
+
+fn decode_layer(v: &Value) -> Result<Layer, String> {
+    let Value::Object(members) = v else {
+        return Err(format!("is {}, not an object", v.kind()));
+    };
+    let get = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    let string = |key: &str| match get(key) {
+        Some(Value::String(s)) => Ok(s.as_str()),
+        Some(v) => Err(format!("{key:?} is {}, not a string", v.kind())),
+        None => Err(format!("missing {key:?}")),
+    };
+    let number = |key: &str| -> Result<f32, String> {
+        let t = string(key)?;
+        t.parse::<f32>()
+            .map_err(|_| format!("{key:?} = {t:?} is not a number"))
+    };
+    let kind = string("type")?;
+    let (layer, allowed): (Layer, &[&str]) = match kind {
+        "dense" => {
+            let units = match get("units") {
+                Some(Value::UInt(u)) => usize::try_from(*u)
+                    .map_err(|_| format!("\"units\" = {u} does not fit in usize"))?,
+                Some(v) => return Err(format!("\"units\" is {}, not an integer", v.kind())),
+                None => return Err("missing \"units\"".to_string()),
+            };
+            let (init, allowed): (Init, &[&str]) = match string("init")? {
+                "he" => (Init::He, &["type", "units", "init"]),
+                "xavier" => (Init::Xavier, &["type", "units", "init"]),
+                "xavier_uniform" => (Init::XavierUniform, &["type", "units", "init"]),
+                "lecun" => (Init::LeCun, &["type", "units", "init"]),
+                "normal" => (
+                    Init::Normal(number("std")?),
+                    &["type", "units", "init", "std"],
+                ),
+                other => return Err(format!("unknown init {other:?}")),
+            };
+            (Layer::Dense { units, init }, allowed)
+        }
+        "activation" => {
+            let name = string("name")?;
+            let act = match name {
+                "identity" => Activation::Identity,
+                "relu" => Activation::Relu,
+                "leaky_relu" => Activation::LeakyRelu {
+                    slope: number("slope")?,
+                },
+                "tanh" => Activation::Tanh,
+                "sigmoid" => Activation::Sigmoid,
+                "gelu" => Activation::Gelu,
+                "softplus" => Activation::Softplus,
+                other => return Err(format!("unknown activation {other:?}")),
+            };
+            let allowed: &[&str] = if name == "leaky_relu" {
+                &["type", "name", "slope"]
+            } else {
+                &["type", "name"]
+            };
+            (Layer::Act(act), allowed)
+        }
+        "batch_norm" => (Layer::BatchNorm, &["type"]),
+        "layer_norm" => (Layer::LayerNorm, &["type"]),
+        "residual" => {
+            let inner = get("layers").ok_or("missing \"layers\"")?;
+            let inner = decode_layers(inner).map_err(|e| format!("residual block: {e}"))?;
+            (Layer::Residual(inner), &["type", "layers"])
+        }
+        other => return Err(format!("unknown layer type {other:?}")),
+    };
+    for (i, (k, _)) in members.iter().enumerate() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(format!("unknown key {k:?}"));
+        }
+        if members[..i].iter().any(|(prev, _)| prev == k) {
+            return Err(format!("key {k:?} given twice"));
+        }
+    }
+    Ok(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_descriptions_round_trip() {
+        let layers = vec![
+            Layer::Dense {
+                units: 3,
+                init: Init::Normal(0.0123),
+            },
+            Layer::Act(Activation::LeakyRelu { slope: 1e-30 }),
+            Layer::Residual(vec![
+                Layer::LayerNorm,
+                Layer::Dense {
+                    units: 3,
+                    init: Init::XavierUniform,
+                },
+                Layer::Residual(vec![Layer::Act(Activation::Gelu), Layer::BatchNorm]),
+            ]),
+        ];
+        let mut text = String::new();
+        json::write_value(&mut text, &encode_layers(&layers));
+        let back = decode_layers(&json::parse(&text).unwrap()).unwrap();
+        assert_eq!(back, layers);
+    }
+
+    #[test]
+    fn layer_decoding_is_strict() {
+        for bad in [
+            r#"{}"#,
+            r#"[{"type":"dense"}]"#,
+            r#"[{"type":"dense","units":"3","init":"he"}]"#,
+            r#"[{"type":"dense","units":3,"init":"he","extra":"1"}]"#,
+            r#"[{"type":"dense","units":3,"init":"he","init":"he"}]"#,
+            r#"[{"type":"activation","name":"leaky_relu"}]"#,
+            r#"[{"type":"activation","name":"swish"}]"#,
+            r#"[{"type":"activation","name":"relu","slope":"1"}]"#,
+            r#"[{"type":"residual"}]"#,
+            r#"[{"type":"conv"}]"#,
+            r#"[3]"#,
+        ] {
+            let v = json::parse(bad).unwrap();
+            assert!(decode_layers(&v).is_err(), "{bad}");
+        }
+    }
+}
