@@ -233,10 +233,11 @@ fn run(args: &Args) -> Result<(), String> {
                 bar.set_message(format!("{l:.4}"));
             })
             .map_err(|e| match (&e, &args.checkpoint) {
-                (TrainError::Diverged { .. }, Some(c)) => format!(
+                (TrainError::Diverged { .. }, Some(c)) if c.exists() => format!(
                     "{e}\nthe last checkpoint written (after the last completed epoch) is kept in {}",
                     c.display()
                 ),
+                (TrainError::Diverged { .. }, _) => e.to_string(),
                 _ => format!("training: {e}"),
             })?;
         bar.finish_and_clear();
