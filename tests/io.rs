@@ -1364,3 +1364,34 @@ fn loaded_network_steps_like_the_original() {
     assert_eq!(bits(a.grads()), bits(b.grads()));
     assert_eq!(bits(a.buffers()), bits(b.buffers()));
 }
+
+/// Regression (found by reviewing the `parsers` fuzz target): a checkpoint
+/// whose schedule string nests thousands of warm-ups overflowed the stack in
+/// `Schedule::from_str`. It is now a typed error.
+#[test]
+fn deeply_nested_schedule_in_a_checkpoint_is_an_error_not_a_stack_overflow() {
+    use backprop::io::{checkpoint_from_safetensors, checkpoint_to_safetensors};
+    let net = backprop::nn::MlpBuilder::new(2).dense(2).build(1).unwrap();
+    let opt = backprop::optim::Sgd::new(net.num_params(), Default::default());
+    let t = backprop::train::Trainer::new(
+        net,
+        Box::new(opt),
+        backprop::optim::Schedule::constant(0.1),
+        1,
+    );
+    let mut st = checkpoint_to_safetensors(&t);
+    let deep = "warmup:0:0:".repeat(50_000) + "constant:1";
+    let key = st
+        .metadata
+        .keys()
+        .find(|k| k.contains("schedule"))
+        .expect("the checkpoint stores its schedule")
+        .clone();
+    st.metadata.insert(key, deep);
+    assert!(checkpoint_from_safetensors(&st).is_err());
+    // The limit itself: 8 nested warm-ups parse, 9 do not.
+    let ok = "warmup:1:0.5:".repeat(backprop::optim::MAX_WARMUP_NESTING) + "constant:1";
+    assert!(ok.parse::<backprop::optim::Schedule>().is_ok());
+    let too_deep = "warmup:1:0.5:".repeat(backprop::optim::MAX_WARMUP_NESTING + 1) + "constant:1";
+    assert!(too_deep.parse::<backprop::optim::Schedule>().is_err());
+}

@@ -75,7 +75,7 @@ mod sgd;
 use std::fmt;
 
 pub use adam::{Adam, AdamConfig};
-pub use schedule::{Schedule, ScheduleError};
+pub use schedule::{Schedule, ScheduleError, MAX_WARMUP_NESTING};
 pub use sgd::{Sgd, SgdConfig};
 
 /// How weight decay enters an optimizer's update. λ must be finite and ≥ 0

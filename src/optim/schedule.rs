@@ -77,12 +77,23 @@ enum Kind {
     },
 }
 
+/// The most warm-ups one schedule string may nest (parsing recurses once per
+/// warm-up; the limit keeps hostile strings from overflowing the stack).
+pub const MAX_WARMUP_NESTING: usize = 8;
+
 /// Why a schedule could not be built or parsed.
 ///
 /// The constructors panic with this error's message; [`Schedule::from_str`]
 /// returns it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ScheduleError {
+    /// More than [`MAX_WARMUP_NESTING`] warm-ups nested in one string.
+    TooDeep {
+        /// Warm-ups found.
+        depth: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The first `:`-separated token names no schedule.
     UnknownKind {
         /// The token found.
@@ -125,6 +136,9 @@ pub enum ScheduleError {
 impl fmt::Display for ScheduleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ScheduleError::TooDeep { depth, max } => {
+                write!(f, "{depth} nested warm-ups; at most {max} are accepted")
+            }
             ScheduleError::UnknownKind { token } => write!(
                 f,
                 "unknown schedule {token:?}; expected one of constant, step_decay, \
@@ -431,6 +445,15 @@ impl FromStr for Schedule {
     /// reject. Errors inside a warm-up's inner schedule are reported as they
     /// are.
     fn from_str(s: &str) -> Result<Self, ScheduleError> {
+        // Each warm-up nests a schedule; untrusted strings (checkpoint files)
+        // must not recurse deep enough to overflow the stack.
+        let depth = s.split(':').filter(|t| t.trim() == "warmup").count();
+        if depth > MAX_WARMUP_NESTING {
+            return Err(ScheduleError::TooDeep {
+                depth,
+                max: MAX_WARMUP_NESTING,
+            });
+        }
         let (name, rest) = match s.split_once(':') {
             Some((name, rest)) => (name, Some(rest)),
             None => (s, None),
