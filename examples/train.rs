@@ -12,7 +12,6 @@
 //! end; `--plot FILE.svg` draws the loss and accuracy curves.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,12 +19,17 @@ use backprop::io::{load_checkpoint, load_mlp, save_checkpoint, save_mlp};
 use backprop::nn::{Activation, Init, Loss, Mlp, MlpBuilder};
 use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule, Sgd, SgdConfig, WeightDecay};
 use backprop::train::csv::{read_csv, LabelKind};
-use backprop::train::idx::{mnist_dataset, parse_idx};
 use backprop::train::{Dataset, Labels, TrainError, Trainer};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+#[path = "common/mnist.rs"]
+mod mnist;
+#[path = "common/plot.rs"]
+mod plot;
+use plot::{row_svg, save_svg, Chart, Series};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a fully connected network with backprop")]
@@ -290,16 +294,7 @@ fn load_data(args: &Args) -> Result<(Dataset, Dataset), String> {
         ));
     }
     if let Some(dir) = args.data.strip_prefix("mnist:") {
-        let dir = Path::new(dir);
-        let set = |images: &str, labels: &str| -> Result<Dataset, String> {
-            let x = read_idx_file(&dir.join(images))?;
-            let y = read_idx_file(&dir.join(labels))?;
-            mnist_dataset(&x, &y).map_err(|e| e.to_string())
-        };
-        return Ok((
-            set("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
-            set("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
-        ));
+        return mnist::load(Path::new(dir));
     }
     if let Some(file) = args.data.strip_prefix("csv:") {
         let kind = match args.loss {
@@ -315,29 +310,6 @@ fn load_data(args: &Args) -> Result<(Dataset, Dataset), String> {
         "--data {:?}: expected synthetic, mnist:DIR or csv:FILE",
         args.data
     ))
-}
-
-/// An IDX file, `path` or `path.gz` (decompressed here with flate2).
-fn read_idx_file(path: &Path) -> Result<backprop::train::idx::IdxArray, String> {
-    let gz = path.with_extension(match path.extension() {
-        Some(e) => format!("{}.gz", e.to_string_lossy()),
-        None => "gz".into(),
-    });
-    let (file, bytes) = if path.exists() {
-        (
-            path.to_path_buf(),
-            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        )
-    } else {
-        let mut out = Vec::new();
-        let f = std::fs::File::open(&gz).map_err(|e| format!("{}: {e}", gz.display()))?;
-        flate2::read::GzDecoder::new(f)
-            .take(1 << 30)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("{}: {e}", gz.display()))?;
-        (gz, out)
-    };
-    parse_idx(&bytes, &file).map_err(|e| e.to_string())
 }
 
 /// Rows `lo..hi` of a dataset as a new dataset.
@@ -524,93 +496,21 @@ fn json_report(rows: &[EpochRow], net: &Mlp) -> String {
 
 /// An SVG with two panels: train/test loss (log scale) and test accuracy, per epoch.
 fn write_plot(path: &Path, rows: &[EpochRow]) -> std::io::Result<()> {
-    let (w, h, pad) = (900.0, 360.0, 50.0);
-    let panel_w = (w - 3.0 * pad) / 2.0;
-    let n = rows.len().max(2) as f64;
-    let xpos = |i: f64, x0: f64| x0 + (i - 1.0) / (n - 1.0) * panel_w;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    );
-    let mut panel = |x0: f64, title: &str, series: &[(&str, &str, Vec<f64>)], log: bool| {
-        let vals: Vec<f64> = series
-            .iter()
-            .flat_map(|s| s.2.iter().cloned())
-            .filter(|v| v.is_finite() && (!log || *v > 0.0))
-            .collect();
-        let t = |v: f64| if log { v.ln() } else { v };
-        let (lo, hi) = vals
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(t(v)), b.max(t(v)))
-            });
-        let (lo, hi) = if lo < hi {
-            (lo, hi)
-        } else {
-            (lo - 1.0, lo + 1.0)
-        };
-        let ypos = |v: f64| h - pad - (t(v) - lo) / (hi - lo) * (h - 2.0 * pad);
-        let _ = write!(
-            svg,
-            "<rect x=\"{x0}\" y=\"{pad}\" width=\"{panel_w}\" height=\"{}\" fill=\"none\" stroke=\"#888\"/>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{title}</text>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">epoch</text>\n",
-            h - 2.0 * pad,
-            x0 + panel_w / 2.0,
-            pad - 10.0,
-            x0 + panel_w / 2.0,
-            h - pad + 30.0
-        );
-        let _ = write!(
-            svg,
-            "<text x=\"{x0}\" y=\"{}\" text-anchor=\"middle\">1</text>\n<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
-            h - pad + 15.0,
-            x0 + panel_w,
-            h - pad + 15.0,
-            n as usize
-        );
-        let (lo_v, hi_v) = if log { (lo.exp(), hi.exp()) } else { (lo, hi) };
-        let _ = write!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{lo_v:.3}</text>\n<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{hi_v:.3}</text>\n",
-            x0 - 4.0,
-            h - pad,
-            x0 - 4.0,
-            pad + 10.0
-        );
-        for (k, (name, color, ys)) in series.iter().enumerate() {
-            let pts: Vec<String> = ys
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.is_finite() && (!log || **v > 0.0))
-                .map(|(i, &v)| format!("{:.1},{:.1}", xpos(i as f64 + 1.0, x0), ypos(v)))
-                .collect();
-            let _ = write!(
-                svg,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>\n<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>\n",
-                pts.join(" "),
-                x0 + panel_w - 90.0,
-                pad + 20.0 + 16.0 * k as f64
-            );
-        }
+    let per_epoch = |value: fn(&EpochRow) -> f64| -> Vec<(f64, f64)> {
+        rows.iter().map(|r| (r.epoch as f64, value(r))).collect()
     };
-    let train: Vec<f64> = rows.iter().map(|r| r.train_loss as f64).collect();
-    let test: Vec<f64> = rows.iter().map(|r| r.test_loss as f64).collect();
-    panel(
-        pad,
-        "loss (log scale)",
-        &[("train", "#1f77b4", train), ("test", "#d62728", test)],
-        true,
-    );
-    let acc: Vec<f64> = rows
-        .iter()
-        .map(|r| r.test_accuracy.map_or(f64::NAN, |a| 100.0 * a as f64))
-        .collect();
-    panel(
-        2.0 * pad + panel_w,
-        "test accuracy (%)",
-        &[("test", "#2ca02c", acc)],
-        false,
-    );
-    svg.push_str("</svg>\n");
-    let tmp = path.with_extension("svg.tmp");
-    std::fs::write(&tmp, svg)?;
-    std::fs::rename(tmp, path)
+    let loss = Chart::new("loss")
+        .x_label("epoch")
+        .x_integer()
+        .y_log()
+        .series(Series::new("train", per_epoch(|r| r.train_loss as f64)))
+        .series(Series::new("test", per_epoch(|r| r.test_loss as f64)));
+    let accuracy = Chart::new("test accuracy (%)")
+        .x_label("epoch")
+        .x_integer()
+        .series(Series::new(
+            "test",
+            per_epoch(|r| r.test_accuracy.map_or(f64::NAN, |a| 100.0 * a as f64)),
+        ));
+    save_svg(path, &row_svg(&[loss, accuracy]))
 }

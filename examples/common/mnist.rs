@@ -1,0 +1,53 @@
+//! MNIST for the examples and tests: the IDX files from a directory, plain or
+//! gzipped (decompressed with flate2, a dev-dependency, so the library keeps
+//! its small dependency set).
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::Path;
+
+use backprop::train::idx::{mnist_dataset, parse_idx, IdxArray};
+use backprop::train::Dataset;
+
+/// An IDX file, `path` or `path.gz`.
+pub fn read_idx_file(path: &Path) -> Result<IdxArray, String> {
+    let gz = path.with_extension(match path.extension() {
+        Some(e) => format!("{}.gz", e.to_string_lossy()),
+        None => "gz".into(),
+    });
+    let (file, bytes) = if path.exists() {
+        (
+            path.to_path_buf(),
+            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )
+    } else {
+        let mut out = Vec::new();
+        let f = std::fs::File::open(&gz).map_err(|e| format!("{}: {e}", gz.display()))?;
+        flate2::read::GzDecoder::new(f)
+            .take(1 << 30)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("{}: {e}", gz.display()))?;
+        (gz, out)
+    };
+    parse_idx(&bytes, &file).map_err(|e| e.to_string())
+}
+
+/// The MNIST training and test sets in `dir` (pixels scaled to [0, 1]).
+pub fn load(dir: &Path) -> Result<(Dataset, Dataset), String> {
+    let set = |images: &str, labels: &str| -> Result<Dataset, String> {
+        let x = read_idx_file(&dir.join(images))?;
+        let y = read_idx_file(&dir.join(labels))?;
+        mnist_dataset(&x, &y).map_err(|e| e.to_string())
+    };
+    Ok((
+        set("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
+        set("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
+    ))
+}
+
+/// The MNIST directory: `BACKPROP_MNIST_DIR`, else `../shared/data/mnist`.
+pub fn default_dir() -> std::path::PathBuf {
+    std::env::var_os("BACKPROP_MNIST_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| "../shared/data/mnist".into())
+}
