@@ -1,0 +1,212 @@
+//! The trends the experiment report (`cargo run --release --example
+//! experiments`) shows, asserted at small sizes on the same code
+//! (`examples/experiments/lab.rs`). Margins are wide: each test states the
+//! value the theory predicts beside the bound it checks.
+//!
+//! The MNIST experiments (4 and 5) are ignored by plain `cargo test` (a fresh
+//! machine has no MNIST); CI runs them with
+//! `cargo test --release --test experiments -- --ignored` and
+//! `BACKPROP_MNIST_DIR` pointing at the files.
+
+#[path = "../examples/experiments/lab.rs"]
+mod lab;
+#[path = "../examples/common/mnist.rs"]
+mod mnist;
+// The report's SVG charts; included for the unit tests inside the module.
+#[path = "../examples/common/plot.rs"]
+mod plot;
+
+use backprop::nn::Activation;
+use lab::*;
+
+#[test]
+fn backprop_equals_finite_differences_and_the_per_weight_chain_rule() {
+    let net = PlainNet {
+        input: 6,
+        widths: vec![7, 5],
+        acts: vec![Activation::Tanh, Activation::Sigmoid],
+        classes: 4,
+    };
+    let c = gradient_check(&net, 5, 3);
+    eprintln!("{c:?}");
+    assert!(c.scale > 1e-3, "a gradient worth checking: {c:?}");
+    // f32 SIMD backprop vs f64 reference: rounding only (~1e-7 relative).
+    assert!(c.crate_err < 1e-4, "{c:?}");
+    // Central differences: O(h²) truncation + O(ε/h) rounding ≈ 1e-10.
+    assert!(c.fd_err < 1e-6, "{c:?}");
+    // The per-weight chain rule is the same sum in a different order.
+    assert!(c.chain_err < 1e-12, "{c:?}");
+}
+
+#[test]
+fn he_init_keeps_the_variance_and_others_vanish_or_explode() {
+    let (k, depth, batch) = (256, 50, 256);
+    let s = (1.0 / k as f32).sqrt();
+    let run = |sigma| variance_through_depth(k, depth, batch, sigma, 8, 1);
+    let (he, small, large) = (run(2f32.sqrt() * s), run(s), run(2.0 * 2f32.sqrt() * s));
+    for r in [&he, &small, &large] {
+        eprintln!(
+            "σ·√K = {:.3}: Var[z1] = {:.3e}, Var[z50] = {:.3e}, forward mismatch {:.1e}",
+            r.sigma * (k as f32).sqrt(),
+            r.var[0],
+            r.var[depth - 1],
+            r.forward_mismatch
+        );
+        assert!(r.forward_mismatch < 1e-5, "{:?}", r.forward_mismatch);
+    }
+    // He: Var[z⁽ˡ⁾] = (K·σ²/2)·Var[z⁽ˡ⁻¹⁾] = Var[z⁽ˡ⁻¹⁾] ≈ 1 at every layer.
+    for (l, v) in he.var.iter().enumerate() {
+        assert!((0.25..4.0).contains(v), "He: Var[z{}] = {v}", l + 1);
+    }
+    // σ = √(1/K): a factor 1/2 per layer, log2 Var[z⁽⁵⁰⁾] ≈ −50 + 1.
+    let l2 = |r: &VarianceRun| r.var[depth - 1].log2();
+    assert!((-55.0..-43.0).contains(&l2(&small)), "{}", l2(&small));
+    // σ = 2·√(2/K): a factor 4 per layer, log2 Var[z⁽⁵⁰⁾] ≈ 2·50 − 2 + 1... ≈ 98..100.
+    assert!((90.0..108.0).contains(&l2(&large)), "{}", l2(&large));
+}
+
+#[test]
+fn gradient_norms_vanish_or_explode_unless_init_skip_or_norm_fix_them() {
+    let (k, depth, batch) = (64, 20, 64);
+    let run = |net| gradient_norms(net, k, depth, batch, 2);
+    let range = |v: &[f64]| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(0.0, f64::max);
+        (lo, hi)
+    };
+    // δ⁽¹⁾ relative to δ⁽ᴸ⁾, read from the bias gradients ∂b = Σ_batch δ.
+    let back = |g: &GradNorms| g.bias[0] / g.bias[depth - 1];
+    let he = run(DeepNet::He);
+    let (he_lo, he_hi) = range(&he.weight);
+    // He: every layer's ‖∂W‖ within a factor 10 of the others, δ kept.
+    assert!(he_hi / he_lo < 10.0, "He {he:?}");
+    assert!((0.1..10.0).contains(&back(&he)), "He {he:?}");
+
+    // σ = √(1/K): δ shrinks by √2 per layer on the way back (≈ 2^-9.5 over 19
+    // layers), and every ‖∂W‖ is ≈ 2^-(L-1)/2 ≈ 1e-3 of He's.
+    let small = run(DeepNet::Plain { scale: 1.0 });
+    assert!(back(&small) < 0.05, "{small:?}");
+    assert!(range(&small.weight).1 < 1e-2 * he_lo, "{small:?}");
+
+    // σ = 2·√(2/K): a factor 4 in variance per layer, ‖∂W‖ ≈ 2^(L-1) larger.
+    let large = run(DeepNet::Plain {
+        scale: 2.0 * 2f32.sqrt(),
+    });
+    assert!(back(&large) > 1e3, "{large:?}");
+    assert!(range(&large.weight).0 > 1e2 * he_hi, "{large:?}");
+
+    // Skip connections carry δ back undiminished (δ⁽ˡ⁾ = δ⁽ˡ⁺¹⁾·(I + J)):
+    // no vanishing even with the small init. Unscaled branches compound the
+    // variance (×1.5 per block); branches scaled by 1/√L keep it flat.
+    let skip = run(DeepNet::Skip { scale: 1.0 });
+    assert!(back(&skip) > 1.0, "{skip:?}");
+    let skip_scaled = run(DeepNet::Skip {
+        scale: 1.0 / (depth as f32).sqrt(),
+    });
+    let (lo, hi) = range(&skip_scaled.weight);
+    assert!(hi / lo < 30.0 && lo > 0.1 * he_lo, "{skip_scaled:?}");
+    assert!(back(&skip_scaled) > 0.3, "{skip_scaled:?}");
+
+    // Normalization undoes the small init's scale: ‖∂W‖ back at He's level
+    // (BatchNorm with ReLU still grows the gradient ≈ 1.2× per layer going
+    // back, the known mean-field result, hence the wider bound).
+    let bn = run(DeepNet::BatchNorm { scale: 1.0 });
+    let (lo, hi) = range(&bn.weight);
+    assert!(lo > 0.1 * he_lo && hi < 100.0 * he_hi, "{bn:?}");
+    // The bias of a dense layer feeding BatchNorm has no effect: ∂b = 0.
+    assert!(range(&bn.bias).1 < 1e-4 * hi, "{bn:?}");
+    let ln = run(DeepNet::LayerNorm { scale: 1.0 });
+    let (lo, hi) = range(&ln.weight);
+    assert!(lo > 0.1 * he_lo && hi < 10.0 * he_hi, "{ln:?}");
+}
+
+#[test]
+fn batch_norm_properties() {
+    let p = bn_properties(32, 60, 4);
+    eprintln!("{p:?}");
+    // BN(a⊙z + b) = BN(z) for a > 0 (up to ε = 1e-5 against Var ≥ 0.25·a²).
+    assert!(p.affine_invariance < 1e-3, "{p:?}");
+    assert!(
+        p.bias_grad_before_bn < 1e-5 * p.weight_grad_before_bn,
+        "{p:?}"
+    );
+    // Training mode normalises with the batch: other samples change the output.
+    assert!(p.train_partner_change > 1e-2, "{p:?}");
+    // Evaluation mode uses the running statistics: they cannot.
+    assert_eq!(p.eval_partner_change, 0.0, "{p:?}");
+    // Running averages (momentum 0.1 ⇒ about the last 10 batches of 60)
+    // track the population mean and variance to a few per cent, so the two
+    // modes nearly agree on a large batch.
+    assert!(p.running_mean_err < 0.1 && p.running_var_err < 0.3, "{p:?}");
+    assert!(p.train_vs_eval < 0.3, "{p:?}");
+}
+
+#[test]
+fn layer_norm_is_per_sample_and_the_same_in_train_and_eval() {
+    let p = ln_properties(20, 16, 5);
+    eprintln!("{p:?}");
+    // Same sample, other batch mates or none: only GEMM rounding can differ
+    // (different batch sizes may take different blocking paths).
+    assert!(p.partner_change < 1e-5, "{p:?}");
+    assert!(p.alone_change < 1e-5, "{p:?}");
+    assert_eq!(p.train_vs_eval, 0.0, "{p:?}");
+    // BatchNorm in the same place, for contrast, does depend on the batch.
+    assert!(p.bn_partner_change > 1e-2, "{p:?}");
+}
+
+fn mnist_data() -> (backprop::train::Dataset, backprop::train::Dataset) {
+    let dir = mnist::default_dir();
+    mnist::load(&dir).unwrap_or_else(|e| panic!("MNIST from {}: {e}", dir.display()))
+}
+
+#[test]
+#[ignore = "needs MNIST: set BACKPROP_MNIST_DIR (CI uses ../shared/data/mnist)"]
+fn deep_relu_net_trains_with_he_init_and_stalls_with_half_the_variance() {
+    let (train, test) = mnist_data();
+    // 30 layers of 128, SGD momentum 0.9, step 0.01, 300 steps of 128.
+    let curves = deep_init_curves(&train, &test, 30, 128, 300, 0.01, 100);
+    for c in &curves {
+        eprintln!("{}: {:?} diverged {:?}", c.label, c.points, c.diverged_at);
+        assert_eq!(c.diverged_at, None, "{}", c.label);
+    }
+    let (xavier, he) = (&curves[0], &curves[1]);
+    // σ = √(1/K): output and gradient scaled by 2^-15; the loss stays at
+    // ln 10 = 2.303 and the predictions at chance (≈ 10 %).
+    assert!(xavier.final_train_loss() > 2.2, "{xavier:?}");
+    assert!(xavier.final_accuracy() < 0.3, "{xavier:?}");
+    // He: learning from the first steps (≈ 0.55 and 86 % at this point).
+    assert!(he.final_train_loss() < 1.2, "{he:?}");
+    assert!(he.final_accuracy() > 0.7, "{he:?}");
+}
+
+#[test]
+#[ignore = "needs MNIST: set BACKPROP_MNIST_DIR (CI uses ../shared/data/mnist)"]
+fn batch_norm_trains_faster_and_tolerates_larger_steps() {
+    let (train, test) = mnist_data();
+    // 3 × 100 sigmoid, batch 60, plain SGD, 1000 steps per run.
+    let sweep = bn_lr_sweep(&train, &test, &[0.1, 0.3, 1.0, 3.0, 10.0, 30.0], 1000);
+    for r in &sweep.rows {
+        eprintln!("step {}: plain {:.4}, BatchNorm {:.4}", r.0, r.1, r.2);
+    }
+    // Faster: at a moderate step the plain sigmoid net has barely started
+    // (≈ 0.5 after 1000 steps) while the BatchNorm one is past 0.9.
+    let (_, plain, bn) = sweep.at(0.1);
+    assert!(bn > 0.85 && bn > plain + 0.15, "step 0.1: {plain} vs {bn}");
+    // Never worse by more than a point at any step size that trains.
+    for &(lr, plain, bn) in &sweep.rows {
+        assert!(bn > plain - 0.01, "step {lr}: {plain} vs {bn}");
+    }
+    // Larger steps: at 10× the plain net's best step size BatchNorm still
+    // trains well (≈ 0.89), where the plain net has collapsed (≈ 0.1).
+    let (best_lr, best) = sweep.plain_best();
+    let (lr, plain_ten, bn_ten) = sweep.at(10.0 * best_lr);
+    assert!(
+        (lr / best_lr - 10.0).abs() < 1e-3,
+        "sweep lacks 10 × {best_lr}"
+    );
+    assert!(
+        bn_ten > 0.8 && bn_ten > plain_ten + 0.3,
+        "step {lr}: BatchNorm {bn_ten}, plain {plain_ten} (plain best {best})"
+    );
+    assert!(plain_ten < 0.5, "step {lr}: plain {plain_ten}");
+}
