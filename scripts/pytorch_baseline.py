@@ -78,9 +78,10 @@ def read_idx(path):
     return torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8).reshape(dims)
 
 
-def mnist_epoch(directory, threads):
+def mnist_epochs(directory, threads, epochs=1, seed=0):
+    """Trains the MNIST net for `epochs` epochs; returns [(seconds, test accuracy)] per epoch."""
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     x = read_idx(os.path.join(directory, "train-images-idx3-ubyte.gz")).reshape(-1, 784).float() / 255
     y = read_idx(os.path.join(directory, "train-labels-idx1-ubyte.gz")).long()
     xt = read_idx(os.path.join(directory, "t10k-images-idx3-ubyte.gz")).reshape(-1, 784).float() / 255
@@ -88,24 +89,36 @@ def mnist_epoch(directory, threads):
     model = mlp([784, 512, 512, 10])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
-    perm = torch.randperm(len(x))
-    start = time.perf_counter()
-    for i in range(0, len(x), 128):
-        idx = perm[i:i + 128]
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x[idx]), y[idx]).backward()
-        opt.step()
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        acc = (model(xt).argmax(1) == yt).float().mean().item()
-    return seconds, acc
+    rows = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        start = time.perf_counter()
+        for i in range(0, len(x), 128):
+            idx = perm[i:i + 128]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x[idx]), y[idx]).backward()
+            opt.step()
+        seconds = time.perf_counter() - start
+        with torch.no_grad():
+            acc = (model(xt).argmax(1) == yt).float().mean().item()
+        rows.append((seconds, acc))
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mnist", help="directory with the MNIST IDX files")
+    ap.add_argument("--epochs", type=int, default=1, help="MNIST epochs (accuracy after each)")
+    ap.add_argument("--seeds", type=int, default=1, help="MNIST runs with seeds 0..N-1 (2 threads)")
+    ap.add_argument("--mnist-only", action="store_true", help="skip the step timings")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}")
+    if args.mnist_only:
+        for seed in range(args.seeds):
+            rows = mnist_epochs(args.mnist, 2, args.epochs, seed)
+            accs = " ".join(f"{100 * a:.2f}" for _, a in rows)
+            print(f"MNIST seed {seed}, 2 threads: test accuracy per epoch (%): {accs}", flush=True)
+        return
     print("| network | threads | ms/step |")
     print("|---|---:|---:|")
     for name, model, kind, loss_fn, (x, y) in networks():
@@ -116,8 +129,9 @@ def main():
             print(f"| {name} | {threads} | {ms:.3f} |", flush=True)
     if args.mnist:
         for threads in (1, 2):
-            s, acc = mnist_epoch(args.mnist, threads)
-            print(f"MNIST one epoch, {threads} thread(s): {s:.2f} s, test accuracy {100 * acc:.2f} %", flush=True)
+            rows = mnist_epochs(args.mnist, threads, args.epochs)
+            for e, (s, acc) in enumerate(rows, 1):
+                print(f"MNIST epoch {e}, {threads} thread(s): {s:.2f} s, test accuracy {100 * acc:.2f} %", flush=True)
 
 
 if __name__ == "__main__":
