@@ -58,10 +58,10 @@ fn he_init_keeps_the_variance_and_others_vanish_or_explode() {
     for (l, v) in he.var.iter().enumerate() {
         assert!((0.25..4.0).contains(v), "He: Var[z{}] = {v}", l + 1);
     }
-    // σ = √(1/K): a factor 1/2 per layer, log2 Var[z⁽⁵⁰⁾] ≈ −50 + 1.
+    // σ = √(1/K): Var[z⁽¹⁾] = K·σ²/2 = 1/2, then ×1/2 per layer: log2 Var[z⁽⁵⁰⁾] ≈ −50.
     let l2 = |r: &VarianceRun| r.var[depth - 1].log2();
     assert!((-55.0..-43.0).contains(&l2(&small)), "{}", l2(&small));
-    // σ = 2·√(2/K): a factor 4 per layer, log2 Var[z⁽⁵⁰⁾] ≈ 2·50 − 2 + 1... ≈ 98..100.
+    // σ = 2·√(2/K): Var[z⁽¹⁾] = 4, then ×4 per layer: log2 Var[z⁽⁵⁰⁾] ≈ 100.
     assert!((90.0..108.0).contains(&l2(&large)), "{}", l2(&large));
 }
 
