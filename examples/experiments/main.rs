@@ -473,7 +473,7 @@ fn exp2(out: &Path, quick: bool) -> Result<Section, String> {
         summary: vec![(
             "2. He init keeps Var[z⁽ˡ⁾] ≈ 1 through 50 ReLU layers".into(),
             format!(
-                "Var[z⁽⁵⁰⁾]: He {}, σ=√(1/K) {} (≈2⁻⁴⁹), σ=2√(2/K) {} (≈4⁴⁹); per-layer factors {:.3} / {:.3} / {:.3}",
+                "Var[z⁽⁵⁰⁾]: He {}, σ=√(1/K) {} (≈2⁻⁵⁰), σ=2√(2/K) {} (≈4⁵⁰); per-layer factors {:.3} / {:.3} / {:.3}",
                 sci(runs[1].1.var[depth - 1]),
                 sci(runs[0].1.var[depth - 1]),
                 sci(runs[2].1.var[depth - 1]),
