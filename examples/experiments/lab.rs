@@ -930,8 +930,10 @@ pub fn bn_properties(features: usize, batch: usize, seed: u64) -> BnProperties {
         .enumerate()
         .map(|(i, &v)| a[i % features] * v + shift[i % features])
         .collect();
-    let fwd = |net: &mut Mlp, x: &[f32], rows: usize| forward_rows(net, x, rows);
-    let affine_invariance = max_abs_diff(&fwd(&mut bn, &z, batch), &fwd(&mut bn, &zt, batch));
+    let affine_invariance = max_abs_diff(
+        &forward_rows(&mut bn, &z, batch),
+        &forward_rows(&mut bn, &zt, batch),
+    );
 
     // The bias of a dense layer right before BatchNorm gets no gradient.
     let mut net = MlpBuilder::new(features)
@@ -957,7 +959,7 @@ pub fn bn_properties(features: usize, batch: usize, seed: u64) -> BnProperties {
     let mut bn = MlpBuilder::new(features).batch_norm().build(seed).unwrap();
     for _ in 0..300 {
         let x = draw(batch);
-        fwd(&mut bn, &x, batch);
+        forward_rows(&mut bn, &x, batch);
     }
     let stats = bn.buffers().to_vec();
     // Errors in units of the feature's spread: |m − μ|/s and |v − s²|/s².
@@ -973,17 +975,17 @@ pub fn bn_properties(features: usize, batch: usize, seed: u64) -> BnProperties {
     let mut b2 = draw(batch);
     b2[..features].copy_from_slice(&b1[..features]);
     let train_partner_change = max_abs_diff(
-        &fwd(&mut bn, &b1, batch)[..features],
-        &fwd(&mut bn, &b2, batch)[..features],
+        &forward_rows(&mut bn, &b1, batch)[..features],
+        &forward_rows(&mut bn, &b2, batch)[..features],
     );
     let big = draw(4096);
-    let train_out = fwd(&mut bn, &big, 4096);
+    let train_out = forward_rows(&mut bn, &big, 4096);
     bn.set_training(false);
     let eval_partner_change = max_abs_diff(
-        &fwd(&mut bn, &b1, batch)[..features],
-        &fwd(&mut bn, &b2, batch)[..features],
+        &forward_rows(&mut bn, &b1, batch)[..features],
+        &forward_rows(&mut bn, &b2, batch)[..features],
     );
-    let train_vs_eval = max_abs_diff(&train_out, &fwd(&mut bn, &big, 4096));
+    let train_vs_eval = max_abs_diff(&train_out, &forward_rows(&mut bn, &big, 4096));
     BnProperties {
         affine_invariance,
         bias_grad_before_bn,
@@ -1030,17 +1032,16 @@ pub fn ln_properties(features: usize, batch: usize, seed: u64) -> LnProperties {
     let a = gaussian(batch * features, seed ^ 4);
     let mut b = gaussian(batch * features, seed ^ 5);
     b[..features].copy_from_slice(&a[..features]);
-    let run = |net: &mut Mlp, x: &[f32], rows: usize| forward_rows(net, x, rows);
     let mut ln = build(true);
-    let out_a = run(&mut ln, &a, batch);
-    let partner_change = max_abs_diff(&out_a[..10], &run(&mut ln, &b, batch)[..10]);
-    let alone_change = max_abs_diff(&out_a[..10], &run(&mut ln, &a[..features], 1));
+    let out_a = forward_rows(&mut ln, &a, batch);
+    let partner_change = max_abs_diff(&out_a[..10], &forward_rows(&mut ln, &b, batch)[..10]);
+    let alone_change = max_abs_diff(&out_a[..10], &forward_rows(&mut ln, &a[..features], 1));
     ln.set_training(false);
-    let train_vs_eval = max_abs_diff(&out_a, &run(&mut ln, &a, batch));
+    let train_vs_eval = max_abs_diff(&out_a, &forward_rows(&mut ln, &a, batch));
     let mut bn = build(false);
     let bn_partner_change = max_abs_diff(
-        &run(&mut bn, &a, batch)[..10],
-        &run(&mut bn, &b, batch)[..10],
+        &forward_rows(&mut bn, &a, batch)[..10],
+        &forward_rows(&mut bn, &b, batch)[..10],
     );
     LnProperties {
         partner_change,

@@ -432,9 +432,12 @@ fn exp2(out: &Path, quick: bool) -> Result<Section, String> {
         .y_label("Var[z⁽ˡ⁾]")
         .y_log();
     let mut factors = Vec::new();
-    for (label, r) in &runs {
+    let mut theory = Vec::new();
+    for (i, (label, r)) in runs.iter().enumerate() {
+        // The argument's prediction: Var[z⁽¹⁾]·(K·σ²/2)ˡ⁻¹.
         let gain = k as f64 * (r.sigma as f64).powi(2) / 2.0;
-        let predicted = r.var[0] * gain.powi(depth as i32 - 1);
+        let predict = |l: usize| r.var[0] * gain.powi(l as i32 - 1);
+        let predicted = predict(depth);
         let pts: Vec<(f64, f64)> = r
             .var
             .iter()
@@ -453,18 +456,16 @@ fn exp2(out: &Path, quick: bool) -> Result<Section, String> {
             sci(predicted)
         );
         chart = chart.series(Series::new(*label, pts));
-    }
-    for (i, (_, r)) in runs.iter().enumerate() {
-        let gain = k as f64 * (r.sigma as f64).powi(2) / 2.0;
-        let pts = (1..=depth)
-            .map(|l| (l as f64, r.var[0] * gain.powi(l as i32 - 1)))
-            .collect();
         let label = if i == 0 {
             "theory (K·σ²/2)ˡ⁻¹·Var[z⁽¹⁾]"
         } else {
             ""
         };
-        chart = chart.series(Series::new(label, pts).dashed().colour(i));
+        let pts = (1..=depth).map(|l| (l as f64, predict(l))).collect();
+        theory.push(Series::new(label, pts).dashed().colour(i));
+    }
+    for t in theory {
+        chart = chart.series(t);
     }
     md.push('\n');
     md.push_str(&save(out, "exp2_variance.svg", &chart.size(640.0, 420.0))?);
