@@ -331,7 +331,7 @@ impl KernelOp for Compute<'_> {
                 for ic in (self.rows.start..self.rows.end).step_by(bl.mc) {
                     let mcb = bl.mc.min(self.rows.end - ic);
                     let a_src = p.a.offset(ic as isize * p.rsa + pc as isize * p.csa);
-                    pack_a(MR, mcb, kcb, a_src, p.rsa, p.csa, abuf);
+                    pack_a::<S>(MR, mcb, kcb, a_src, p.rsa, p.csa, abuf);
                     for jr in (0..b.ncb).step_by(nr) {
                         let b_panel = bblock.add(jr * kcb);
                         for ir in (0..mcb).step_by(MR) {
@@ -394,7 +394,7 @@ impl KernelOp for Direct<'_> {
         unsafe {
             if m_full < p.m {
                 let a_src = p.a.offset(m_full as isize * p.rsa);
-                pack_a_panel(MR, p.m - m_full, k, a_src, p.rsa, p.csa, a_edge);
+                pack_a_panel::<S>(MR, p.m - m_full, k, a_src, p.rsa, p.csa, a_edge);
             }
             for jr in (0..p.n).step_by(nr) {
                 let n_eff = nr.min(p.n - jr);

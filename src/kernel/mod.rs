@@ -30,6 +30,7 @@ pub mod activation;
 pub(crate) mod dispatch;
 mod peak;
 pub(crate) mod portable;
+pub(crate) mod quad;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -90,17 +91,26 @@ pub(crate) trait Simd: Copy + 'static {
     unsafe fn select(m: Self::M, a: Self::V, b: Self::V) -> Self::V;
     /// Copies an 8 × 8 block transposed: `dst[c·dst_rs + r] = src[r·src_rs + c]`
     /// for `r, c < 8` (rows of `src` become columns of `dst`). Used to pack an
-    /// operand that is contiguous along the "wrong" dimension.
+    /// operand that is contiguous along the "wrong" dimension. The default is
+    /// four 4 × 4 register transposes ([`quad::transpose4x4`]); AVX paths
+    /// override it with a 256-bit one.
     ///
     /// # Safety
     /// The 64 source and destination elements are valid; they do not overlap.
     #[inline(always)]
     unsafe fn transpose8x8(src: *const f32, src_rs: isize, dst: *mut f32, dst_rs: usize) {
-        for r in 0..8 {
-            for c in 0..8 {
-                // SAFETY: r, c < 8, inside the block the caller guarantees.
-                unsafe { *dst.add(c * dst_rs + r) = *src.offset(r as isize * src_rs + c as isize) };
-            }
+        for (r0, c0) in [(0, 0), (0, 4), (4, 0), (4, 4)] {
+            // SAFETY: the quadrant (r0.., c0..) lies inside the caller's blocks.
+            unsafe {
+                let row = |r: isize| src.offset((r0 + r) * src_rs + c0 as isize);
+                quad::transpose4x4(
+                    [row(0), row(1), row(2), row(3)],
+                    dst.add(c0 * dst_rs + r0 as usize),
+                    dst_rs,
+                    4,
+                    4,
+                )
+            };
         }
     }
     /// Hints that the cache line holding `p` will be read soon. Never faults.
