@@ -31,8 +31,8 @@ new_bin=$(build "$root" new)
 
 for r in $(seq "$rounds"); do
     echo "round $r/$rounds" >&2
-    "$old_bin" $filter | sed 's/^/old\t/' >> "$work/times"
-    "$new_bin" $filter | sed 's/^/new\t/' >> "$work/times"
+    "$old_bin" ${filter:+"$filter"} | sed 's/^/old\t/' >> "$work/times"
+    "$new_bin" ${filter:+"$filter"} | sed 's/^/new\t/' >> "$work/times"
 done
 python3 - "$work/times" "$rev" <<'PY'
 import sys, statistics, collections

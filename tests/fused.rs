@@ -236,8 +236,16 @@ fn check_forward(
 fn edges(isa: Isa) -> Vec<(usize, usize, usize)> {
     let b = isa.blocking();
     let mut v = Vec::new();
-    for m in [1, b.mr - 1, b.mr, b.mr + 1, 2 * b.mr + 3] {
-        for n in [1, b.nr - 1, b.nr, b.nr + 1, 2 * b.nr + 5] {
+    for m in [
+        1,
+        b.mr - 1,
+        b.mr,
+        b.mr + 1,
+        b.mr + 5,
+        b.mr + 8,
+        2 * b.mr + 3,
+    ] {
+        for n in [1, b.nr - 1, b.nr, b.nr + 1, b.nr + b.nr / 2, 2 * b.nr + 5] {
             for k in [0, 1, 7, b.kc + 1] {
                 v.push((m, k, n));
             }

@@ -58,11 +58,27 @@ fn edges(isa: Isa) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
         b.mr,
         b.mr + 1,
         2 * b.mr + 1,
+        // Bottom edges of 4, 5, 8 and 9 rows: the no-packing path runs them on
+        // 4-, 8- or full-height tiles.
+        b.mr + 4,
+        b.mr + 5,
+        b.mr + 8,
+        b.mr + 9,
         b.mc - 1,
         b.mc,
         b.mc + 1,
     ];
-    let ns = vec![0, 1, b.nr - 1, b.nr, b.nr + 1, 2 * b.nr + 3];
+    // A last strip of half a tile (one vector: the narrow tile) and one wider.
+    let ns = vec![
+        0,
+        1,
+        b.nr - 1,
+        b.nr,
+        b.nr + 1,
+        b.nr + b.nr / 2,
+        b.nr + b.nr / 2 + 1,
+        2 * b.nr + 3,
+    ];
     let ks = vec![0, 1, 2, b.kc - 1, b.kc, b.kc + 1, 2 * b.kc + 3];
     (ms, ns, ks)
 }

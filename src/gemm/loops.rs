@@ -371,6 +371,13 @@ impl KernelOp for Compute<'_> {
 /// strips (and B strips without unit column stride) are copied into
 /// zero-padded panels. No blocking over k: meant for problems whose operands
 /// sit in L2, or that have a single column strip (A would be used only once).
+///
+/// Small products are mostly edges (a 32-row batch is 12 + 12 + 8 rows on a
+/// 12-row tile, a 10-wide output layer a third of a 32-wide one), so the edges
+/// run on narrower register tiles instead of zero padding: the last rows on a
+/// tile of [`edge_height`] rows, a last column strip no wider than one vector
+/// on a one-vector tile. Every element is still one FMA chain over k in order
+/// followed by the same epilogue, so the tile shape never changes a result bit.
 pub(crate) struct Direct<'a> {
     /// The (sub-)problem, `m, n, k ≥ 1`.
     pub problem: &'a Problem,
@@ -384,42 +391,130 @@ impl KernelOp for Direct<'_> {
         let nr = NV * S::LANES;
         let k = p.k;
         let m_full = p.m - p.m % MR;
+        let edge_h = edge_height(MR, p.m - m_full);
         // The partial bottom strip of A (packed once), then the current B strip.
         let scratch = scratch_a(MR * k + nr * k);
         let (a_edge, b_strip) = (scratch, scratch.wrapping_add(MR * k));
-        // SAFETY: full tiles read A rows ir..ir+MR ≤ m_full and B columns
-        // jr..jr+nr ≤ n (unit column stride) in place; partial ones read only
-        // in-shape elements while packing into the MR·k and nr·k scratch
-        // areas; C is written only inside its shape; S's features are present.
+        // SAFETY: the edge rows m_full..m are inside A and the edge panel
+        // (edge_h ≤ MR rows × k) inside the scratch; the strips' requirements
+        // are this problem's (see `direct_strip`).
         unsafe {
             if m_full < p.m {
                 let a_src = p.a.offset(m_full as isize * p.rsa);
-                pack_a_panel::<S>(MR, p.m - m_full, k, a_src, p.rsa, p.csa, a_edge);
+                pack_a_panel::<S>(edge_h, p.m - m_full, k, a_src, p.rsa, p.csa, a_edge);
             }
+            let strip = Strip {
+                p,
+                m_full,
+                edge_h,
+                a_edge,
+                b_strip,
+            };
             for jr in (0..p.n).step_by(nr) {
                 let n_eff = nr.min(p.n - jr);
-                let b_src = p.b.offset(jr as isize * p.csb);
-                let (b_panel, b_rs) = if n_eff == nr && p.csb == 1 {
-                    (b_src, p.rsb)
+                if NV > 1 && n_eff <= S::LANES {
+                    direct_strip::<S, MR, 1>(&strip, jr, n_eff);
                 } else {
-                    pack_b_panel::<S>(nr, n_eff, k, b_src, p.rsb, p.csb, b_strip);
-                    (b_strip as *const f32, nr as isize)
-                };
-                for ir in (0..p.m).step_by(MR) {
-                    let acc = if ir < m_full {
-                        let a_tile = p.a.offset(ir as isize * p.rsa);
-                        accumulate::<S, MR, NV>(k, a_tile, p.rsa, p.csa, b_panel, b_rs)
-                    } else {
-                        accumulate::<S, MR, NV>(k, a_edge, 1, MR as isize, b_panel, b_rs)
-                    };
-                    let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
-                    let m_eff = MR.min(p.m - ir);
-                    let epi = p.epi.at(ir, jr, MR);
-                    store_tile::<S, MR, NV>(
-                        &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
-                    );
+                    direct_strip::<S, MR, NV>(&strip, jr, n_eff);
                 }
             }
         }
+    }
+}
+
+/// Rows of the register tile that computes a bottom edge of `rem` rows
+/// (`0 < rem < mr`): the smallest of 4, 8 and `mr` that holds them (0 when
+/// there is no edge).
+fn edge_height(mr: usize, rem: usize) -> usize {
+    match rem {
+        0 => 0,
+        1..=4 if mr > 4 => 4,
+        5..=8 if mr > 8 => 8,
+        _ => mr,
+    }
+}
+
+/// What the column strips of one no-packing product share.
+struct Strip<'a> {
+    p: &'a Problem,
+    /// Rows computed from A in place (a multiple of MR).
+    m_full: usize,
+    /// Height of the packed edge panel `a_edge` (0 when `m_full = m`).
+    edge_h: usize,
+    a_edge: *const f32,
+    /// Scratch for one packed B strip (`NR × k` floats).
+    b_strip: *mut f32,
+}
+
+/// Columns `jr .. jr + n_eff` (`n_eff ≤ NV·LANES`) of a no-packing product on
+/// `MR × NV·LANES` tiles, the bottom edge on an `edge_h`-row tile.
+///
+/// # Safety
+/// The CPU supports `S`; `strip` describes a valid problem with its edge rows
+/// packed; `jr < n`.
+#[inline(always)]
+unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
+    strip: &Strip<'_>,
+    jr: usize,
+    n_eff: usize,
+) {
+    let p = strip.p;
+    let nr = NV * S::LANES;
+    // SAFETY: full tiles read A rows ir..ir+MR ≤ m_full and B columns
+    // jr..jr+nr ≤ n (unit column stride) in place; a partial strip of B is
+    // packed into the nr·k scratch; the edge tile reads the packed edge panel;
+    // C is written only inside its shape.
+    unsafe {
+        let b_src = p.b.offset(jr as isize * p.csb);
+        let (b_panel, b_rs) = if n_eff == nr && p.csb == 1 {
+            (b_src, p.rsb)
+        } else {
+            pack_b_panel::<S>(nr, n_eff, p.k, b_src, p.rsb, p.csb, strip.b_strip);
+            (strip.b_strip as *const f32, nr as isize)
+        };
+        let b = (b_panel, b_rs);
+        for ir in (0..strip.m_full).step_by(MR) {
+            let a = (p.a.offset(ir as isize * p.rsa), p.rsa, p.csa);
+            direct_tile::<S, MR, NV>(p, MR, ir, jr, n_eff, a, b);
+        }
+        if strip.m_full < p.m {
+            let (ir, h) = (strip.m_full, strip.edge_h);
+            let a = (strip.a_edge, 1, h as isize);
+            match h {
+                4 if MR > 4 => direct_tile::<S, 4, NV>(p, MR, ir, jr, n_eff, a, b),
+                8 if MR > 8 => direct_tile::<S, 8, NV>(p, MR, ir, jr, n_eff, a, b),
+                _ => direct_tile::<S, MR, NV>(p, MR, ir, jr, n_eff, a, b),
+            }
+        }
+    }
+}
+
+/// One `R × NV·LANES` tile at `(ir, jr)` of a no-packing product: the whole
+/// k loop, then the store with the epilogue (`mr` is the problem's strip height,
+/// which indexes the epilogue's per-strip sums).
+///
+/// # Safety
+/// The CPU supports `S`; `a = (ptr, a_rs, a_cs)` holds R rows and `b = (ptr,
+/// b_rs)` NV·LANES columns readable for k steps (module contract of the
+/// kernels); the tile's `min(R, m − ir) × n_eff` corner is inside C.
+#[inline(always)]
+unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize>(
+    p: &Problem,
+    mr: usize,
+    ir: usize,
+    jr: usize,
+    n_eff: usize,
+    a: (*const f32, isize, isize),
+    b: (*const f32, isize),
+) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let acc = accumulate::<S, R, NV>(p.k, a.0, a.1, a.2, b.0, b.1);
+        let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
+        let m_eff = R.min(p.m - ir);
+        let epi = p.epi.at(ir, jr, mr);
+        store_tile::<S, R, NV>(
+            &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
+        );
     }
 }
