@@ -5,37 +5,46 @@ makes them slow on machines we may not have.
 What it does, in order:
 
 1. Builds the release library (`cargo build --release --lib`) and disassembles the
-   `.rlib` with GNU objdump (`-d -C -l --inlines`, so every instruction carries its
-   source line and the chain of functions inlined into it). The rlib is used rather
-   than an example binary because every `KernelOp` of the crate is monomorphised
-   inside the crate, so all of them are in its object code, while the linker drops
-   from a binary whatever that binary does not reach. To make sure nothing was
-   missed, every `impl ... KernelOp for X` in `src/` must be found inlined into at
-   least one avx512 and one avx2 entry point.
+   `.rlib` with GNU objdump (`-d -r -C -l --inlines`, so every instruction carries
+   its source line and the chain of functions inlined into it, and every call its
+   relocation). The rlib is used rather than an example binary because every
+   `KernelOp` of the crate is monomorphised inside the crate, so all of them are in
+   its object code, while the linker drops from a binary whatever that binary does
+   not reach. To make sure nothing was missed, every `impl ... KernelOp for X` in
+   `src/` must be found inlined into at least one avx512 and one avx2 entry point.
 2. Gather/scatter: fails when a `vgather*`, `vscatter*`, `vpgather*` or `vpscatter*`
    instruction appears in any function of the crate (any ISA), printing the function,
-   the op it runs, the offset, the instruction and the source line it came from.
-3. Microkernel k-loops: builds the control-flow graph of each kernel function
+   the op it runs, the offset, the instruction and the source lines it came from.
+3. Out-of-line intrinsics: fails when a crate function calls a `core::core_arch`
+   intrinsic instead of inlining it: that code was compiled without the ISA's
+   `#[target_feature]` (a closure does not inherit it), so each vector operation is a
+   function call through memory.
+4. Microkernel k-loops: builds the control-flow graph of each kernel function
    (`backprop::kernel::*`, `backprop::gemm::*` and every trait method they run),
    finds its natural loops (back edges to a dominating block), and keeps the
    innermost loops that carry at least 8 vector registers through vfmadd*ps alone
-   (the register tile's accumulators). For each such loop it derives the FMAs per
-   iteration, the k steps per iteration (FMAs per accumulator) and the register
-   tile (broadcasts and B loads per k step), and fails when the body touches the
-   stack (a memory operand on %rsp, or on %rbp in a function that keeps a frame
-   pointer: a spill or reload) or holds anything but: the FMAs, vbroadcastss from
-   memory (A), vmovups/vmovaps loads into a register (B), loop control (add, sub,
-   inc, dec, lea, cmp, test and mov between general registers, conditional jumps and
-   jumps inside the loop), nops and software prefetches. Identical loops in several
-   monomorphised copies are reported once, with the ops they belong to.
-4. Throughput: runs each k-loop through llvm-mca (Debian's llvm-19) on
-   skylake-avx512, znver4 and the host's model, after calibrating each model with
-   24 vfmadd231ps per iteration on zmm (independent chains) and on ymm (12 chains,
-   two FMAs each): the calibration's cycles per FMA is the model's FMA bound, and a
-   k-loop fails when its predicted cycles per k step exceed FMAs-per-k-step × that
-   bound by more than 10 %. A model whose calibration disagrees with the documented
-   hardware (two 512-bit FMA ports on Skylake-SP, 512-bit FMAs double-pumped on
-   Zen 4, two 256-bit FMA ports on AVX2 cores) is reported and not trusted.
+   (the register tile's accumulators) and load A and B. For each such loop it
+   derives the FMAs per iteration, the k steps per iteration (FMAs per accumulator)
+   and the register tile (broadcasts and B loads per k step), and fails when the
+   body touches the stack (a memory operand on %rsp, or on %rbp in a function that
+   keeps a frame pointer: a spill or reload) or holds anything but: the FMAs,
+   vbroadcastss from memory (A), vmovups/vmovaps loads into a register (B), loop
+   control (add, sub, inc, dec, lea, cmp, test and mov between general registers,
+   conditional jumps and jumps inside the loop), nops and software prefetches.
+   Identical loops in several monomorphised copies are reported once, with the ops
+   they belong to.
+5. Throughput: runs each k-loop through llvm-mca (Debian's llvm-19) on
+   skylake-avx512, znver4, znver3 and the host's model (`-mcpu=native` resolved
+   through `llvm-mca-19 --version`). Each model is checked first: 24 vfmadd231ps per
+   iteration on zmm (independent chains) and on ymm (12 chains, two FMAs each) give
+   its cycles per FMA, which must agree with the documented hardware (two 512-bit
+   FMA ports on Skylake-SP, 512-bit FMAs double-pumped on Zen 4, two 256-bit FMA
+   ports on AVX2 cores) and which is the bound; and an ideal k step of the loop's
+   tile (loads, broadcasts, FMAs, nothing else) must come out at that bound, as it
+   does on the hardware. A k-loop fails when its predicted cycles per k step exceed
+   FMAs-per-k-step × cycles-per-FMA by more than 10 % on a model that passed its
+   checks; on one that did not, the prediction is shown with `?` and not enforced.
+   zmm loops are skipped on models without AVX-512.
 
 `--self-test` runs the detectors on small assembly snippets built in below
 (assembled with `as`, disassembled with objdump, so the real parsing path is
@@ -71,6 +80,7 @@ INSN_RE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
 MEMBER_RE = re.compile(r"^(\S+):\s+file format ")
 INLINED_RE = re.compile(r"^inlined by (.+):(\d+)(?: \(discriminator \d+\))? \((.*)\)$")
 LOC_RE = re.compile(r"^(/\S*|\S+\.rs):(\d+)(?: \(discriminator \d+\))?$")
+RELOC_RE = re.compile(r"^\s+([0-9a-f]+): (R_X86_64_\w+)\s+(\S+)$")
 NAME_RE = re.compile(r"^([^\s/].*?)(?:\(\))?:$")
 TARGET_RE = re.compile(r"^([0-9a-f]+) <")
 PREFIXES = {"lock", "rep", "repz", "repnz", "repe", "repne", "notrack", "bnd", "data16", "cs", "ds"}
@@ -124,6 +134,7 @@ class Function:
         self.name = name
         self.member = member
         self.insns = []
+        self.relocs = []  # (offset, symbol) with `objdump -r`
 
     def isa(self):
         if "::avx512::" in self.name:
@@ -152,6 +163,10 @@ def parse_objdump(lines):
                 frames = interned.setdefault(frames, frames)
                 pending, fresh = [], False
             cur.insns.append(Insn(int(m.group(1), 16), m.group(2), frames))
+            continue
+        m = RELOC_RE.match(line)
+        if m and cur is not None:
+            cur.relocs.append((int(m.group(1), 16), m.group(3)))
             continue
         m = INLINED_RE.match(line)
         if m:
@@ -192,15 +207,17 @@ def short_fn(name):
     `_ZN8backprop6kernel6avx5128dispatch17h…E` → `dispatch`."""
     if name.startswith("_ZN"):
         parts, i = [], 3
-        while i < len(name) and name[i].isdigit():
+        body = re.sub(r"\.llvm\.\d+$", "", name)
+        while i < len(body) and body[i].isdigit():
             j = i
-            while name[j].isdigit():
+            while body[j].isdigit():
                 j += 1
-            n = int(name[i:j])
-            parts.append(name[j:j + n])
+            n = int(body[i:j])
+            parts.append(body[j:j + n])
             i = j + n
         parts = [x for x in parts if not re.fullmatch(r"h[0-9a-f]{16}", x)]
-        return parts[-1] if parts else name
+        name = parts[-1] if parts else name
+        return name.replace("$u7b$", "{").replace("$u7d$", "}").lstrip("_")
     while True:
         stripped = re.sub(r"<[^<>]*>", "", name)
         if stripped == name:
@@ -292,6 +309,36 @@ def find_gathers(funcs):
             if GATHER_RE.match(insn.mnem):
                 hits.append((f, insn))
     return hits
+
+
+# --------------------------------------------------------------------------- out-of-line intrinsics
+
+def intrinsic_name(symbol):
+    """`_ZN4core9core_arch3x867avx512f15_mm512_fmadd_ps17h…E-0x4` → `_mm512_fmadd_ps`."""
+    s = re.sub(r"[-+]0x[0-9a-f]+$", "", symbol)
+    s = re.sub(r"17h[0-9a-f]{16}E$", "", s)
+    m = re.search(r"(mm\d*_\w+)$", s)
+    return "_" + m.group(1) if m else s
+
+
+def find_outlined_intrinsics(funcs):
+    """Calls from crate functions to SIMD intrinsics (`core::core_arch`). An
+    intrinsic is only inlined into code compiled with its target feature; a call
+    means the code around it lacks the ISA's `#[target_feature]` (a closure or a
+    function that does not inherit it), so every vector operation goes through a
+    function call and memory. Returns [(function, first call insn, calls, names)]."""
+    out = []
+    for f in funcs:
+        if "backprop::" not in f.name:
+            continue
+        calls = [(off, sym) for off, sym in f.relocs if "core_arch" in sym]
+        if not calls:
+            continue
+        first = max((i for i in f.insns if i.addr <= calls[0][0]), key=lambda i: i.addr,
+                    default=f.insns[0] if f.insns else None)
+        names = sorted({intrinsic_name(sym) for _, sym in calls})
+        out.append((f, first, len(calls), names))
+    return out
 
 
 # --------------------------------------------------------------------------- CFG and loops
@@ -653,9 +700,9 @@ def build_rlib():
 
 
 def disassemble(path, objdump):
-    """Parsed functions of `objdump -d -C -l --inlines path`, streamed (the text is
+    """Parsed functions of `objdump -d -r -C -l --inlines path`, streamed (the text is
     over 100 MB for the crate)."""
-    cmd = [objdump, "-d", "--no-show-raw-insn", "-C", "-l", "--inlines", path]
+    cmd = [objdump, "-d", "-r", "--no-show-raw-insn", "-C", "-l", "--inlines", path]
     with tempfile.TemporaryFile(mode="w+") as err:
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
                               errors="replace") as proc:
@@ -709,6 +756,15 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
         more = f" (+{len(insns) - 3} more)" if len(insns) > 3 else ""
         failures.append(f"gather/scatter in {name} [{op or '?'}] at {loc}: {lst}{more}")
     out(f"gather/scatter instructions in crate functions: {len(hits)}")
+
+    outlined = find_outlined_intrinsics(funcs)
+    for f, insn, n, names in outlined:
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        failures.append(f"{n} out-of-line calls to SIMD intrinsics ({shown}) in {f.name}, first at "
+                        f"+{insn.addr:#x} {where(insn) if insn else ''}: this code lacks the ISA's "
+                        f"#[target_feature] (a closure does not inherit it), so every vector "
+                        f"operation is a function call through memory")
+    out(f"out-of-line SIMD intrinsic calls in crate functions: {sum(n for _, _, n, _ in outlined)}")
 
     # 3. k-loops
     loops = collections.OrderedDict()
@@ -894,6 +950,10 @@ SELF_TESTS = {
     "FMA probe (no loads) is not a k-loop": (FN_AVX512, lambda: [
         "mov $64,%rcx", "1:"] + [f"vfmadd213ps %zmm30,%zmm31,%zmm{i}" for i in range(12)]
         + ["dec %rcx", "jne 1b", "ret"]),
+    "SIMD intrinsic called out of line": (
+        "_ZN8backprop6kernel10activation3map17h0123456789abcdefE",
+        lambda: ["vmovups (%rsi),%zmm0", "call _ZN4core9core_arch3x867avx512f15_mm512_fmadd_ps17h0123456789abcdefE",
+                 "ret"]),
     "reduction loop with 4 accumulators is not a k-loop": (FN_AVX512, lambda: kloop_asm("zmm", 2, 2, 2)),
     "backward jump into straight-line code is not a loop": (FN_AVX512, lambda: [
         "test %rcx,%rcx", "jne 3f", "jmp 4f", "2:"]
@@ -940,7 +1000,7 @@ def self_test(objdump, mca):
     names = {}
     for k, (case, (fn, body)) in enumerate(SELF_TESTS.items()):
         # One symbol per case, all demangling to the entry point's name.
-        sym = fn.replace("17h0123456789abcdef", f"17h{k:016x}")
+        sym = fn.replace("17h0123456789abcdef", f"17h{k:02x}23456789abcdef")
         names[case] = k
         asm += snippet(sym, body())
     src = os.path.join(tmp, "cases.s")
@@ -992,6 +1052,11 @@ def self_test(objdump, mca):
            len(innermost_loops(by_case["polynomial (elementwise) loop is not a k-loop"])) == 1
            and not [x for x in kloops("polynomial (elementwise) loop is not a k-loop") if x[1]],
            "one loop, not classified as a k-loop")
+    outlined = find_outlined_intrinsics(funcs)
+    expect("SIMD intrinsic called out of line",
+           [(f is by_case["SIMD intrinsic called out of line"], n, names) for f, _, n, names in outlined]
+           == [(True, 1, ["_mm512_fmadd_ps"])],
+           f"calls found: {[(f.name, names) for f, _, _, names in outlined]}")
     expect("reduction loop with 4 accumulators is not a k-loop",
            len(innermost_loops(by_case["reduction loop with 4 accumulators is not a k-loop"])) == 1
            and not [x for x in kloops("reduction loop with 4 accumulators is not a k-loop") if x[1]],
@@ -1047,7 +1112,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--self-test", action="store_true", help="run the detectors on built-in snippets")
-    ap.add_argument("--objdump-file", help="check this saved `objdump -d -C -l --inlines` output")
+    ap.add_argument("--objdump-file", help="check this saved `objdump -d -r -C -l --inlines` output")
     ap.add_argument("--artifact", help="disassemble this file instead of building the rlib")
     ap.add_argument("--no-mca", action="store_true", help="skip the llvm-mca throughput table")
     ap.add_argument("--llvm-mca", default=None, help="llvm-mca executable (default: llvm-mca-19)")
