@@ -137,11 +137,13 @@ class Function:
         self.relocs = []  # (offset, symbol) with `objdump -r`
 
     def isa(self):
-        if "::avx512::" in self.name:
+        """The kernel path of an ISA entry point (or of a function in an ISA file)."""
+        n = self.name
+        if "backprop::kernel::avx512::" in n:
             return "avx512"
-        if "::avx2::" in self.name:
+        if "backprop::kernel::avx2::" in n:
             return "avx2"
-        if "backprop::kernel::dispatch::run" in self.name or "::portable::" in self.name:
+        if "backprop::kernel::dispatch::run" in n or "backprop::kernel::portable::" in n:
             return "portable"
         return None
 
