@@ -77,7 +77,6 @@ def die(msg):
 
 HEADER_RE = re.compile(r"^([0-9a-f]+) <(.+)>:$")
 INSN_RE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
-MEMBER_RE = re.compile(r"^(\S+):\s+file format ")
 INLINED_RE = re.compile(r"^inlined by (.+):(\d+)(?: \(discriminator \d+\))? \((.*)\)$")
 LOC_RE = re.compile(r"^(/\S*|\S+\.rs):(\d+)(?: \(discriminator \d+\))?$")
 RELOC_RE = re.compile(r"^\s+([0-9a-f]+): (R_X86_64_\w+)\s+(\S+)$")
@@ -130,9 +129,8 @@ class Insn:
 class Function:
     """One symbol's instructions."""
 
-    def __init__(self, name, member):
+    def __init__(self, name):
         self.name = name
-        self.member = member
         self.insns = []
         self.relocs = []  # (offset, symbol) with `objdump -r`
 
@@ -153,7 +151,7 @@ def parse_objdump(lines):
     lines) into functions."""
     if isinstance(lines, str):
         lines = lines.splitlines()
-    funcs, cur, member = [], None, ""
+    funcs, cur = [], None
     loc, name, frames, pending, fresh = None, "", (), [], False
     interned = {}
     for line in lines:
@@ -176,17 +174,13 @@ def parse_objdump(lines):
             continue
         m = HEADER_RE.match(line)
         if m:
-            cur = Function(m.group(2), member)
+            cur = Function(m.group(2))
             funcs.append(cur)
             loc, name, frames, pending, fresh = None, "", (), [], False
             continue
         m = LOC_RE.match(line)
         if m:
             loc, pending, fresh = (m.group(1), int(m.group(2))), [], True
-            continue
-        m = MEMBER_RE.match(line)
-        if m:
-            member = os.path.basename(m.group(1))
             continue
         m = NAME_RE.match(line)
         if m:
@@ -721,6 +715,7 @@ def disassemble(path, objdump):
 # Zen 3 (the AVX2 development machines); the host's model is added to these.
 DEFAULT_CPUS = ("skylake-avx512", "znver4", "znver3")
 
+
 def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, require_ops=True):
     """Runs every detector on parsed functions; returns (failures, findings)."""
     impls = kernel_op_impls(os.path.join(ROOT, "src")) if impls is None else impls
@@ -728,7 +723,7 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
         f.op = op_label(f, impls) if f.isa() else None
     failures = []
 
-    # 1. coverage
+    # Coverage: every KernelOp found in an avx512 and an avx2 entry point.
     kernels = [f for f in funcs if f.isa() in ("avx512", "avx2")]
     seen = collections.defaultdict(set)
     for f in kernels:
@@ -748,7 +743,7 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
         out("ops found per ISA: " + ", ".join(f"{op} ({'+'.join(sorted(seen.get(op, [])))})"
                                                for op in names))
 
-    # 2. gather / scatter
+    # Gather / scatter.
     hits = find_gathers(funcs)
     groups = collections.OrderedDict()
     for f, insn in hits:
@@ -759,6 +754,7 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
         failures.append(f"gather/scatter in {name} [{op or '?'}] at {loc}: {lst}{more}")
     out(f"gather/scatter instructions in crate functions: {len(hits)}")
 
+    # Intrinsics called out of line.
     outlined = find_outlined_intrinsics(funcs)
     for f, insn, n, names in outlined:
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
@@ -768,7 +764,7 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
                         f"operation is a function call through memory")
     out(f"out-of-line SIMD intrinsic calls in crate functions: {sum(n for _, _, n, _ in outlined)}")
 
-    # 3. k-loops
+    # Microkernel k-loops.
     loops = collections.OrderedDict()
     for f in funcs:
         if not kernel_scope(f) and not f.op:
@@ -793,14 +789,14 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
         first = e["copies"][0]
         out(f"  {label} {isa} {info['width']}: {info['fmas']} FMAs, {info['k_steps']} k steps "
             f"per iteration, tile {info['mr']:g}x{info['nv']:g} vectors, "
-            f"{len(e['copies'])} copies; ops {', '.join(ops)}; loop at {where(branch)}; "
+            f"{len(e['copies'])} {'copy' if len(e['copies']) == 1 else 'copies'}; ops {', '.join(ops)}; loop at {where(branch)}; "
             f"first copy {first[0].name} +{first[1]:#x}")
         for insn, why in info["violations"]:
             failures.append(f"k-loop {label} ({isa}, ops {', '.join(ops)}; e.g. {first[0].name} "
                             f"[{first[0].op or '?'}] +{insn.addr:#x}): {why}: {insn.text}  at {where(insn)}")
         rows.append((label, isa, info, e))
 
-    # 4. llvm-mca
+    # llvm-mca.
     if mca is not None and rows:
         failures += run_mca(mca, rows, tolerance, out, cpus)
 
