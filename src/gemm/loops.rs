@@ -478,12 +478,12 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
             direct_tile::<S, MR, NV>(p, MR, ir, jr, n_eff, a, b);
         }
         if strip.m_full < p.m {
-            let (ir, h) = (strip.m_full, strip.edge_h);
-            let a = (strip.a_edge, 1, h as isize);
-            match h {
-                4 if MR > 4 => direct_tile::<S, 4, NV>(p, MR, ir, jr, n_eff, a, b),
-                8 if MR > 8 => direct_tile::<S, 8, NV>(p, MR, ir, jr, n_eff, a, b),
-                _ => direct_tile::<S, MR, NV>(p, MR, ir, jr, n_eff, a, b),
+            // The packed edge panel: A[i, p] at a_edge + p·h + i.
+            let (ir, ae) = (strip.m_full, strip.a_edge);
+            match strip.edge_h {
+                4 if MR > 4 => direct_tile::<S, 4, NV>(p, MR, ir, jr, n_eff, (ae, 1, 4), b),
+                8 if MR > 8 => direct_tile::<S, 8, NV>(p, MR, ir, jr, n_eff, (ae, 1, 8), b),
+                _ => direct_tile::<S, MR, NV>(p, MR, ir, jr, n_eff, (ae, 1, MR as isize), b),
             }
         }
     }

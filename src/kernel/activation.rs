@@ -412,31 +412,40 @@ impl super::KernelOp for Map<'_> {
     unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, _: &super::Blocking) {
         let n = self.input.len();
         let full = n - n % S::LANES;
-        let apply = |x: S::V| -> S::V {
-            // SAFETY: register arithmetic only; S's features are present.
-            unsafe {
-                match self.mode {
-                    Mode::Forward => forward::<S>(self.act, x),
-                    Mode::Derivative => derivative::<S>(self.act, x),
-                    Mode::DerivativeFromOutput => derivative_from_output::<S>(self.act, x),
-                }
-            }
-        };
         // SAFETY: full vectors stay below `full ≤ n`; the tail goes through a
         // zero-padded local buffer; `out` has the same length as `input`.
         unsafe {
             for i in (0..full).step_by(S::LANES) {
-                S::store(
-                    self.out.as_mut_ptr().add(i),
-                    apply(S::load(self.input.as_ptr().add(i))),
-                );
+                let y = apply::<S>(self.act, self.mode, S::load(self.input.as_ptr().add(i)));
+                S::store(self.out.as_mut_ptr().add(i), y);
             }
             if full < n {
                 let mut buf = [0f32; 16];
                 buf[..n - full].copy_from_slice(&self.input[full..]);
-                S::store(buf.as_mut_ptr(), apply(S::load(buf.as_ptr())));
+                S::store(
+                    buf.as_mut_ptr(),
+                    apply::<S>(self.act, self.mode, S::load(buf.as_ptr())),
+                );
                 self.out[full..].copy_from_slice(&buf[..n - full]);
             }
+        }
+    }
+}
+
+/// φ, φ′ or φ′ from the output of one vector, as `mode` says. A function, not
+/// a closure: closures do not inherit the caller's `#[target_feature]`s, and
+/// the vector code would be compiled as out-of-line calls.
+///
+/// # Safety
+/// The CPU supports `S`.
+#[inline(always)]
+unsafe fn apply<S: Simd>(act: Activation, mode: Mode, x: S::V) -> S::V {
+    // SAFETY: register arithmetic only; S's features are present.
+    unsafe {
+        match mode {
+            Mode::Forward => forward::<S>(act, x),
+            Mode::Derivative => derivative::<S>(act, x),
+            Mode::DerivativeFromOutput => derivative_from_output::<S>(act, x),
         }
     }
 }
