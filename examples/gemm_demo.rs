@@ -38,6 +38,11 @@ fn main() {
         flops as f64 / t.elapsed().as_secs_f64() / 1e9
     };
     println!("isa {isa}, {threads} thread(s), one-core FMA peak {peak:.1} GFLOP/s");
+    println!(
+        "caches {:?}, blocking {:?}",
+        kernel::cache_sizes(),
+        isa.blocking()
+    );
 
     let mut rng = StdRng::seed_from_u64(42);
     let mut rand_vec =

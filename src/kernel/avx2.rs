@@ -5,6 +5,7 @@
 //! FMA ports (8 chains needed).
 
 use core::arch::x86_64::*;
+use std::sync::OnceLock;
 
 use super::{Blocking, KernelOp, Simd};
 
@@ -160,20 +161,17 @@ pub(crate) unsafe fn transpose8x8_avx(
 const MR: usize = 6;
 const NV: usize = 2;
 
-/// Block sizes for 32 KiB L1d, ≥ 256 KiB L2 per core (Haswell … Zen 4).
-pub(crate) const BLOCKING: Blocking = Blocking {
-    mr: MR,
-    nr: NV * 8,
-    // kc × nr × 4 B = 32 KiB: the B micro-panel reused by every A micro-panel
-    // of the ic loop fills L1 (a deeper kc halves the passes over C; measured
-    // faster than 256 on Zen 3 at 1024³ with the C tile prefetched).
-    kc: 512,
-    // mc × kc × 4 B = 144 KiB: the packed A block stays in L2.
-    mc: 72,
-    // kc × nc × 4 B = 2 MiB: the packed B panel stays in L3 (1024 measured
-    // faster than 4096 at 2048³).
-    nc: 1024,
-};
+/// Depth of one pass over k: the `kc × 16` B micro-panel is 32 KiB, a whole
+/// 32 KiB L1d; a deeper kc halves the passes over C, and 512 measured faster
+/// than 256 on Zen 3 at 1024³ with the C tile prefetched. Fixed, because it
+/// decides the rounding (see `kernel::cache`).
+const KC: usize = 512;
+
+/// This path's blocking on the running CPU (`mc`, `nc` from its caches).
+pub(crate) fn blocking() -> Blocking {
+    static B: OnceLock<Blocking> = OnceLock::new();
+    *B.get_or_init(|| super::cache::derive(MR, NV * 8, KC, &super::cache_sizes()))
+}
 
 /// Runs `op` with the AVX2 kernel set.
 ///
@@ -184,5 +182,5 @@ pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
     // SAFETY: AVX2 and FMA are enabled here and guaranteed by the caller (KernelOp::run's
     // requirement); each op's pointer requirements are established where the
     // crate builds it (GEMM problems from checked views or sgemm's contract).
-    unsafe { op.run::<Avx2, MR, NV>(&BLOCKING) }
+    unsafe { op.run::<Avx2, MR, NV>(&blocking()) }
 }

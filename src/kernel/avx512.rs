@@ -5,6 +5,7 @@
 //! 512-bit FMA ports (8 chains needed) with room to hide load latency.
 
 use core::arch::x86_64::*;
+use std::sync::OnceLock;
 
 use super::{Blocking, KernelOp, Simd};
 
@@ -117,17 +118,16 @@ impl Simd for Avx512 {
 const MR: usize = 12;
 const NV: usize = 2;
 
-/// Block sizes for ≥ 32 KiB L1d and ≥ 1 MiB L2 per core (Skylake-SP … Sapphire Rapids, Zen 4).
-pub(crate) const BLOCKING: Blocking = Blocking {
-    mr: MR,
-    nr: NV * 16,
-    // kc × nr × 4 B = 24 KiB: the reused B micro-panel stays in L1.
-    kc: 192,
-    // mc × kc × 4 B = 180 KiB: the packed A block stays in L2.
-    mc: 240,
-    // kc × nc × 4 B = 3 MiB: the packed B panel stays in L3.
-    nc: 4096,
-};
+/// Depth of one pass over k: the `kc × 32` B micro-panel is 24 KiB, three
+/// quarters of a 32 KiB L1d (the smallest of the AVX-512 cores), half of a
+/// 48 KiB one. Fixed, because it decides the rounding (see `kernel::cache`).
+const KC: usize = 192;
+
+/// This path's blocking on the running CPU (`mc`, `nc` from its caches).
+pub(crate) fn blocking() -> Blocking {
+    static B: OnceLock<Blocking> = OnceLock::new();
+    *B.get_or_init(|| super::cache::derive(MR, NV * 16, KC, &super::cache_sizes()))
+}
 
 /// Runs `op` with the AVX-512 kernel set.
 ///
@@ -138,5 +138,5 @@ pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
     // SAFETY: AVX-512F, AVX2 and FMA are enabled here and guaranteed by the caller (KernelOp::run's
     // requirement); each op's pointer requirements are established where the
     // crate builds it (GEMM problems from checked views or sgemm's contract).
-    unsafe { op.run::<Avx512, MR, NV>(&BLOCKING) }
+    unsafe { op.run::<Avx512, MR, NV>(&blocking()) }
 }

@@ -53,16 +53,18 @@ impl Isa {
         }
     }
 
-    /// The register tile and cache blocking of this path's GEMM kernels.
+    /// The register tile and cache blocking of this path's GEMM kernels on the
+    /// running CPU: `mc` and `nc` follow its cache sizes, `mr`, `nr` and `kc`
+    /// are the path's own (see [`crate::kernel::cache`] for the rule).
     pub fn blocking(self) -> Blocking {
         match self {
-            Isa::Portable => portable::BLOCKING,
+            Isa::Portable => portable::blocking(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => super::avx2::BLOCKING,
+            Isa::Avx2 => super::avx2::blocking(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => super::avx512::BLOCKING,
+            Isa::Avx512 => super::avx512::blocking(),
             #[cfg(not(target_arch = "x86_64"))]
-            _ => portable::BLOCKING,
+            _ => portable::blocking(),
         }
     }
 }

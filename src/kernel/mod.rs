@@ -27,6 +27,7 @@
 //! baseline (run-time dispatch, no RUSTFLAGS needed).
 
 pub mod activation;
+pub mod cache;
 pub(crate) mod dispatch;
 mod peak;
 pub(crate) mod portable;
@@ -38,6 +39,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 
 pub use activation::Activation;
+pub use cache::{cache_sizes, CacheSizes};
 pub use dispatch::{active_isa, available_isas, Isa};
 pub use peak::fma_peak_probe;
 

@@ -5,6 +5,8 @@
 //! are part of the baseline), plain arrays elsewhere. This is the path used when
 //! no run-time-detected ISA is better, or when `BACKPROP_ISA=portable` forces it.
 
+use std::sync::OnceLock;
+
 use wide::f32x8;
 
 use super::{Blocking, KernelOp, Simd};
@@ -95,17 +97,15 @@ impl Simd for Portable {
 const MR: usize = 6;
 const NV: usize = 1;
 
-/// Conservative block sizes (32 KiB L1d, 256 KiB L2).
-pub(crate) const BLOCKING: Blocking = Blocking {
-    mr: MR,
-    nr: NV * 8,
-    // kc × nr × 4 B = 8 KiB of B micro-panel in L1.
-    kc: 256,
-    // mc × kc × 4 B = 96 KiB of packed A in L2.
-    mc: 96,
-    // kc × nc × 4 B = 4 MiB of packed B in L3.
-    nc: 4096,
-};
+/// Depth of one pass over k: the `kc × 8` B micro-panel is 8 KiB of L1d.
+/// Fixed, because it decides the rounding (see `kernel::cache`).
+const KC: usize = 256;
+
+/// This path's blocking on the running CPU (`mc`, `nc` from its caches).
+pub(crate) fn blocking() -> Blocking {
+    static B: OnceLock<Blocking> = OnceLock::new();
+    *B.get_or_init(|| super::cache::derive(MR, NV * 8, KC, &super::cache_sizes()))
+}
 
 /// Runs `op` with the portable kernel set.
 ///
@@ -115,5 +115,5 @@ pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
     // SAFETY: the portable token needs no CPU feature (KernelOp::run's
     // requirement); each op's pointer requirements are established where the
     // crate builds it (GEMM problems from checked views or sgemm's contract).
-    unsafe { op.run::<Portable, MR, NV>(&BLOCKING) }
+    unsafe { op.run::<Portable, MR, NV>(&blocking()) }
 }

@@ -1,0 +1,213 @@
+//! Cache sizes of the running CPU and the GEMM block sizes derived from them.
+//!
+//! # The rule
+//!
+//! The loop nest (see `gemm::loops`) keeps one operand block per cache level:
+//!
+//! | block | size | lives in | rule |
+//! |---|---|---|---|
+//! | B micro-panel | `kc × nr` | L1d | fixed `kc` per path (below) |
+//! | packed A block | `mc × kc` | L2 | `mc·kc·4 B ≤ L2 / 4`, `mc` a multiple of `mr` |
+//! | packed B panel | `kc × nc` | L3 | `kc·nc·4 B ≤ L3 / 2`, `nc` a multiple of `nr` |
+//!
+//! A quarter of L2 leaves room for the B panel streaming through it and for the
+//! C tiles (it is what the earlier hand-tuned constants came to: 72 × 512 floats
+//! on a 512 KiB Zen 3 L2, 240 × 192 on 1 MiB); half of L3 leaves room for the
+//! other cores' data. `mc` is kept within
+//! `[mr, 1536]` and `nc` within `[nr, 4096]`: past those a larger block only
+//! adds packing latency before the first tile starts.
+//!
+//! **`kc` is fixed per kernel path** and not derived from the L1 size. It is the
+//! one block size that changes result bits: C is rounded to `f32` after every
+//! pass over `kc` steps of k. A fixed `kc` keeps results bitwise identical on
+//! every CPU that runs the same path (and, as before, for any thread count); each
+//! path's `kc` is chosen for the smallest L1d of the CPUs that have it (32 KiB).
+//! `mr`, `nr`, `mc` and `nc` only decide which products are computed where, never
+//! how an element is summed, so they change no bit.
+//!
+//! # Detection
+//!
+//! x86-64: CPUID leaf 4 (Intel) or 0x8000001D (AMD, Hygon), which list each cache
+//! level's ways, partitions, line size and sets. Elsewhere, or when the leaves
+//! are missing (some virtual machines hide them), the documented fallbacks
+//! [`CacheSizes::FALLBACK`] are used.
+
+use std::sync::OnceLock;
+
+use super::Blocking;
+
+/// Per-core data cache sizes in bytes (L3: the whole cache, which the threads
+/// of one GEMM share).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSizes {
+    /// Level-1 data cache of one core.
+    pub l1d: usize,
+    /// Level-2 cache of one core.
+    pub l2: usize,
+    /// Level-3 cache (0 when the CPU has none).
+    pub l3: usize,
+}
+
+impl CacheSizes {
+    /// Used when the CPU does not report its caches: 32 KiB L1d, 1 MiB L2,
+    /// 8 MiB L3 (a common server core of the last years).
+    pub const FALLBACK: CacheSizes = CacheSizes {
+        l1d: 32 << 10,
+        l2: 1 << 20,
+        l3: 8 << 20,
+    };
+}
+
+/// The running CPU's cache sizes, detected once (see the module docs).
+///
+/// ```
+/// let c = backprop::kernel::cache_sizes();
+/// assert!(c.l1d >= 4096 && c.l2 >= c.l1d);
+/// ```
+pub fn cache_sizes() -> CacheSizes {
+    static SIZES: OnceLock<CacheSizes> = OnceLock::new();
+    *SIZES.get_or_init(|| detect().unwrap_or(CacheSizes::FALLBACK))
+}
+
+/// The blocking of a path with register tile `mr × nr` and depth `kc` on a CPU
+/// with caches `c`, by the rule of the module docs.
+pub(crate) fn derive(mr: usize, nr: usize, kc: usize, c: &CacheSizes) -> Blocking {
+    let floats = |bytes: usize| bytes / std::mem::size_of::<f32>();
+    let mc = (floats(c.l2 / 4) / kc).clamp(mr, 1536) / mr * mr;
+    let l3 = if c.l3 == 0 { c.l2 } else { c.l3 };
+    let nc = (floats(l3 / 2) / kc).clamp(nr, 4096) / nr * nr;
+    Blocking { mr, nr, kc, mc, nc }
+}
+
+/// Reads the cache descriptors, or `None` when the CPU does not list them.
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Option<CacheSizes> {
+    use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
+    // CPUID exists on every x86-64 CPU; leaves 0 and 0x80000000 are always
+    // valid and the others are only read when those report them. (The
+    // intrinsics are safe functions on current toolchains and `unsafe` ones on
+    // older supported ones, hence the allow.)
+    #[allow(unused_unsafe)]
+    // SAFETY: as above: CPUID has no precondition on x86-64.
+    let cpuid = |leaf: u32, sub: u32| -> CpuidResult { unsafe { __cpuid_count(leaf, sub) } };
+    #[allow(unused_unsafe)]
+    // SAFETY: as above.
+    let vendor = unsafe { __cpuid(0) };
+    let max_leaf = vendor.eax;
+    let name = [vendor.ebx, vendor.edx, vendor.ecx];
+    let is = |s: &[u8; 12]| {
+        name.iter()
+            .flat_map(|r| r.to_le_bytes())
+            .eq(s.iter().copied())
+    };
+    let leaf = if is(b"GenuineIntel") && max_leaf >= 4 {
+        4
+    } else if is(b"AuthenticAMD") || is(b"HygonGenuine") {
+        let max_ext = cpuid(0x8000_0000, 0).eax;
+        let topology_ext = cpuid(0x8000_0001, 0).ecx & (1 << 22) != 0;
+        if max_ext < 0x8000_001D || !topology_ext {
+            return None;
+        }
+        0x8000_001D
+    } else {
+        return None;
+    };
+    let mut sizes = CacheSizes {
+        l1d: 0,
+        l2: 0,
+        l3: 0,
+    };
+    for sub in 0..16 {
+        let r = cpuid(leaf, sub);
+        let kind = r.eax & 0x1f; // 0 none, 1 data, 2 instruction, 3 unified
+        if kind == 0 {
+            break;
+        }
+        if kind == 2 {
+            continue;
+        }
+        let level = (r.eax >> 5) & 0x7;
+        let ways = ((r.ebx >> 22) & 0x3ff) as usize + 1;
+        let partitions = ((r.ebx >> 12) & 0x3ff) as usize + 1;
+        let line = (r.ebx & 0xfff) as usize + 1;
+        let sets = r.ecx as usize + 1;
+        let bytes = ways * partitions * line * sets;
+        match level {
+            1 => sizes.l1d = bytes,
+            2 => sizes.l2 = bytes,
+            3 => sizes.l3 = bytes,
+            _ => {}
+        }
+    }
+    plausible(sizes)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Option<CacheSizes> {
+    None
+}
+
+/// Keeps reported sizes only when they look like real caches (a hypervisor
+/// may report zeros or nonsense).
+fn plausible(c: CacheSizes) -> Option<CacheSizes> {
+    let ok = (4 << 10..=1 << 20).contains(&c.l1d)
+        && (c.l1d..=64 << 20).contains(&c.l2)
+        && (c.l3 == 0 || (c.l2..=1 << 30).contains(&c.l3));
+    ok.then_some(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rule on the caches of a few real cores: every block fits the half of
+    /// its level it is given, and is a whole number of register tiles.
+    #[test]
+    fn blocks_fit_their_cache_level() {
+        let cores = [
+            ("Zen 4", 32 << 10, 1 << 20, 32 << 20),
+            ("Sapphire Rapids", 48 << 10, 2 << 20, 105 << 20),
+            ("Skylake client", 32 << 10, 256 << 10, 8 << 20),
+            ("no L3", 32 << 10, 512 << 10, 0),
+        ];
+        for (name, l1d, l2, l3) in cores {
+            let c = CacheSizes { l1d, l2, l3 };
+            for (mr, nr, kc) in [(12, 32, 192), (6, 16, 512), (6, 8, 256)] {
+                let b = derive(mr, nr, kc, &c);
+                assert_eq!(b.kc, kc, "{name}: kc is the path's own");
+                assert!(
+                    b.mc % mr == 0 && b.mc >= mr,
+                    "{name}: mc {} not a multiple of {mr}",
+                    b.mc
+                );
+                assert!(
+                    b.nc % nr == 0 && b.nc >= nr,
+                    "{name}: nc {} not a multiple of {nr}",
+                    b.nc
+                );
+                assert!(
+                    b.mc * kc * 4 <= l2 / 2 || b.mc == mr,
+                    "{name}: A block overflows L2/2"
+                );
+                let l3 = if l3 == 0 { l2 } else { l3 };
+                assert!(
+                    b.nc * kc * 4 <= l3 / 2 || b.nc == nr,
+                    "{name}: B panel overflows L3/2"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn implausible_reports_fall_back() {
+        let zero = CacheSizes {
+            l1d: 0,
+            l2: 0,
+            l3: 0,
+        };
+        assert_eq!(plausible(zero), None);
+        assert_eq!(plausible(CacheSizes::FALLBACK), Some(CacheSizes::FALLBACK));
+        let c = cache_sizes();
+        assert!(plausible(c).is_some(), "detected {c:?}");
+    }
+}
