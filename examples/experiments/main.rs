@@ -808,7 +808,8 @@ fn exp3(out: &Path, quick: bool) -> Result<Section, String> {
          δ back through the identity, so nothing vanishes even with the small init, but \
          unscaled branches compound the variance (×1.5 per block): δ grows toward the input \
          (‖∂b⁽¹⁾‖/‖∂b⁽ᴸ⁾‖ in the table) while x⁽ˡ⁾ grows toward the output, and ‖∂W⁽ˡ⁾‖ \
-         {}; scaling the branches by 1/√L keeps the norms within a small factor. \
+         {}; scaling the branches by 1/√L brings ‖∂W⁽¹⁾‖ back to He's order ({} vs {}), \
+         with the layers within a factor {} of each other. \
          Normalization puts the gradient back at He's scale whatever σ was: with BatchNorm \
          ‖∂W⁽ˡ⁾‖ {} — the known mean-field effect of batch statistics with ReLU —; with \
          LayerNorm it {}; the dense bias before BatchNorm gets no gradient at all.\n",
@@ -816,6 +817,9 @@ fn exp3(out: &Path, quick: bool) -> Result<Section, String> {
         fix_pm(&he_ratio, 1),
         he_ratio.max,
         toward_input(&growth(3)),
+        sci_pm(&Spread::by(&norms[4], |g| g.weight[0])),
+        sci_pm(&Spread::by(&norms[2], |g| g.weight[0])),
+        fix_pm(&Spread::by(&norms[4], max_over_min), 1),
         toward_input(&growth(5)),
         toward_input(&growth(6)),
     );
@@ -1099,6 +1103,10 @@ fn exp5(
                 (k > 0).then(|| format!("{} in {}", lrs[i], of(k, ns)))
             })
             .collect();
+        let per_seed = match per_seed.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => per_seed.join(""),
+        };
         // The runner-up by mean, paired with the best seed by seed.
         let second = (0..lrs.len())
             .filter(|&i| i != best_i)
@@ -1138,10 +1146,10 @@ fn exp5(
         };
         let _ = writeln!(
             md,
-            "\nThe plain net's best step size (its highest final accuracy) is {} of the sweep; \
-             by mean accuracy it is {best_lr} ({}), ahead of {} by {} points, ahead in {}. \
+            "\nPer seed, the plain net's best step size of the sweep (its highest final \
+             accuracy) is {}; by mean accuracy it is {best_lr} ({}), ahead of {} by {} points, ahead in {}. \
              {}{}\n",
-            per_seed.join(", "),
+            per_seed,
             pct_pm(&best_acc),
             lrs[second],
             fix_pm(&Spread::of(&lead), 2),
