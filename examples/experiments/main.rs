@@ -2,8 +2,8 @@
 //! crate and writes a Markdown report with SVG plots:
 //!
 //! ```text
-//! cargo run --release --example experiments                      # full run, a few minutes
-//! cargo run --release --example experiments -- --quick           # small sizes, under a minute
+//! cargo run --release --example experiments                      # full run, ~13 min on 2 cores
+//! cargo run --release --example experiments -- --quick           # small sizes, fewer seeds, ~20 s
 //! cargo run --release --example experiments -- --only 2,3 --out /tmp/exp
 //! ```
 //!
@@ -14,11 +14,13 @@
 //! 5. BatchNorm: faster training, larger step sizes, train/eval modes, invariance (MNIST);
 //! 6. LayerNorm: per sample, the same in training and evaluation.
 //!
-//! The experiments themselves are in `lab.rs`; `tests/experiments.rs` runs
-//! them at small sizes and asserts the trends. MNIST (experiments 4 and 5) is
-//! read from `--mnist` (default `$BACKPROP_MNIST_DIR`, else
-//! `../shared/data/mnist`); without it those two sections say so and the rest
-//! still runs.
+//! Every experiment that trains or draws random weights runs several seeds
+//! and reports the spread (mean ± sd, counts for all-or-nothing outcomes,
+//! bands or error bars in the charts). The experiments themselves are in
+//! `lab.rs`; `tests/experiments.rs` runs them at small sizes and asserts the
+//! trends in every one of several seeds. MNIST (experiments 4 and 5) is read
+//! from `--mnist` (default `$BACKPROP_MNIST_DIR`, else `../shared/data/mnist`);
+//! without it those two sections say so and the rest still runs.
 
 mod lab;
 #[path = "../common/mnist.rs"]
