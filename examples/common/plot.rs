@@ -6,6 +6,10 @@
 //! in one document, and [`save_svg`] / [`Chart::save`] write a file
 //! atomically (a `.tmp` sibling, then a rename).
 //!
+//! A series may carry a `(low, high)` range per point, drawn as a shaded
+//! band ([`Series::band`]) or as error bars ([`Series::error_bars`]), under
+//! every line; the axes extend to cover the ranges.
+//!
 //! Points whose coordinates are not finite (or not positive on a log axis)
 //! are skipped and break the line, so a series with a hole draws as several
 //! segments. Degenerate inputs (no series, no drawable point, a single point,
@@ -34,6 +38,16 @@ pub enum Scale {
     Log10,
 }
 
+/// How a series draws the range of values around each of its points (the
+/// spread over seeds, say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpreadStyle {
+    /// A shaded band from the lower to the upper edge, under the line.
+    Band,
+    /// A vertical error bar with caps at each point.
+    Bars,
+}
+
 /// One line of a chart: `(x, y)` points in drawing order.
 #[derive(Clone, Debug)]
 pub struct Series {
@@ -45,6 +59,10 @@ pub struct Series {
     pub dashed: bool,
     /// Palette slot; `None` takes the series' position in the chart.
     pub colour: Option<usize>,
+    /// `(low, high)` of the y range at each point, one per point, and how to
+    /// draw it; a range with an undrawable end (non-finite, or not positive
+    /// on a log axis) is left out.
+    pub spread: Option<(SpreadStyle, Vec<(f64, f64)>)>,
 }
 
 impl Series {
@@ -55,6 +73,7 @@ impl Series {
             points,
             dashed: false,
             colour: None,
+            spread: None,
         }
     }
 
@@ -77,6 +96,40 @@ impl Series {
     /// The same series in palette colour `slot` (to pair it with another).
     pub fn colour(mut self, slot: usize) -> Self {
         self.colour = Some(slot);
+        self
+    }
+
+    /// The same series with a shaded band from `ranges[i].0` to
+    /// `ranges[i].1` around point `i`.
+    ///
+    /// # Panics
+    /// If `ranges` and the points differ in length.
+    #[track_caller]
+    pub fn band(self, ranges: Vec<(f64, f64)>) -> Self {
+        self.with_spread(SpreadStyle::Band, ranges)
+    }
+
+    /// The same series with an error bar from `ranges[i].0` to `ranges[i].1`
+    /// at point `i`.
+    ///
+    /// # Panics
+    /// If `ranges` and the points differ in length.
+    #[track_caller]
+    pub fn error_bars(self, ranges: Vec<(f64, f64)>) -> Self {
+        self.with_spread(SpreadStyle::Bars, ranges)
+    }
+
+    #[track_caller]
+    fn with_spread(mut self, style: SpreadStyle, ranges: Vec<(f64, f64)>) -> Self {
+        assert_eq!(
+            ranges.len(),
+            self.points.len(),
+            "series {:?}: {} ranges for {} points",
+            self.label,
+            ranges.len(),
+            self.points.len()
+        );
+        self.spread = Some((style, ranges));
         self
     }
 }
@@ -216,13 +269,43 @@ impl Chart {
                 runs
             })
             .collect();
-        let all = runs.iter().flatten().flatten();
+        // The drawable ranges of each series in axis space, `(x, low, high)`
+        // with `None` where a range is left out (it splits a band).
+        let ranges: Vec<Vec<Option<(f64, f64, f64)>>> = self
+            .series
+            .iter()
+            .map(|ser| {
+                let Some((_, rs)) = &ser.spread else {
+                    return Vec::new();
+                };
+                ser.points
+                    .iter()
+                    .zip(rs)
+                    .map(|(&(x, _), &(a, b))| {
+                        let tx = transform(self.x_scale, x)?;
+                        let ta = transform(self.y_scale, a)?;
+                        let tb = transform(self.y_scale, b)?;
+                        Some((tx, ta.min(tb), ta.max(tb)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let all = runs.iter().flatten().flatten().copied();
+        let range_ends = ranges
+            .iter()
+            .flatten()
+            .flatten()
+            .flat_map(|&(x, lo, hi)| [(x, lo), (x, hi)]);
         let x_axis = Axis::new(
             self.x_scale,
-            min_max(all.clone().map(|p| p.0)),
+            min_max(all.clone().chain(range_ends.clone()).map(|p| p.0)),
             self.x_integer,
         );
-        let y_axis = Axis::new(self.y_scale, min_max(all.map(|p| p.1)), false);
+        let y_axis = Axis::new(
+            self.y_scale,
+            min_max(all.chain(range_ends).map(|p| p.1)),
+            false,
+        );
 
         // Margins sized to the text around the plot area.
         let y_tick_w = y_axis.ticks.iter().map(|t| t.width).fold(0.0, f64::max);
@@ -295,8 +378,70 @@ impl Chart {
         }
         s.push_str("</g>\n");
 
-        // Series: one polyline per run of drawable points.
+        // Spreads under every line: bands as one polygon per run of drawable
+        // ranges (upper edge forward, lower edge back), bars as a vertical
+        // line with caps. A band run of one point draws as a bar.
         let mut drawn: Vec<(f64, f64)> = Vec::new();
+        for (i, (ser, rs)) in self.series.iter().zip(&ranges).enumerate() {
+            let Some((style, _)) = &ser.spread else {
+                continue;
+            };
+            let colour = PALETTE[ser.colour.unwrap_or(i) % PALETTE.len()];
+            let pix: Vec<Option<(f64, f64, f64)>> = rs
+                .iter()
+                .map(|r| r.map(|(x, lo, hi)| (px(x), py(lo), py(hi))))
+                .collect();
+            let mut bars: Vec<(f64, f64, f64)> = Vec::new();
+            for run in pix.split(Option::is_none) {
+                let run: Vec<(f64, f64, f64)> = run.iter().flatten().copied().collect();
+                if *style == SpreadStyle::Bars || run.len() == 1 {
+                    bars.extend_from_slice(&run);
+                    continue;
+                }
+                if run.is_empty() {
+                    continue;
+                }
+                s.push_str("<polygon points=\"");
+                let upper = run.iter().map(|&(x, _, hi)| (x, hi));
+                let lower = run.iter().rev().map(|&(x, lo, _)| (x, lo));
+                for (k, (x, y)) in upper.chain(lower).enumerate() {
+                    if k > 0 {
+                        s.push(' ');
+                    }
+                    let _ = write!(s, "{},{}", num(x), num(y));
+                    drawn.push((x, y));
+                }
+                let _ = writeln!(
+                    s,
+                    "\" fill=\"{colour}\" fill-opacity=\"0.18\" stroke=\"none\"/>"
+                );
+            }
+            if !bars.is_empty() {
+                let _ = writeln!(s, "<g stroke=\"{colour}\" stroke-width=\"1.2\">");
+                for (x, lo, hi) in bars {
+                    let _ = writeln!(
+                        s,
+                        "<line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\"/>",
+                        num(lo),
+                        num(hi),
+                        x = num(x)
+                    );
+                    for y in [lo, hi] {
+                        let _ = writeln!(
+                            s,
+                            "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\"/>",
+                            num(x - 3.0),
+                            num(x + 3.0),
+                            y = num(y)
+                        );
+                    }
+                    drawn.extend_from_slice(&[(x, lo), (x, hi)]);
+                }
+                s.push_str("</g>\n");
+            }
+        }
+
+        // Series: one polyline per run of drawable points.
         for (i, (ser, runs)) in self.series.iter().zip(&runs).enumerate() {
             let colour = PALETTE[ser.colour.unwrap_or(i) % PALETTE.len()];
             let dash = if ser.dashed {
@@ -849,6 +994,14 @@ mod tests {
             let tag = &poly[..poly.find("/>").expect("polyline closed")];
             assert!(tag.contains("points=\""), "{tag}");
         }
+        for poly in svg.split("<polygon points=\"").skip(1) {
+            for xy in poly[..poly.find('"').unwrap()].split(' ') {
+                for v in xy.split(',') {
+                    assert!(v.parse::<f64>().is_ok(), "polygon point {xy}");
+                    assert!(v.split('.').nth(1).map_or(0, str::len) <= 2, "{xy}");
+                }
+            }
+        }
         // Every number in a coordinate attribute has at most 2 decimals.
         for attr in [
             " x=\"",
@@ -946,6 +1099,16 @@ mod tests {
             Chart::new("tiny size")
                 .size(1.0, 1.0)
                 .series(Series::from_y("a", &[1.0, 2.0])),
+            Chart::new("undrawable band").y_log().series(
+                Series::from_y("b", &[1.0, 2.0, 3.0]).band(vec![
+                    (nan, nan),
+                    (inf, -inf),
+                    (-1.0, 0.0),
+                ]),
+            ),
+            Chart::new("band only").series(
+                Series::from_y("b", &[nan, nan]).error_bars(vec![(0.0, 1.0), (1e308, -1e308)]),
+            ),
         ];
         for c in &charts {
             assert_clean(&c.to_svg());
@@ -1163,6 +1326,134 @@ mod tests {
             .series(Series::from_y("", &[1.0, 2.0]))
             .to_svg();
         assert!(!svg.contains("fill-opacity"));
+    }
+
+    /// The `(x, y)` pairs of every `<polygon>` in `svg`.
+    fn polygons(svg: &str) -> Vec<Vec<(f64, f64)>> {
+        svg.split("<polygon points=\"")
+            .skip(1)
+            .map(|p| {
+                p[..p.find('"').unwrap()]
+                    .split(' ')
+                    .map(|xy| {
+                        let (x, y) = xy.split_once(',').unwrap();
+                        (x.parse().unwrap(), y.parse().unwrap())
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The frame's `(x0, y0, x1, y1)`: the one `<rect>` with `fill="none"`.
+    fn frame(svg: &str) -> (f64, f64, f64, f64) {
+        let r = svg
+            .split("<rect ")
+            .map(|r| &r[..r.find("/>").unwrap_or(r.len())])
+            .find(|r| r.contains("fill=\"none\""))
+            .unwrap();
+        let attr = |name: &str| -> f64 {
+            let a = &r[r.find(&format!("{name}=\"")).unwrap() + name.len() + 2..];
+            a[..a.find('"').unwrap()].parse().unwrap()
+        };
+        let (x, y) = (attr("x"), attr("y"));
+        (x, y, x + attr("width"), y + attr("height"))
+    }
+
+    #[test]
+    fn band_is_a_polygon_around_the_line_and_inside_the_frame() {
+        let ys = [1.0, 2.0, 3.0, 4.0];
+        let ranges = vec![(0.5, 1.5), (1.0, 3.0), (2.5, 3.5), (0.0, 9.0)];
+        let svg = Chart::new("band")
+            .series(Series::from_y("mean", &ys).band(ranges))
+            .to_svg();
+        assert_clean(&svg);
+        let polys = polygons(&svg);
+        assert_eq!(polys.len(), 1);
+        // Upper edge forward, lower edge back: 2 points per data point.
+        let p = &polys[0];
+        assert_eq!(p.len(), 8);
+        assert!(p[..4].windows(2).all(|w| w[0].0 < w[1].0), "{p:?}");
+        assert!(p[4..].windows(2).all(|w| w[0].0 > w[1].0), "{p:?}");
+        // Upper above lower (smaller SVG y) at each x.
+        for k in 0..4 {
+            assert_eq!(p[k].0, p[7 - k].0);
+            assert!(p[k].1 < p[7 - k].1, "{p:?}");
+        }
+        // The axis covers the band (0 … 9), not only the line (1 … 4).
+        let (x0, y0, x1, y1) = frame(&svg);
+        for &(x, y) in p {
+            assert!(
+                x >= x0 && x <= x1 && y >= y0 && y <= y1,
+                "({x}, {y}) outside"
+            );
+        }
+        assert!(svg.contains(">8<"), "a tick near the band's top");
+        // The band is drawn before (under) the line.
+        assert!(svg.find("<polygon").unwrap() < svg.find("<polyline").unwrap());
+    }
+
+    #[test]
+    fn band_splits_at_undrawable_ranges_and_a_lone_range_is_a_bar() {
+        let ys = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let nan = f64::NAN;
+        // Ranges 0-1 form a band, 2 is undrawable, 3 is alone, 4 has a
+        // non-positive end (undrawable on the log axis), 5 is alone.
+        let ranges = vec![
+            (0.5, 1.5),
+            (1.5, 2.5),
+            (nan, 3.0),
+            (3.5, 4.5),
+            (0.0, 5.5),
+            (5.5, 6.5),
+        ];
+        let svg = Chart::new("split")
+            .y_log()
+            .series(Series::from_y("s", &ys).band(ranges))
+            .to_svg();
+        assert_clean(&svg);
+        let polys = polygons(&svg);
+        assert_eq!(polys.len(), 1);
+        assert_eq!(polys[0].len(), 4);
+        // The two lone ranges: a vertical line and two caps each.
+        let bars = &svg[svg.find("stroke-width=\"1.2\"").unwrap()..];
+        let bars = &bars[..bars.find("</g>").unwrap()];
+        assert_eq!(bars.matches("<line").count(), 6);
+    }
+
+    #[test]
+    fn error_bars_have_caps_and_extend_the_axis() {
+        let pts = vec![(1.0, 10.0), (10.0, 50.0), (100.0, 90.0)];
+        let ranges = vec![(5.0, 12.0), (10.0, 80.0), (88.0, 99.0)];
+        let svg = Chart::new("bars")
+            .x_log()
+            .series(Series::new("acc", pts).error_bars(ranges))
+            .series(Series::from_y("plain", &[1.0, 2.0]))
+            .to_svg();
+        assert_clean(&svg);
+        assert_eq!(polygons(&svg).len(), 0);
+        let g = &svg[svg.find("stroke-width=\"1.2\"").unwrap()..];
+        let g = &g[..g.find("</g>").unwrap()];
+        assert_eq!(g.matches("<line").count(), 9, "{g}");
+        // Every bar end lies inside the frame: the y axis reaches 5 … 99.
+        let (_, y0, _, y1) = frame(&svg);
+        for part in g.split(" y1=\"").skip(1) {
+            let y: f64 = part[..part.find('"').unwrap()].parse().unwrap();
+            assert!(y >= y0 && y <= y1, "{y} outside {y0}..{y1}");
+        }
+        // A reversed range (high < low) draws the same bar.
+        let rev = Chart::new("r")
+            .series(Series::from_y("a", &[1.0, 2.0]).error_bars(vec![(2.0, 0.0), (3.0, 1.0)]))
+            .to_svg();
+        let fwd = Chart::new("r")
+            .series(Series::from_y("a", &[1.0, 2.0]).error_bars(vec![(0.0, 2.0), (1.0, 3.0)]))
+            .to_svg();
+        assert_eq!(rev, fwd);
+    }
+
+    #[test]
+    #[should_panic(expected = "2 ranges for 3 points")]
+    fn spread_length_must_match_the_points() {
+        let _ = Series::from_y("s", &[1.0, 2.0, 3.0]).band(vec![(0.0, 1.0); 2]);
     }
 
     #[test]

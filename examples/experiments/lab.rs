@@ -5,6 +5,9 @@
 //! the trends, so what the report shows is what CI checks.
 #![allow(dead_code)]
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use backprop::gemm::{dense_forward, GemmOptions};
@@ -13,6 +16,7 @@ use backprop::nn::{Activation, Init, Loss, Mlp, MlpBuilder, Targets};
 use backprop::optim::{Schedule, Sgd, SgdConfig};
 use backprop::reference::{mlp_loss_and_grads, RefTargets};
 use backprop::train::{Dataset, Labels, Trainer};
+use backprop::{Isa, Threads};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -77,6 +81,115 @@ pub fn loglog_slope(points: &[(f64, f64)]) -> f64 {
 pub fn semilog_slope(points: &[(f64, f64)]) -> f64 {
     let pts: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x, y.ln())).collect();
     slope(&pts)
+}
+
+// ---------------------------------------------------------------------------
+// Several seeds: the spread of a result, and running the seeds side by side.
+// ---------------------------------------------------------------------------
+
+/// The spread of one quantity over runs (seeds): count, mean, sample
+/// standard deviation (n − 1 in the denominator; 0 for a single run),
+/// smallest and largest value. Non-finite values are left out of all five.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub n: usize,
+    pub mean: f64,
+    pub sd: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of the finite values in `xs` (`n = 0` and NaN statistics
+    /// when there are none).
+    pub fn of(xs: &[f64]) -> Spread {
+        let v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+        let n = v.len();
+        if n == 0 {
+            return Spread {
+                n,
+                mean: f64::NAN,
+                sd: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let ss: f64 = v.iter().map(|x| (x - mean).powi(2)).sum();
+        Spread {
+            n,
+            mean,
+            sd: if n > 1 {
+                (ss / (n - 1) as f64).sqrt()
+            } else {
+                0.0
+            },
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+
+    /// The spread of `f` applied to each item.
+    pub fn by<T>(items: &[T], f: impl Fn(&T) -> f64) -> Spread {
+        Spread::of(&items.iter().map(f).collect::<Vec<_>>())
+    }
+
+    /// `(min, max)`, the range a chart's band or error bar shows.
+    pub fn range(&self) -> (f64, f64) {
+        (self.min, self.max)
+    }
+}
+
+thread_local! {
+    /// Set on the threads of [`par_map`]: each runs its networks on one thread.
+    static IN_PAR_MAP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// GEMM options for a network built here: one thread inside [`par_map`]
+/// (its workers already keep every core busy), the crate's setting
+/// otherwise. Training results are bitwise the same for any thread count, so
+/// this changes the run time only.
+pub fn worker_gemm_options() -> GemmOptions {
+    GemmOptions {
+        threads: if IN_PAR_MAP.with(Cell::get) {
+            Threads::Fixed(1)
+        } else {
+            Threads::Global
+        },
+        ..GemmOptions::default()
+    }
+}
+
+/// `f` applied to every item, on up to [`backprop::num_threads`] threads
+/// that take the items in order; the results come back in the items'
+/// order. Independent training runs (one per seed, step size, …) of small
+/// networks go faster side by side than one after another with their GEMMs
+/// split over the threads.
+pub fn par_map<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> T + Sync) -> Vec<T> {
+    let workers = backprop::num_threads().min(items.len());
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<T>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                IN_PAR_MAP.with(|c| c.set(true));
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    out.lock().expect("a worker panicked")[i] = Some(r);
+                }
+            });
+        }
+    });
+    out.into_inner()
+        .expect("a worker panicked")
+        .into_iter()
+        .map(|r| r.expect("every item was run"))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -487,6 +600,8 @@ pub struct VarianceRun {
     /// Smallest and largest single-network Var[z⁽ˡ⁾].
     pub min: Vec<f64>,
     pub max: Vec<f64>,
+    /// Each network's Var[z⁽ˡ⁾]: `per_net[net][l − 1]`.
+    pub per_net: Vec<Vec<f64>>,
     /// max over networks of |x⁽ᴸ⁾ − net.forward(x⁽⁰⁾)| / max |x⁽ᴸ⁾|: the
     /// layer-by-layer pass here is the network's own forward pass.
     pub forward_mismatch: f64,
@@ -508,6 +623,7 @@ pub fn variance_through_depth(
         var: vec![0.0; depth],
         min: vec![f64::INFINITY; depth],
         max: vec![0.0; depth],
+        per_net: Vec::with_capacity(nets),
         forward_mismatch: 0.0,
     };
     for s in 0..nets as u64 {
@@ -525,6 +641,7 @@ pub fn variance_through_depth(
         let mut x = x0.clone();
         let mut out = vec![0.0f32; batch * k];
         let mut z = vec![0.0f32; batch * k];
+        let mut vars = Vec::with_capacity(depth);
         for (l, (wr, br, fi, fo)) in net.dense_layers().into_iter().enumerate() {
             let p = net.params();
             dense_forward(
@@ -540,8 +657,10 @@ pub fn variance_through_depth(
             run.var[l] += v / nets as f64;
             run.min[l] = run.min[l].min(v);
             run.max[l] = run.max[l].max(v);
+            vars.push(v);
             std::mem::swap(&mut x, &mut out);
         }
+        run.per_net.push(vars);
         let h = net
             .forward(MatRef::from_slice(&x0, batch, k))
             .expect("shapes match")
@@ -704,9 +823,23 @@ pub struct Curve {
 }
 
 impl Curve {
-    /// Test accuracy at the last evaluation (0 if training diverged first).
+    /// Test accuracy at the last evaluation; 0 if training diverged.
     pub fn final_accuracy(&self) -> f64 {
+        if self.diverged_at.is_some() {
+            return 0.0;
+        }
         self.points.last().map_or(0.0, |p| p.3)
+    }
+    /// Test loss at the last evaluation; NaN if training diverged.
+    pub fn final_test_loss(&self) -> f64 {
+        if self.diverged_at.is_some() {
+            return f64::NAN;
+        }
+        self.points.last().map_or(f64::NAN, |p| p.2)
+    }
+    /// The first evaluation point that satisfies `f`.
+    pub fn first(&self, f: impl Fn(&Point) -> bool) -> Option<u64> {
+        self.points.iter().find(|p| f(p)).map(|p| p.0)
     }
     /// Mean training loss over the last evaluation interval.
     pub fn final_train_loss(&self) -> f64 {
@@ -790,8 +923,82 @@ pub fn train_curve(
     curve
 }
 
+/// One configuration trained from several seeds: `curves[i]` is the run
+/// from `seeds[i]`.
+#[derive(Clone, Debug)]
+pub struct Runs {
+    pub label: String,
+    pub seeds: Vec<u64>,
+    pub curves: Vec<Curve>,
+}
+
+impl Runs {
+    /// Final test accuracy over the seeds (a diverged run counts 0).
+    pub fn final_accuracy(&self) -> Spread {
+        Spread::by(&self.curves, Curve::final_accuracy)
+    }
+    /// Mean training loss over the last evaluation interval, over the seeds.
+    pub fn final_train_loss(&self) -> Spread {
+        Spread::by(&self.curves, Curve::final_train_loss)
+    }
+    /// Final test loss over the seeds that did not diverge.
+    pub fn final_test_loss(&self) -> Spread {
+        Spread::by(&self.curves, Curve::final_test_loss)
+    }
+    /// How many seeds' runs satisfy `f`.
+    pub fn count(&self, f: impl Fn(&Curve) -> bool) -> usize {
+        self.curves.iter().filter(|c| f(c)).count()
+    }
+    /// At every evaluation step (of the longest run), the spread over seeds
+    /// of `f` of that step's point; runs that stopped before it are left out.
+    pub fn along(&self, f: impl Fn(&Point) -> f64) -> Vec<(u64, Spread)> {
+        let longest = self
+            .curves
+            .iter()
+            .max_by_key(|c| c.points.len())
+            .map_or(&[][..], |c| &c.points[..]);
+        longest
+            .iter()
+            .map(|&(step, ..)| {
+                let v: Vec<f64> = self
+                    .curves
+                    .iter()
+                    .filter_map(|c| c.points.iter().find(|p| p.0 == step).map(&f))
+                    .collect();
+                (step, Spread::of(&v))
+            })
+            .collect()
+    }
+    /// The spread over seeds of `f` of the first point at or after `step`.
+    pub fn at(&self, step: u64, f: impl Fn(&Point) -> f64) -> Spread {
+        let v: Vec<f64> = self
+            .curves
+            .iter()
+            .filter_map(|c| c.points.iter().find(|p| p.0 >= step).map(&f))
+            .collect();
+        Spread::of(&v)
+    }
+}
+
+/// Groups `curves` (in job order, `seeds.len()` consecutive runs per
+/// configuration) into one [`Runs`] per label.
+fn group_runs(labels: &[String], seeds: &[u64], curves: Vec<Curve>) -> Vec<Runs> {
+    let mut it = curves.into_iter();
+    labels
+        .iter()
+        .map(|label| Runs {
+            label: label.clone(),
+            seeds: seeds.to_vec(),
+            curves: it.by_ref().take(seeds.len()).collect(),
+        })
+        .collect()
+}
+
 /// Experiment 4: a `depth`-layer ReLU MLP of width `width` on MNIST with
-/// σ = √(1/K) ("Xavier-like") and He σ = √(2/K), same seed, same data order.
+/// σ = √(1/K) ("Xavier-like") and He σ = √(2/K). Seed `s` draws the weights
+/// from `s` and the data order from `s + 1`, the same for both inits; the
+/// runs go side by side ([`par_map`]).
+#[allow(clippy::too_many_arguments)]
 pub fn deep_init_curves(
     train: &Dataset,
     test: &Dataset,
@@ -800,23 +1007,29 @@ pub fn deep_init_curves(
     steps: u64,
     lr: f32,
     every: u64,
-) -> Vec<Curve> {
-    [
+    seeds: &[u64],
+) -> Vec<Runs> {
+    let inits = [
         ("σ = √(1/K) (Xavier-like)", Init::LeCun),
         ("σ = √(2/K) (He)", Init::He),
-    ]
-    .iter()
-    .map(|&(label, init)| {
+    ];
+    let jobs: Vec<(Init, u64)> = inits
+        .iter()
+        .flat_map(|&(_, init)| seeds.iter().map(move |&s| (init, s)))
+        .collect();
+    let curves = par_map(&jobs, |&(init, seed)| {
         let mut b = MlpBuilder::new(train.features())
             .init(init)
             .loss(Loss::SoftmaxCrossEntropy);
         for _ in 0..depth {
             b = b.dense(width).act(Activation::Relu);
         }
-        let net = b.dense(10).build(5).expect("valid network");
-        train_curve(label, net, train, test, steps, 128, lr, 0.9, every, 6)
-    })
-    .collect()
+        let mut net = b.dense(10).build(seed).expect("valid network");
+        net.set_gemm_options(worker_gemm_options());
+        train_curve("", net, train, test, steps, 128, lr, 0.9, every, seed + 1)
+    });
+    let labels: Vec<String> = inits.iter().map(|i| i.0.to_string()).collect();
+    group_runs(&labels, seeds, curves)
 }
 
 /// The network of experiment 5 (after Ioffe & Szegedy 2015, Fig. 1a): 784 →
@@ -836,44 +1049,130 @@ pub fn sigmoid_net(inputs: usize, batch_norm: bool, seed: u64) -> Mlp {
     b.dense(10).build(seed).expect("valid network")
 }
 
+/// One run of experiment 5: the sigmoid net (weights from `seed`) trained
+/// with plain SGD, batch 60, step `lr`, data order from `seed + 1`, on the
+/// kernel path `isa` (`None`: the active one).
+#[allow(clippy::too_many_arguments)]
+pub fn sigmoid_run(
+    train: &Dataset,
+    test: &Dataset,
+    batch_norm: bool,
+    lr: f32,
+    steps: u64,
+    every: u64,
+    seed: u64,
+    isa: Option<Isa>,
+) -> Curve {
+    let mut net = sigmoid_net(train.features(), batch_norm, seed);
+    net.set_gemm_options(GemmOptions {
+        isa,
+        ..worker_gemm_options()
+    });
+    train_curve("", net, train, test, steps, 60, lr, 0.0, every, seed + 1)
+}
+
+/// The plain sigmoid net's final accuracy at step size `lr` for each seed
+/// on each kernel path in `isas` (`acc[seed][isa]`): the same arithmetic
+/// rounded differently, to show which outcomes rounding decides.
+pub fn plain_on_isas(
+    train: &Dataset,
+    test: &Dataset,
+    lr: f32,
+    steps: u64,
+    seeds: &[u64],
+    isas: &[Isa],
+) -> Vec<Vec<f64>> {
+    let jobs: Vec<(u64, Isa)> = seeds
+        .iter()
+        .flat_map(|&s| isas.iter().map(move |&i| (s, i)))
+        .collect();
+    let acc = par_map(&jobs, |&(seed, isa)| {
+        sigmoid_run(train, test, false, lr, steps, steps, seed, Some(isa)).final_accuracy()
+    });
+    acc.chunks(isas.len()).map(<[f64]>::to_vec).collect()
+}
+
 /// Final test accuracy of the plain and the BatchNorm sigmoid net for each
-/// step size in `lrs` (plain SGD, batch 60, `steps` steps).
+/// step size and seed (plain SGD, batch 60, the same number of steps each).
 #[derive(Clone, Debug)]
 pub struct LrSweep {
-    /// `(lr, plain accuracy, BatchNorm accuracy)`; a diverged run counts 0.
-    pub rows: Vec<(f32, f64, f64)>,
+    pub lrs: Vec<f32>,
+    pub seeds: Vec<u64>,
+    /// `plain[seed][lr]`: the plain net's accuracy; a diverged run counts 0.
+    pub plain: Vec<Vec<f64>>,
+    /// `bn[seed][lr]`: the same with BatchNorm.
+    pub bn: Vec<Vec<f64>>,
 }
 
 impl LrSweep {
-    /// The step size with the plain net's best accuracy, and that accuracy.
-    pub fn plain_best(&self) -> (f32, f64) {
-        self.rows
-            .iter()
-            .fold((0.0, -1.0), |b, r| if r.1 > b.1 { (r.0, r.1) } else { b })
-    }
-    /// The row whose step size is closest to `lr` in ratio.
-    pub fn at(&self, lr: f32) -> (f32, f64, f64) {
-        *self
-            .rows
-            .iter()
-            .min_by(|a, b| (a.0 / lr).ln().abs().total_cmp(&(b.0 / lr).ln().abs()))
+    /// The index of the step size closest to `lr` in ratio.
+    pub fn index(&self, lr: f32) -> usize {
+        (0..self.lrs.len())
+            .min_by(|&a, &b| {
+                let d = |i: usize| (self.lrs[i] / lr).ln().abs();
+                d(a).total_cmp(&d(b))
+            })
             .expect("a non-empty sweep")
+    }
+    /// The plain net's accuracies at step size index `i`, one per seed.
+    pub fn plain_at(&self, i: usize) -> Vec<f64> {
+        self.plain.iter().map(|r| r[i]).collect()
+    }
+    /// The BatchNorm net's accuracies at step size index `i`, one per seed.
+    pub fn bn_at(&self, i: usize) -> Vec<f64> {
+        self.bn.iter().map(|r| r[i]).collect()
+    }
+    /// Per seed, the index of the plain net's best step size (the smaller
+    /// one on a tie).
+    pub fn plain_best(&self) -> Vec<usize> {
+        self.plain
+            .iter()
+            .map(|r| (0..r.len()).fold(0, |b, i| if r[i] > r[b] { i } else { b }))
+            .collect()
+    }
+    /// The index of the step size with the plain net's best mean accuracy.
+    pub fn plain_best_mean(&self) -> usize {
+        (0..self.lrs.len()).fold(0, |b, i| {
+            if Spread::of(&self.plain_at(i)).mean > Spread::of(&self.plain_at(b)).mean {
+                i
+            } else {
+                b
+            }
+        })
     }
 }
 
-/// Runs the step-size sweep of experiment 5.
-pub fn bn_lr_sweep(train: &Dataset, test: &Dataset, lrs: &[f32], steps: u64) -> LrSweep {
-    let rows = lrs
+/// Runs the step-size sweep of experiment 5 for every seed, the runs side by
+/// side ([`par_map`]).
+pub fn bn_lr_sweep(
+    train: &Dataset,
+    test: &Dataset,
+    lrs: &[f32],
+    steps: u64,
+    seeds: &[u64],
+) -> LrSweep {
+    let jobs: Vec<(u64, f32, bool)> = seeds
         .iter()
-        .map(|&lr| {
-            let acc = |bn: bool| {
-                let net = sigmoid_net(train.features(), bn, 8);
-                train_curve("", net, train, test, steps, 60, lr, 0.0, steps, 9).final_accuracy()
-            };
-            (lr, acc(false), acc(true))
+        .flat_map(|&s| {
+            lrs.iter()
+                .flat_map(move |&lr| [false, true].map(|bn| (s, lr, bn)))
         })
         .collect();
-    LrSweep { rows }
+    let acc = par_map(&jobs, |&(seed, lr, bn)| {
+        sigmoid_run(train, test, bn, lr, steps, steps, seed, None).final_accuracy()
+    });
+    // acc is ordered seed-major, then step size, then (plain, BatchNorm).
+    let per_seed = |bn: usize| -> Vec<Vec<f64>> {
+        acc.chunks(2 * lrs.len())
+            .map(|c| c.iter().skip(bn).step_by(2).copied().collect())
+            .collect()
+    };
+    LrSweep {
+        lrs: lrs.to_vec(),
+        seeds: seeds.to_vec(),
+        plain: per_seed(0),
+        bn: per_seed(1),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -900,6 +1199,24 @@ pub struct BnProperties {
     /// against the population N(μ, s²) of BatchNorm's input.
     pub running_mean_err: f64,
     pub running_var_err: f64,
+    /// The same errors as root mean squares over the features (what
+    /// [`running_stats_rms_theory`] predicts).
+    pub running_mean_rms: f64,
+    pub running_var_rms: f64,
+}
+
+/// The root-mean-square error, in units of s and s², of BatchNorm's running
+/// mean and unbiased running variance once they have forgotten their start,
+/// for Gaussian features, momentum `m` and batches of `b`. The running value
+/// is an exponential average r ← (1 − m)·r + m·v of independent batch
+/// estimates v, so Var[r] = m/(2 − m)·Var[v], with Var[batch mean] = s²/b
+/// and Var[unbiased batch variance] = 2s⁴/(b − 1).
+pub fn running_stats_rms_theory(m: f64, b: usize) -> (f64, f64) {
+    let keep = m / (2.0 - m);
+    (
+        (keep / b as f64).sqrt(),
+        (keep * 2.0 / (b as f64 - 1.0)).sqrt(),
+    )
 }
 
 /// Measures [`BnProperties`] on synthetic data (`features` wide, batches of
@@ -963,12 +1280,16 @@ pub fn bn_properties(features: usize, batch: usize, seed: u64) -> BnProperties {
     }
     let stats = bn.buffers().to_vec();
     // Errors in units of the feature's spread: |m − μ|/s and |v − s²|/s².
-    let running_mean_err = (0..features)
-        .map(|j| ((stats[j] - mu[j]) / s[j]).abs() as f64)
-        .fold(0.0, f64::max);
-    let running_var_err = (0..features)
-        .map(|j| ((stats[features + j] - s[j] * s[j]) / (s[j] * s[j])).abs() as f64)
-        .fold(0.0, f64::max);
+    let mean_errs: Vec<f64> = (0..features)
+        .map(|j| ((stats[j] - mu[j]) / s[j]) as f64)
+        .collect();
+    let var_errs: Vec<f64> = (0..features)
+        .map(|j| ((stats[features + j] - s[j] * s[j]) / (s[j] * s[j])) as f64)
+        .collect();
+    let rms = |e: &[f64]| (e.iter().map(|v| v * v).sum::<f64>() / e.len() as f64).sqrt();
+    let max_abs = |e: &[f64]| e.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let (running_mean_err, running_var_err) = (max_abs(&mean_errs), max_abs(&var_errs));
+    let (running_mean_rms, running_var_rms) = (rms(&mean_errs), rms(&var_errs));
 
     // Partners: sample 0 with two different sets of batch mates.
     let b1 = draw(batch);
@@ -995,6 +1316,8 @@ pub fn bn_properties(features: usize, batch: usize, seed: u64) -> BnProperties {
         train_vs_eval,
         running_mean_err,
         running_var_err,
+        running_mean_rms,
+        running_var_rms,
     }
 }
 
@@ -1051,14 +1374,26 @@ pub fn ln_properties(features: usize, batch: usize, seed: u64) -> LnProperties {
     }
 }
 
-/// Experiment 5's learning curves: the plain and the BatchNorm sigmoid net at
-/// the same step size.
-pub fn bn_curves(train: &Dataset, test: &Dataset, steps: u64, lr: f32, every: u64) -> Vec<Curve> {
-    [("without BatchNorm", false), ("with BatchNorm", true)]
-        .iter()
-        .map(|&(label, bn)| {
-            let net = sigmoid_net(train.features(), bn, 8);
-            train_curve(label, net, train, test, steps, 60, lr, 0.0, every, 9)
-        })
-        .collect()
+/// Experiment 5's learning curves: for each step size in `lrs`, the plain
+/// and the BatchNorm sigmoid net over `seeds`, in that order.
+pub fn bn_curves(
+    train: &Dataset,
+    test: &Dataset,
+    steps: u64,
+    lrs: &[f32],
+    every: u64,
+    seeds: &[u64],
+) -> Vec<Runs> {
+    let mut labels = Vec::new();
+    let mut jobs = Vec::new();
+    for &lr in lrs {
+        for (name, bn) in [("without BatchNorm", false), ("with BatchNorm", true)] {
+            labels.push(format!("{name}, step {lr}"));
+            jobs.extend(seeds.iter().map(|&s| (bn, lr, s)));
+        }
+    }
+    let curves = par_map(&jobs, |&(bn, lr, seed)| {
+        sigmoid_run(train, test, bn, lr, steps, every, seed, None)
+    });
+    group_runs(&labels, seeds, curves)
 }
