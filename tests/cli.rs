@@ -255,11 +255,12 @@ fn sizes_from_the_data_are_refused_before_allocating() {
             &format!("--data {data}: the training set is empty"),
         );
     }
-    // A network that does not fit: refused by the builder.
+    // A network over --max-params is refused before it is built (the
+    // count is the one the builder will make: norms and residuals included).
     write_csv(&dir.join("d.csv"), 20);
     assert_refused(
         &run(&dir, &["--data", "csv:d.csv", "--layers", "4,4294967296,3"]),
-        "network: layer 0 makes the network larger than 2147483648 parameters",
+        "--layers 4,4294967296,3: 34359738371 parameters, more than --max-params 268435456",
     );
     assert_refused(
         &run(
@@ -271,7 +272,41 @@ fn sizes_from_the_data_are_refused_before_allocating() {
                 "4,18446744073709551615,3",
             ],
         ),
-        "network: layer 0 makes the network larger than",
+        "--layers 4,18446744073709551615,3: too many parameters, more than --max-params",
+    );
+    let exact = [
+        "--data",
+        "csv:d.csv",
+        "--layers",
+        "4,8,8,3",
+        "--norm",
+        "batch",
+        "--residual",
+    ];
+    let o = run(
+        &dir,
+        &[&exact[..], &["--epochs", "1", "--max-params", "171"]].concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(" 171 parameters"), "{}", stderr(&o));
+    assert_refused(
+        &run(&dir, &[&exact[..], &["--max-params", "170"]].concat()),
+        "--layers 4,8,8,3: 171 parameters, more than --max-params 170",
+    );
+    // Without the limit, the library's own cap still holds.
+    assert_refused(
+        &run(
+            &dir,
+            &[
+                "--data",
+                "csv:d.csv",
+                "--layers",
+                "4,4294967296,3",
+                "--max-params",
+                "18446744073709551615",
+            ],
+        ),
+        "network: layer 0 makes the network larger than 2147483648 parameters",
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -30,6 +30,9 @@ mod mnist;
 /// `RAYON_NUM_THREADS` may ask for.
 pub const MAX_THREADS: usize = 1024;
 
+/// `--max-params` by default: 2²⁸ parameters.
+pub const DEFAULT_MAX_PARAMS: usize = 1 << 28;
+
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Train a fully connected network with backprop")]
 pub struct Args {
@@ -102,6 +105,10 @@ pub struct Args {
     /// Print one JSON object with the run's results on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Refuse to build a network with more parameters than this (default 2²⁸: 1 GiB for
+    /// the weights, as much for the gradients and twice that for Adam's state).
+    #[arg(long, default_value_t = DEFAULT_MAX_PARAMS)]
+    pub max_params: usize,
     /// The flags given on the command line (clap ids, e.g. `weight_decay`), as
     /// opposed to defaults.
     #[arg(skip)]
@@ -498,6 +505,16 @@ pub fn build_net(args: &Args, train: &Dataset, loss: Loss) -> Result<Mlp, String
             train.features()
         ));
     }
+    // Counted before building, so the limit holds before any allocation.
+    let params = planned_params(&layers, args.norm != Norm::None);
+    if params.is_none_or(|p| p > args.max_params) {
+        return Err(format!(
+            "--layers {}: {} parameters, more than --max-params {}",
+            join(&layers),
+            params.map_or_else(|| "too many".to_string(), |p| p.to_string()),
+            args.max_params
+        ));
+    }
     let act = match args.act {
         Act::Relu => Activation::Relu,
         Act::LeakyRelu => Activation::LeakyRelu { slope: 0.01 },
@@ -534,6 +551,25 @@ pub fn build_net(args: &Args, train: &Dataset, loss: Loss) -> Result<Mlp, String
     }
     b = b.dense(*layers.last().expect("checked above"));
     b.build(args.seed).map_err(|e| format!("network: {e}"))
+}
+
+/// The parameter count of the network `build_net` makes from `layers`
+/// (a dense layer `fan_in·fan_out + fan_out`, a norm after each hidden one
+/// `2·width`), or `None` if it overflows.
+fn planned_params(layers: &[usize], norm: bool) -> Option<usize> {
+    let mut total = 0usize;
+    for (i, pair) in layers.windows(2).enumerate() {
+        let (fan_in, fan_out) = (pair[0], pair[1]);
+        let dense = fan_in.checked_mul(fan_out)?.checked_add(fan_out)?;
+        let hidden = i + 2 < layers.len();
+        let norm = if norm && hidden {
+            fan_out.checked_mul(2)?
+        } else {
+            0
+        };
+        total = total.checked_add(dense)?.checked_add(norm)?;
+    }
+    Some(total)
 }
 
 /// The optimizer `--opt` and `--weight-decay` name, for `n` parameters.
