@@ -105,3 +105,72 @@ fn missing_file_names_the_path() {
         "{e}"
     );
 }
+
+/// The reader takes the header first and refuses, before allocating, a data
+/// size over the cap (issue 11, items 4 and 10): no header or endless stream
+/// makes it allocate more than `MAX_IDX_BYTES`.
+#[test]
+fn readers_refuse_declared_sizes_over_the_cap_before_reading() {
+    use backprop::train::idx::{read_idx_from, MAX_IDX_BYTES};
+    // 0 images of 65535 × 65535: declares nothing, reads as an empty stack.
+    let empty = read_idx_from(&idx(&[0, 65535, 65535], &[])[..], "f").unwrap();
+    assert_eq!(empty.dims, vec![0, 65535, 65535]);
+    // 2³² − 1 images of 2³² − 1 bytes, followed by an endless stream of
+    // zeros: refused from the header alone.
+    let header = idx(&[u32::MAX, u32::MAX], &[]);
+    let endless = std::io::Read::chain(&header[..], std::io::repeat(0));
+    let e = read_idx_from(endless, "stream").unwrap_err();
+    assert!(matches!(e, IdxError::TooLarge { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("stream: larger than {MAX_IDX_BYTES} bytes")
+    );
+    // A valid header followed by more data than it declares is refused
+    // without reading the rest of an endless stream.
+    let header = idx(&[3], &[]);
+    let endless = std::io::Read::chain(&header[..], std::io::repeat(7));
+    assert!(matches!(
+        read_idx_from(endless, "stream").unwrap_err(),
+        IdxError::Truncated {
+            expected: 3,
+            got: 4,
+            ..
+        }
+    ));
+    // A stream of zeros is not an IDX file (type byte 0): refused after 4 bytes.
+    assert!(matches!(
+        read_idx_from(std::io::repeat(0), "zeros").unwrap_err(),
+        IdxError::UnsupportedType { code: 0, .. }
+    ));
+}
+
+/// Images whose pixel count overflows are a typed error in the dataset
+/// constructor (2⁶³ × 2⁶³ cannot come from a file, but the arrays are public).
+#[test]
+fn image_size_products_are_checked() {
+    let images = IdxArray {
+        dims: vec![0, usize::MAX, 2],
+        data: vec![],
+    };
+    let labels = IdxArray {
+        dims: vec![0],
+        data: vec![],
+    };
+    let e = mnist_dataset(&images, &labels).unwrap_err();
+    assert!(e.to_string().contains("the size overflows"), "{e}");
+}
+
+/// A gzipped file is recognised by its first bytes, whatever its name.
+#[cfg(feature = "gzip")]
+#[test]
+fn gzip_is_recognised_under_a_raw_name() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("backprop-idx-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("train-labels-idx1-ubyte"); // no .gz
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&idx(&[3], &[1, 2, 3])).unwrap();
+    std::fs::write(&path, gz.finish().unwrap()).unwrap();
+    assert_eq!(read_idx(&path).unwrap().data, vec![1, 2, 3]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

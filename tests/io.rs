@@ -8,6 +8,7 @@ use backprop::io::{
     checkpoint_from_safetensors, checkpoint_to_safetensors, from_bytes, load_checkpoint, load_mlp,
     load_weights_into, mlp_from_safetensors, mlp_to_safetensors, read_file, restore,
     save_checkpoint, save_mlp, to_bytes, write_atomic, write_file, IoError, SafeTensors, Tensor,
+    KEY_CHECKSUM,
 };
 use backprop::matrix::MatRef;
 use backprop::nn::{Activation, Init, Layer, Loss, Mlp, MlpBuilder, Targets};
@@ -24,6 +25,14 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// `st` with its checksum recomputed (as after a deliberate edit).
+fn resealed(st: &SafeTensors) -> SafeTensors {
+    let mut st = st.clone();
+    let sum = backprop::io::checksum(&st);
+    st.metadata.insert(KEY_CHECKSUM.into(), sum);
+    st
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -321,7 +330,7 @@ fn names_and_shapes_are_pytorch_sequential_state_dict() {
     );
 
     // The metadata describes the architecture.
-    assert_eq!(st.metadata["backprop.format_version"], "1");
+    assert_eq!(st.metadata["backprop.format_version"], "2");
     assert_eq!(st.metadata["backprop.input_dim"], "4");
     assert_eq!(st.metadata["backprop.loss"], "softmax_cross_entropy");
     assert_eq!(
@@ -794,8 +803,10 @@ fn malformed_containers_give_typed_errors() {
 #[test]
 fn files_that_do_not_fit_the_architecture_give_typed_errors() {
     let good = mlp_to_safetensors(&torch_like());
-    let load =
-        |st: &SafeTensors| mlp_from_safetensors(&from_bytes(&to_bytes(st).unwrap()).unwrap());
+    // Edited contents get a fresh checksum, to reach the checks behind it.
+    let load = |st: &SafeTensors| {
+        mlp_from_safetensors(&from_bytes(&to_bytes(&resealed(st)).unwrap()).unwrap())
+    };
     assert!(load(&good).is_ok());
 
     // A tensor missing.
@@ -850,7 +861,7 @@ fn files_that_do_not_fit_the_architecture_give_typed_errors() {
         );
     }
     for (key, value) in [
-        ("backprop.format_version", "2"),
+        ("backprop.format_version", "3"),
         ("backprop.input_dim", "-4"),
         ("backprop.input_dim", "four"),
         ("backprop.loss", "hinge"),
@@ -1278,11 +1289,13 @@ fn corrupt_checkpoints_give_typed_errors() {
     let good = checkpoint_to_safetensors(&t);
     assert!(checkpoint_from_safetensors(&good).is_ok());
     let n = t.net().num_params();
+    // Edited contents get a fresh checksum, to reach the checks behind it.
+    let from = |st: &SafeTensors| checkpoint_from_safetensors(&resealed(st));
 
     let mut st = good.clone();
     st.tensors.remove("optimizer.exp_avg_sq");
     assert!(matches!(
-        checkpoint_from_safetensors(&st),
+        from(&st),
         Err(IoError::MissingTensor { name }) if name == "optimizer.exp_avg_sq"
     ));
     let mut st = good.clone();
@@ -1291,7 +1304,7 @@ fn corrupt_checkpoints_give_typed_errors() {
         Tensor::new(vec![n - 1], vec![0.0; n - 1]),
     );
     assert!(matches!(
-        checkpoint_from_safetensors(&st),
+        from(&st),
         Err(IoError::WrongShape { name, .. }) if name == "optimizer.exp_avg"
     ));
     let mut st = good.clone();
@@ -1300,7 +1313,7 @@ fn corrupt_checkpoints_give_typed_errors() {
         Tensor::new(vec![n], vec![0.0; n]),
     );
     assert!(matches!(
-        checkpoint_from_safetensors(&st),
+        from(&st),
         Err(IoError::UnexpectedTensor { name }) if name == "optimizer.momentum_buffer"
     ));
     for (key, value) in [
@@ -1314,7 +1327,7 @@ fn corrupt_checkpoints_give_typed_errors() {
     ] {
         let mut st = good.clone();
         st.metadata.insert(key.into(), value.into());
-        let e = checkpoint_from_safetensors(&st).unwrap_err();
+        let e = from(&st).unwrap_err();
         assert!(
             matches!(&e, IoError::Metadata { key: k, .. } if k == key),
             "{key}: {e}"
@@ -1326,23 +1339,20 @@ fn corrupt_checkpoints_give_typed_errors() {
         r#"["exp_avg","exp_avg_sq","exp_avg"]"#.into(),
     );
     assert!(matches!(
-        checkpoint_from_safetensors(&st),
+        from(&st),
         Err(IoError::DuplicateName { name }) if name == "exp_avg"
     ));
     let mut st = good.clone();
     st.metadata.remove("backprop.trainer.epochs");
     assert!(matches!(
-        checkpoint_from_safetensors(&st),
+        from(&st),
         Err(IoError::MissingMetadata {
             key: "backprop.trainer.epochs"
         })
     ));
     // A network file is not a checkpoint.
     let mut st = mlp_to_safetensors(t.net());
-    assert!(matches!(
-        checkpoint_from_safetensors(&st),
-        Err(IoError::MissingMetadata { .. })
-    ));
+    assert!(matches!(from(&st), Err(IoError::MissingMetadata { .. })));
     st.metadata.clear();
     assert!(mlp_from_safetensors(&st).is_err());
 }
@@ -1394,4 +1404,278 @@ fn deeply_nested_schedule_in_a_checkpoint_is_an_error_not_a_stack_overflow() {
     assert!(ok.parse::<backprop::optim::Schedule>().is_ok());
     let too_deep = "warmup:1:0.5:".repeat(backprop::optim::MAX_WARMUP_NESTING + 1) + "constant:1";
     assert!(too_deep.parse::<backprop::optim::Schedule>().is_err());
+}
+
+// ---------------------------------------------------------------- issue 11: integrity
+
+/// Every single-bit flip anywhere in a checkpoint file is refused on load;
+/// flips in the data section by the checksum, with a message that says the
+/// file is corrupted (item 11).
+#[test]
+fn every_single_bit_flip_in_a_checkpoint_is_refused() {
+    let data = dataset();
+    let mut t = small_trainer(OptKind::Adam, 1);
+    t.train_epoch(&data, 8).unwrap();
+    let bytes = to_bytes(&checkpoint_to_safetensors(&t)).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let data_start = 8 + header_len;
+    let (mut checksum_errors, mut other_errors) = (0, 0);
+    for bit in 0..bytes.len() * 8 {
+        let mut m = bytes.clone();
+        m[bit / 8] ^= 1 << (bit % 8);
+        let loaded = from_bytes(&m).and_then(|st| checkpoint_from_safetensors(&st));
+        match loaded {
+            Ok(_) => panic!("a flip of bit {bit} (byte {}) loaded", bit / 8),
+            Err(IoError::Checksum { .. }) => checksum_errors += 1,
+            Err(e) if bit / 8 >= data_start => panic!("data bit {bit}: {e}"),
+            Err(_) => other_errors += 1,
+        }
+    }
+    assert!(checksum_errors >= (bytes.len() - data_start) * 8);
+    assert!(other_errors > 0);
+    // The message says what happened.
+    let mut m = bytes.clone();
+    m[data_start + 3] ^= 0x10;
+    let e = checkpoint_from_safetensors(&from_bytes(&m).unwrap()).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("checksum mismatch: the file's metadata says fnv1a64:")
+            && text.ends_with("the file is corrupted"),
+        "{text}"
+    );
+}
+
+/// Files written before the checksum existed (format version 1) still load,
+/// unverified; a version 2 file without its checksum is refused.
+#[test]
+fn files_from_before_the_checksum_load_and_version_2_requires_it() {
+    let net = torch_like();
+    let mut st = mlp_to_safetensors(&net);
+    st.metadata.remove(KEY_CHECKSUM);
+    let e = mlp_from_safetensors(&st).unwrap_err();
+    assert!(
+        matches!(e, IoError::MissingMetadata { key } if key == KEY_CHECKSUM),
+        "{e}"
+    );
+    st.metadata
+        .insert("backprop.format_version".into(), "1".into());
+    assert_eq!(
+        bits(mlp_from_safetensors(&st).unwrap().params()),
+        bits(net.params())
+    );
+
+    // A version 1 checkpoint (no checksum, no optimizer configuration)
+    // resumes, under any optimizer with the same buffers.
+    let data = dataset();
+    let mut t = small_trainer(OptKind::Adam, 1);
+    t.train_epoch(&data, 8).unwrap();
+    let mut st = checkpoint_to_safetensors(&t);
+    st.metadata.remove(KEY_CHECKSUM);
+    st.metadata.remove("backprop.optimizer.config");
+    st.metadata
+        .insert("backprop.format_version".into(), "1".into());
+    let ckpt = checkpoint_from_safetensors(&st).unwrap();
+    assert_eq!(ckpt.optimizer.config, None);
+    let mut b = small_trainer(OptKind::Adam, 2);
+    restore(&mut b, &ckpt).unwrap();
+    assert_same_trainer(&t, &b, "version 1 checkpoint");
+}
+
+/// Adam and AdamW have the same buffer names; the stored optimizer
+/// configuration tells them apart (item 9's `--opt adamw` on an Adam run).
+#[test]
+fn a_checkpoint_resumes_only_under_the_same_optimizer_configuration() {
+    let data = dataset();
+    let mut t = small_trainer(OptKind::Adam, 1); // AdamW(0.01)
+    t.train_epoch(&data, 8).unwrap();
+    let ckpt = checkpoint_from_safetensors(&checkpoint_to_safetensors(&t)).unwrap();
+    assert_eq!(
+        ckpt.optimizer.config.as_deref(),
+        Some("adam:beta1=0.9:beta2=0.999:eps=0.00000001:weight_decay=decoupled(0.01)")
+    );
+    let n = t.net().num_params();
+    let plain_adam = Box::new(Adam::new(n, AdamConfig::default()));
+    let Err(e) = ckpt.clone().into_trainer(plain_adam) else {
+        panic!("an Adam checkpoint resumed under AdamW")
+    };
+    assert!(
+        matches!(&e, IoError::Mismatch { what, .. } if *what == "optimizer"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("weight_decay=none"), "{e}");
+    assert!(ckpt.into_trainer(optimizer(OptKind::Adam, n)).is_ok());
+}
+
+/// NaN or infinite parameters, statistics or optimizer state are refused on
+/// save (nothing is written, the previous file stays) and on load (a file
+/// edited or written by another tool), naming the tensor (item 10).
+#[test]
+fn non_finite_networks_and_checkpoints_are_refused_on_save_and_load() {
+    let dir = temp_dir("non-finite");
+    let path = dir.join("m.safetensors");
+    let mut net = torch_like();
+    save_mlp(&net, &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    net.params_mut()[3] = f32::NAN;
+    let e = save_mlp(&net, &path).unwrap_err();
+    assert!(
+        matches!(&e, IoError::NonFinite { tensor, .. } if tensor == "layers.0.weight"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "old file kept");
+    assert_eq!(dir_entries(&dir), ["m.safetensors"]);
+
+    // On load: an infinite running variance, written by someone else.
+    let mut st = mlp_to_safetensors(&torch_like());
+    st.tensors.get_mut("layers.2.running_var").unwrap().data[5] = f32::INFINITY;
+    let e = mlp_from_safetensors(&resealed(&st)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "tensor \"layers.2.running_var\" holds inf at element 5; networks and checkpoints \
+         must be finite"
+    );
+
+    // A checkpoint whose optimizer state is not finite.
+    let data = dataset();
+    let mut t = small_trainer(OptKind::Adam, 1);
+    t.train_epoch(&data, 8).unwrap();
+    let ck = dir.join("ck.safetensors");
+    save_checkpoint(&t, &ck).unwrap();
+    let saved = std::fs::read(&ck).unwrap();
+    let mut st = checkpoint_to_safetensors(&t);
+    st.tensors.get_mut("optimizer.exp_avg_sq").unwrap().data[0] = f32::NAN;
+    let e = checkpoint_from_safetensors(&resealed(&st)).unwrap_err();
+    assert!(
+        matches!(&e, IoError::NonFinite { tensor, index: 0, .. } if tensor == "optimizer.exp_avg_sq"),
+        "{e}"
+    );
+    // …and saving such a trainer leaves the last good checkpoint in place.
+    let ckpt = load_checkpoint(&ck).unwrap();
+    let mut bad = small_trainer(OptKind::Adam, 1);
+    restore(&mut bad, &ckpt).unwrap();
+    bad.net_mut().params_mut()[0] = f32::NEG_INFINITY;
+    let e = save_checkpoint(&bad, &ck).unwrap_err();
+    assert!(matches!(&e, IoError::NonFinite { .. }), "{e}");
+    assert_eq!(std::fs::read(&ck).unwrap(), saved);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------- issue 11: writes
+
+/// A process killed while writing leaves `.NAME.tmp-PID-N`; the next write
+/// of the same target removes those of dead processes, and nothing else
+/// (item 7).
+#[test]
+fn stale_temporary_files_of_dead_writers_are_removed_on_the_next_write() {
+    let dir = temp_dir("stale");
+    let target = dir.join("ck.safetensors");
+    // A pid that is certainly dead: a child that has exited and been reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = [
+        format!(".ck.safetensors.tmp-{dead}-0"),
+        format!(".ck.safetensors.tmp-{dead}-17"),
+    ];
+    let keep = [
+        // pid 1 is alive; our own pid may be writing now.
+        ".ck.safetensors.tmp-1-3".to_string(),
+        format!(".ck.safetensors.tmp-{}-999", std::process::id()),
+        // Another target's, and names that are not ours.
+        format!(".other.tmp-{dead}-0"),
+        format!(".ck.safetensors.tmp-{dead}-x"),
+        "ck.safetensors.bak".to_string(),
+    ];
+    for name in stale.iter().chain(&keep) {
+        std::fs::write(dir.join(name), vec![0u8; 1000]).unwrap();
+    }
+    write_atomic(&target, b"new").unwrap();
+    let mut expect: Vec<String> = keep.to_vec();
+    expect.push("ck.safetensors".into());
+    expect.sort();
+    assert_eq!(dir_entries(&dir), expect);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Saving onto a symbolic link replaces the file it points to, atomically,
+/// and keeps the link (item 10).
+#[cfg(unix)]
+#[test]
+fn writes_follow_symbolic_links() {
+    let dir = temp_dir("symlink");
+    std::fs::create_dir(dir.join("models")).unwrap();
+    let real = dir.join("models").join("v1.safetensors");
+    let link = dir.join("latest.safetensors");
+    std::os::unix::fs::symlink("models/v1.safetensors", &link).unwrap();
+    let net = torch_like();
+    save_mlp(&net, &link).unwrap(); // the link dangles: creates its target
+    save_mlp(&net, &link).unwrap(); // and now replaces it
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(bits(load_mlp(&real).unwrap().params()), bits(net.params()));
+    assert_eq!(dir_entries(&dir), ["latest.safetensors", "models"]);
+    assert_eq!(dir_entries(&dir.join("models")), ["v1.safetensors"]);
+    // A loop of links is an error naming the user's path.
+    let a = dir.join("a");
+    std::os::unix::fs::symlink("b", &a).unwrap();
+    std::os::unix::fs::symlink("a", dir.join("b")).unwrap();
+    let e = write_atomic(&a, b"x").unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("a: too many levels of symbolic links"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Write errors name the path the caller gave, never the temporary file;
+/// `check_writable` reports the same errors up front and leaves nothing
+/// behind (item 8).
+#[test]
+fn write_errors_name_the_callers_path_and_can_be_checked_up_front() {
+    let dir = temp_dir("writable");
+    let missing = dir.join("nodir").join("m.safetensors");
+    for e in [
+        write_atomic(&missing, b"x").unwrap_err(),
+        backprop::io::check_writable(&missing).unwrap_err(),
+    ] {
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("{}: cannot create a file in ", missing.display())),
+            "{text}"
+        );
+        assert!(!text.contains(".tmp-"), "{text}");
+    }
+    let e = backprop::io::check_writable(&dir).unwrap_err();
+    assert_eq!(e.to_string(), format!("{}: is a directory", dir.display()));
+    backprop::io::check_writable(dir.join("ok.safetensors")).unwrap();
+    assert!(dir_entries(&dir).is_empty(), "{:?}", dir_entries(&dir));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `read_file` allocates from no unchecked size: `/dev/zero` fails after
+/// its 8-byte prefix, and a header declaring terabytes fails against the
+/// file's length (item 10).
+#[test]
+fn read_file_allocates_only_what_the_file_holds() {
+    if Path::new("/dev/zero").exists() {
+        let e = read_file("/dev/zero").unwrap_err();
+        assert!(matches!(e, IoError::HeaderJson { .. }), "{e}");
+    }
+    let dir = temp_dir("read-bounded");
+    let path = dir.join("huge.safetensors");
+    let header =
+        br#"{"w":{"dtype":"F32","shape":[1099511627776],"data_offsets":[0,4398046511104]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0; 16]);
+    std::fs::write(&path, &bytes).unwrap();
+    let e = read_file(&path).unwrap_err();
+    assert!(
+        matches!(e, IoError::OffsetsOutOfBounds { data_len: 16, .. }),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -437,3 +437,82 @@ fn shard_mode_matches_the_reference_and_ignores_the_thread_count() {
         }
     }
 }
+
+/// Sizes from input (a data file's label range, an IDX header, a saved
+/// architecture) reach the builder: every size product is checked against
+/// `MAX_ELEMENTS` before anything is allocated (issue 11, items 3 to 5).
+#[test]
+fn sizes_from_input_are_checked_before_allocating() {
+    // 65535 × 65535-pixel images into a 512-wide layer: 2.2e12 weights.
+    let pixels = 65535usize * 65535;
+    assert_eq!(
+        MlpBuilder::new(pixels).dense(512).build(0).unwrap_err(),
+        BuildError::TooLarge { layer: 0 }
+    );
+    // (2³² − 1)² inputs: the product with any width overflows usize.
+    let huge = (u32::MAX as usize) * (u32::MAX as usize);
+    assert_eq!(
+        MlpBuilder::new(huge).dense(512).build(0).unwrap_err(),
+        BuildError::TooLarge { layer: 0 }
+    );
+    // 2⁵⁵-pixel images: fan_in × fan_out wraps in 64 bits without the check.
+    assert_eq!(
+        MlpBuilder::new(1 << 55)
+            .dense(1 << 10)
+            .build(0)
+            .unwrap_err(),
+        BuildError::TooLarge { layer: 0 }
+    );
+    // One huge class label sizes the output layer (1e9 classes after 512).
+    let e = MlpBuilder::new(4)
+        .dense(512)
+        .act(Activation::Relu)
+        .dense(1_000_000_000)
+        .loss(Loss::SoftmaxCrossEntropy)
+        .build(0)
+        .unwrap_err();
+    // (Positions count the network's ops: the ReLU runs fused into layer 0.)
+    assert_eq!(e, BuildError::TooLarge { layer: 1 });
+    assert!(e.to_string().contains("layer 1"), "{e}");
+    // A norm over an absurd width, and the loader's path (from_parts).
+    assert_eq!(
+        MlpBuilder::new(usize::MAX)
+            .batch_norm()
+            .dense(1)
+            .build(0)
+            .unwrap_err(),
+        BuildError::TooLarge { layer: 0 }
+    );
+    assert_eq!(
+        Mlp::from_parts(
+            1 << 40,
+            &[Layer::Dense {
+                units: 1 << 40,
+                init: Init::He
+            }],
+            Loss::Mse,
+            vec![],
+            vec![]
+        )
+        .unwrap_err(),
+        BuildError::TooLarge { layer: 0 }
+    );
+}
+
+/// A batch whose activation workspace (`batch × width`) would exceed the cap
+/// is a typed error, not an abort.
+#[test]
+fn batch_workspaces_are_checked_before_allocating() {
+    use backprop::nn::MAX_ELEMENTS;
+    // A 2²⁰-wide layer fits; 2¹² rows of it would need 2³² values. The
+    // input is a zero-stride view, so the test itself allocates little.
+    let mut net = MlpBuilder::new(1).dense(1 << 20).build(0).unwrap();
+    let rows = MAX_ELEMENTS / (1 << 20) * 2;
+    let one = [0.5f32];
+    let x = MatRef::from_strided(&one, rows, 1, 0, 1);
+    let e = net.forward(x).unwrap_err();
+    assert_eq!(e, StepError::TooLarge { batch: rows });
+    assert!(e.to_string().contains("use a smaller batch"), "{e}");
+    // The network still works at a batch that fits.
+    assert!(net.forward(MatRef::from_slice(&[0.5, -0.5], 2, 1)).is_ok());
+}

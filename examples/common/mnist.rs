@@ -6,30 +6,33 @@
 use std::io::Read;
 use std::path::Path;
 
-use backprop::train::idx::{mnist_dataset, parse_idx, IdxArray};
+use backprop::train::idx::{mnist_dataset, read_idx_from, IdxArray};
 use backprop::train::Dataset;
 
-/// An IDX file, `path` or `path.gz`.
+/// An IDX file, `path` or else `path.gz`, gzipped or not by its first bytes
+/// (whatever its name); read with the library's bounded reader, so a bad
+/// header or an endless stream fails before anything large is allocated.
 pub fn read_idx_file(path: &Path) -> Result<IdxArray, String> {
     let gz = path.with_extension(match path.extension() {
         Some(e) => format!("{}.gz", e.to_string_lossy()),
         None => "gz".into(),
     });
-    let (file, bytes) = if path.exists() {
-        (
-            path.to_path_buf(),
-            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        )
+    let file = if path.exists() {
+        path.to_path_buf()
     } else {
-        let mut out = Vec::new();
-        let f = std::fs::File::open(&gz).map_err(|e| format!("{}: {e}", gz.display()))?;
-        flate2::read::GzDecoder::new(f)
-            .take(1 << 30)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("{}: {e}", gz.display()))?;
-        (gz, out)
+        gz
     };
-    parse_idx(&bytes, &file).map_err(|e| e.to_string())
+    let io = |e: std::io::Error| format!("{}: {e}", file.display());
+    let mut f = std::fs::File::open(&file).map_err(io)?;
+    let mut magic = Vec::new();
+    (&mut f).take(2).read_to_end(&mut magic).map_err(io)?;
+    let stream = std::io::Cursor::new(magic.clone()).chain(f);
+    let result = if magic == [0x1f, 0x8b] {
+        read_idx_from(flate2::read::GzDecoder::new(stream), &file)
+    } else {
+        read_idx_from(stream, &file)
+    };
+    result.map_err(|e| e.to_string())
 }
 
 /// The MNIST training and test sets in `dir` (pixels scaled to [0, 1]).

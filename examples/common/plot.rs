@@ -27,7 +27,7 @@
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// How an axis maps data values to positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -654,17 +654,14 @@ pub fn row_svg(charts: &[Chart]) -> String {
     s
 }
 
-/// Writes `svg` to `path` atomically: first `<path>.tmp`, then a rename over
-/// `path`, so readers never see a half-written file.
+/// Writes `svg` to `path` atomically with the library's
+/// [`write_atomic`](backprop::io::write_atomic) (a temporary file beside it,
+/// then a rename), so readers never see a half-written file.
 pub fn save_svg(path: &Path, svg: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let result = std::fs::write(&tmp, svg).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    backprop::io::write_atomic(path, svg.as_bytes()).map_err(|e| match e {
+        backprop::io::IoError::Io { source, .. } => source,
+        e => std::io::Error::other(e.to_string()),
+    })
 }
 
 /// A value on an axis in axis space (`log10` of it on a log axis), or

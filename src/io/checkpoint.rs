@@ -5,8 +5,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::json::{self, Value};
-use super::network::{meta, mlp_from_safetensors, mlp_to_safetensors};
-use super::safetensors::{read_file, write_file, SafeTensors, Tensor};
+use super::network::{
+    check_finite, meta, mlp_from_safetensors, mlp_to_safetensors, seal, write_finite,
+};
+use super::safetensors::{read_file, SafeTensors, Tensor};
 use super::IoError;
 use crate::nn::Mlp;
 use crate::optim::{OptimState, Optimizer, Schedule};
@@ -18,6 +20,7 @@ pub const CHECKPOINT_VERSION: &str = "1";
 const KEY_VERSION: &str = "backprop.checkpoint_version";
 const KEY_OPT_STEPS: &str = "backprop.optimizer.steps";
 const KEY_OPT_BUFFERS: &str = "backprop.optimizer.buffers";
+const KEY_OPT_CONFIG: &str = "backprop.optimizer.config";
 const KEY_STEPS: &str = "backprop.trainer.steps";
 const KEY_EPOCHS: &str = "backprop.trainer.epochs";
 const KEY_SEED: &str = "backprop.trainer.seed";
@@ -35,6 +38,10 @@ pub struct OptimizerSnapshot {
     pub steps: u64,
     /// `(name, buffer)` in the order of [`Optimizer::state_names`].
     pub buffers: Vec<(String, Vec<f32>)>,
+    /// The optimizer's [`Optimizer::config_text`] (`None` in checkpoints
+    /// written before it was stored, or by an optimizer without one): a
+    /// trainer resumes only under an optimizer with the same text.
+    pub config: Option<String>,
 }
 
 impl OptimizerSnapshot {
@@ -49,10 +56,10 @@ impl OptimizerSnapshot {
 
 /// Everything a checkpoint holds.
 ///
-/// Not saved: the optimizer's configuration (β's, momentum, decay), gradient
-/// clipping, GEMM options and batch parallelism. Rebuild the optimizer (and
-/// trainer) with the same settings, then [`restore`] or
-/// [`Checkpoint::into_trainer`].
+/// Not saved: gradient clipping, GEMM options and batch parallelism; the
+/// optimizer's configuration (β's, momentum, decay) is saved as text only, to
+/// be compared. Rebuild the optimizer (and trainer) with the same settings,
+/// then [`restore`] or [`Checkpoint::into_trainer`].
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     /// The network: architecture, parameters and BatchNorm statistics.
@@ -84,6 +91,7 @@ pub struct Checkpoint {
 /// | `backprop.checkpoint_version` | [`CHECKPOINT_VERSION`] (`"1"`) |
 /// | `backprop.optimizer.steps` | [`Optimizer::steps`] |
 /// | `backprop.optimizer.buffers` | JSON array of the buffer names, in [`Optimizer::state_names`] order |
+/// | `backprop.optimizer.config` | [`Optimizer::config_text`] (absent when empty) |
 /// | `backprop.trainer.steps` | [`Trainer::steps`] |
 /// | `backprop.trainer.epochs` | [`Trainer::epochs`] |
 /// | `backprop.trainer.seed` | [`Trainer::seed`] |
@@ -111,6 +119,12 @@ pub fn checkpoint_to_safetensors(trainer: &Trainer) -> SafeTensors {
     m.insert(KEY_EPOCHS.into(), trainer.epochs().to_string());
     m.insert(KEY_SEED.into(), trainer.seed().to_string());
     m.insert(KEY_SCHEDULE.into(), trainer.schedule().to_string());
+    let config = opt.config_text();
+    if !config.is_empty() {
+        m.insert(KEY_OPT_CONFIG.into(), config);
+    }
+    // The network's checksum covered only the network: again over everything.
+    seal(&mut st);
     st
 }
 
@@ -123,7 +137,9 @@ pub fn checkpoint_to_safetensors(trainer: &Trainer) -> SafeTensors {
 /// [`CHECKPOINT_VERSION`]); [`IoError::MissingTensor`] /
 /// [`IoError::WrongShape`] for an optimizer buffer that is absent or not
 /// `[num_params]`; [`IoError::UnexpectedTensor`] for an `optimizer.*` tensor
-/// not listed in `backprop.optimizer.buffers`.
+/// not listed in `backprop.optimizer.buffers`; [`IoError::NonFinite`] for a
+/// NaN or infinite optimizer value. The checksum (over the whole file,
+/// optimizer state included) is verified by the network's loader.
 pub fn checkpoint_from_safetensors(st: &SafeTensors) -> Result<Checkpoint, IoError> {
     let version = meta(st, KEY_VERSION)?;
     if version != CHECKPOINT_VERSION {
@@ -177,6 +193,7 @@ pub fn checkpoint_from_safetensors(st: &SafeTensors) -> Result<Checkpoint, IoErr
                 got: t.shape.clone(),
             });
         }
+        check_finite([(key.as_str(), t.data.as_slice())])?;
         buffers.push((name.clone(), t.data.clone()));
     }
     for key in st.tensors.keys() {
@@ -197,6 +214,7 @@ pub fn checkpoint_from_safetensors(st: &SafeTensors) -> Result<Checkpoint, IoErr
         optimizer: OptimizerSnapshot {
             steps: meta_u64(st, KEY_OPT_STEPS)?,
             buffers,
+            config: st.metadata.get(KEY_OPT_CONFIG).cloned(),
         },
         steps: meta_u64(st, KEY_STEPS)?,
         epochs: meta_u64(st, KEY_EPOCHS)?,
@@ -219,6 +237,8 @@ fn meta_u64(st: &SafeTensors, key: &'static str) -> Result<u64, IoError> {
 /// previous checkpoint intact.
 ///
 /// # Errors
+/// [`IoError::NonFinite`] (and nothing written, so the previous checkpoint
+/// stays) if a parameter, statistic or optimizer value is NaN or infinite;
 /// [`IoError::Io`] if the file cannot be written.
 ///
 /// ```
@@ -249,7 +269,7 @@ fn meta_u64(st: &SafeTensors, key: &'static str) -> Result<u64, IoError> {
 /// std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn save_checkpoint(trainer: &Trainer, path: impl AsRef<Path>) -> Result<(), IoError> {
-    write_file(&checkpoint_to_safetensors(trainer), path)
+    write_finite(&checkpoint_to_safetensors(trainer), path.as_ref())
 }
 
 /// Loads a checkpoint saved by [`save_checkpoint`].
@@ -271,8 +291,9 @@ pub fn load_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, IoError> {
 ///
 /// # Errors
 /// [`IoError::Mismatch`] if the network's input width, loss or layers, the
-/// seed, the schedule or the optimizer's buffer names differ from the
-/// checkpoint's; [`IoError::Optimizer`] if the optimizer rejects the state.
+/// seed, the schedule, the optimizer's buffer names or (when the checkpoint
+/// stores it) its configuration text differ from the checkpoint's;
+/// [`IoError::Optimizer`] if the optimizer rejects the state.
 /// The trainer is unchanged on error.
 pub fn restore(trainer: &mut Trainer, ckpt: &Checkpoint) -> Result<(), IoError> {
     check_net(trainer.net(), &ckpt.net)?;
@@ -309,9 +330,10 @@ impl Checkpoint {
     /// before.
     ///
     /// # Errors
-    /// [`IoError::Mismatch`] if `opt` is not sized for the network or its
-    /// buffer names differ from the checkpoint's; [`IoError::Optimizer`] if
-    /// it rejects the state.
+    /// [`IoError::Mismatch`] if `opt` is not sized for the network, or its
+    /// buffer names or (when the checkpoint stores it) its configuration text
+    /// differ from the checkpoint's; [`IoError::Optimizer`] if it rejects the
+    /// state.
     pub fn into_trainer(self, mut opt: Box<dyn Optimizer + Send>) -> Result<Trainer, IoError> {
         if opt.len() != self.net.num_params() {
             return Err(IoError::Mismatch {
@@ -371,6 +393,16 @@ fn check_names(opt: &dyn Optimizer, saved: &OptimizerSnapshot) -> Result<(), IoE
                 saved.buffers.iter().map(|(n, _)| n).collect::<Vec<_>>()
             ),
         });
+    }
+    if let Some(config) = &saved.config {
+        let have = opt.config_text();
+        if have != *config {
+            return Err(IoError::Mismatch {
+                what: "optimizer",
+                expected: have,
+                found: config.clone(),
+            });
+        }
     }
     Ok(())
 }

@@ -16,6 +16,13 @@
 //! fault. Malformed input never panics, and no size read from a file is
 //! trusted: allocations stay within a small multiple of the input's length.
 //!
+//! Integrity: every file this module writes carries a [`checksum`] of its
+//! metadata and tensors under [`KEY_CHECKSUM`], verified on load
+//! ([`IoError::Checksum`]); files of format version 1, written before the
+//! checksum existed, still load without it. NaN or infinite values are
+//! refused both when saving and when loading ([`IoError::NonFinite`]), so a
+//! checkpoint always holds a state training can continue from.
+//!
 //! ```
 //! use backprop::io::{load_mlp, save_mlp};
 //! use backprop::nn::{Activation, Loss, MlpBuilder};
@@ -48,10 +55,12 @@ pub use checkpoint::{
     save_checkpoint, Checkpoint, OptimizerSnapshot, CHECKPOINT_VERSION,
 };
 pub use network::{
-    load_mlp, load_weights_into, mlp_from_safetensors, mlp_to_safetensors, save_mlp, FORMAT_VERSION,
+    checksum, load_mlp, load_weights_into, mlp_from_safetensors, mlp_to_safetensors, save_mlp,
+    FORMAT_VERSION, KEY_CHECKSUM,
 };
 pub use safetensors::{
-    from_bytes, read_file, to_bytes, write_atomic, write_file, SafeTensors, Tensor, MAX_HEADER_LEN,
+    check_writable, from_bytes, read_file, to_bytes, write_atomic, write_file, SafeTensors, Tensor,
+    MAX_HEADER_LEN, MAX_STREAM_LEN,
 };
 
 /// Why a file could not be read, written or turned into a network or a
@@ -201,6 +210,24 @@ pub enum IoError {
     Build(BuildError),
     /// The optimizer rejected the saved state.
     Optimizer(OptimError),
+    /// The stored checksum ([`KEY_CHECKSUM`]) does not match the contents:
+    /// the file was corrupted (or edited) after it was written.
+    Checksum {
+        /// The checksum in the metadata.
+        stored: String,
+        /// The checksum of the contents read.
+        computed: String,
+    },
+    /// A tensor holds a NaN or infinite value (refused on save and on load:
+    /// a network or checkpoint is always finite).
+    NonFinite {
+        /// The tensor.
+        tensor: String,
+        /// Position of the first such value in the tensor's data.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
     /// A checkpoint does not fit the trainer it is restored into.
     Mismatch {
         /// What differs (`"network"`, `"seed"`, `"schedule"`, …).
@@ -299,6 +326,20 @@ impl fmt::Display for IoError {
             }
             IoError::Build(e) => write!(f, "the saved architecture does not build: {e}"),
             IoError::Optimizer(e) => write!(f, "the saved optimizer state does not fit: {e}"),
+            IoError::Checksum { stored, computed } => write!(
+                f,
+                "checksum mismatch: the file's metadata says {stored}, its contents hash to \
+                 {computed}; the file is corrupted"
+            ),
+            IoError::NonFinite {
+                tensor,
+                index,
+                value,
+            } => write!(
+                f,
+                "tensor {tensor:?} holds {value} at element {index}; networks and checkpoints \
+                 must be finite"
+            ),
             IoError::Mismatch {
                 what,
                 expected,

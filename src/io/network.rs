@@ -9,12 +9,120 @@ use super::IoError;
 use crate::nn::{Activation, Init, Layer, Loss, Mlp};
 
 /// The network file format version, stored under `backprop.format_version`.
-pub const FORMAT_VERSION: &str = "1";
+///
+/// Version 2 added the checksum ([`KEY_CHECKSUM`]), which it requires.
+/// Version 1 files (written before) still load, without that verification.
+pub const FORMAT_VERSION: &str = "2";
+
+/// The format version before the checksum; still read, unverified.
+const FORMAT_VERSION_UNCHECKED: &str = "1";
+
+/// The metadata key of the file's checksum: `fnv1a64:` and 16 hex digits,
+/// the 64-bit FNV-1a hash of every other metadata entry and every tensor
+/// (see [`checksum`]).
+pub const KEY_CHECKSUM: &str = "backprop.checksum";
 
 pub(crate) const KEY_VERSION: &str = "backprop.format_version";
 pub(crate) const KEY_INPUT: &str = "backprop.input_dim";
 pub(crate) const KEY_LOSS: &str = "backprop.loss";
 pub(crate) const KEY_LAYERS: &str = "backprop.layers";
+
+/// The checksum stored under [`KEY_CHECKSUM`]: `fnv1a64:` and the 64-bit
+/// FNV-1a hash, as 16 lowercase hex digits, of
+///
+/// * each metadata entry but [`KEY_CHECKSUM`] itself, in key order: the key's
+///   UTF-8 bytes, a byte `0xff`, the value's bytes, `0xff`;
+/// * then each tensor in name order: the name's bytes, `0xff`, the rank and
+///   each dimension as little-endian `u64`s, then the elements as
+///   little-endian `f32` (the bytes of an F32 data section), `0xff`.
+///
+/// (`0xff` never occurs in UTF-8, so the fields cannot run into each other.)
+/// A plain metadata entry, so any safetensors reader can check it. Any
+/// single changed byte changes the hash, since each FNV-1a step is a
+/// bijection of the state.
+///
+/// ```
+/// use backprop::io::{checksum, mlp_to_safetensors, KEY_CHECKSUM};
+/// use backprop::nn::MlpBuilder;
+/// let mut st = mlp_to_safetensors(&MlpBuilder::new(2).dense(3).build(0).unwrap());
+/// assert_eq!(st.metadata[KEY_CHECKSUM], checksum(&st));
+/// st.tensors.get_mut("layers.0.bias").unwrap().data[1] += 1.0;
+/// assert_ne!(st.metadata[KEY_CHECKSUM], checksum(&st));
+/// ```
+pub fn checksum(st: &SafeTensors) -> String {
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    };
+    for (k, v) in &st.metadata {
+        if k != KEY_CHECKSUM {
+            eat(k.as_bytes());
+            eat(&[0xff]);
+            eat(v.as_bytes());
+            eat(&[0xff]);
+        }
+    }
+    for (name, t) in &st.tensors {
+        eat(name.as_bytes());
+        eat(&[0xff]);
+        eat(&(t.shape.len() as u64).to_le_bytes());
+        for &d in &t.shape {
+            eat(&(d as u64).to_le_bytes());
+        }
+        for &x in &t.data {
+            eat(&x.to_le_bytes());
+        }
+        eat(&[0xff]);
+    }
+    format!("fnv1a64:{h:016x}")
+}
+
+/// Stores the checksum of `st` under [`KEY_CHECKSUM`] (after every other
+/// entry and tensor is in place).
+pub(crate) fn seal(st: &mut SafeTensors) {
+    let sum = checksum(st);
+    st.metadata.insert(KEY_CHECKSUM.into(), sum);
+}
+
+/// Checks the stored checksum: required from format version 2 on, checked
+/// whenever present.
+fn verify(st: &SafeTensors, required: bool) -> Result<(), IoError> {
+    let Some(stored) = st.metadata.get(KEY_CHECKSUM) else {
+        return match required {
+            true => Err(IoError::MissingMetadata { key: KEY_CHECKSUM }),
+            false => Ok(()),
+        };
+    };
+    let computed = checksum(st);
+    if *stored != computed {
+        return Err(IoError::Checksum {
+            stored: stored.clone(),
+            computed,
+        });
+    }
+    Ok(())
+}
+
+/// The first NaN or infinite value among `tensors` (name, data), as
+/// [`IoError::NonFinite`].
+pub(crate) fn check_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>,
+) -> Result<(), IoError> {
+    for (name, data) in tensors {
+        if let Some(index) = data.iter().position(|x| !x.is_finite()) {
+            return Err(IoError::NonFinite {
+                tensor: name.to_string(),
+                index,
+                value: data[index],
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Tensor-name prefix of the network's layers.
 const PREFIX: &str = "layers.";
@@ -158,6 +266,7 @@ impl Plan {
                     got: t.shape.clone(),
                 });
             }
+            check_finite([(s.name.as_str(), t.data.as_slice())])?;
             found.push(t);
         }
         let known: BTreeSet<&str> = self
@@ -221,7 +330,8 @@ impl Plan {
 /// # Metadata
 /// | key | value |
 /// |---|---|
-/// | `backprop.format_version` | [`FORMAT_VERSION`] (`"1"`) |
+/// | `backprop.format_version` | [`FORMAT_VERSION`] (`"2"`) |
+/// | `backprop.checksum` | the [`checksum`] of everything else, verified on load |
 /// | `backprop.input_dim` | input features, decimal |
 /// | `backprop.loss` | `mse`, `logistic` or `softmax_cross_entropy` |
 /// | `backprop.layers` | the layer list as JSON text (below) |
@@ -271,6 +381,7 @@ pub fn mlp_to_safetensors(net: &Mlp) -> SafeTensors {
             .insert(s.name.clone(), Tensor::new(s.shape.clone(), data));
     }
     write_architecture(net, &mut st);
+    seal(&mut st);
     st
 }
 
@@ -293,20 +404,27 @@ fn write_architecture(net: &Mlp, st: &mut SafeTensors) {
 /// # Errors
 /// [`IoError::MissingMetadata`] / [`IoError::Metadata`] for an absent or
 /// malformed architecture (or a format version other than
-/// [`FORMAT_VERSION`]); [`IoError::MissingTensor`], [`IoError::WrongShape`],
+/// [`FORMAT_VERSION`] and the unverified version `"1"`);
+/// [`IoError::Checksum`] if the contents do not match the stored checksum
+/// (and [`IoError::MissingMetadata`] for a version 2 file without one);
+/// [`IoError::MissingTensor`], [`IoError::WrongShape`],
 /// [`IoError::UnexpectedTensor`] for tensors that do not fit it;
+/// [`IoError::NonFinite`] for a NaN or infinite parameter or statistic;
 /// [`IoError::Build`] if the architecture itself does not build (e.g. a zero
-/// width, or a residual block that changes the width).
+/// width, a residual block that changes the width, or more parameters than
+/// [`MAX_ELEMENTS`](crate::nn::MAX_ELEMENTS)).
 pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
     let version = meta(st, KEY_VERSION)?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_UNCHECKED {
         return Err(IoError::Metadata {
             key: KEY_VERSION.into(),
             message: format!(
-                "format version {version:?} is not supported (this build reads {FORMAT_VERSION:?})"
+                "format version {version:?} is not supported (this build reads \
+                 {FORMAT_VERSION_UNCHECKED:?} and {FORMAT_VERSION:?})"
             ),
         });
     }
+    verify(st, version == FORMAT_VERSION)?;
     let input_text = meta(st, KEY_INPUT)?;
     let input: usize = input_text.parse().map_err(|_| IoError::Metadata {
         key: KEY_INPUT.into(),
@@ -335,9 +453,12 @@ pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
 /// …)` of a module whose `layers` is the matching `nn.Sequential`) into a
 /// network built with the same layers. `net` is unchanged on error.
 ///
+/// A [`KEY_CHECKSUM`] entry, if present, is verified.
+///
 /// # Errors
-/// [`IoError::MissingTensor`], [`IoError::WrongShape`],
-/// [`IoError::UnexpectedTensor`] as [`mlp_from_safetensors`].
+/// [`IoError::Checksum`], [`IoError::MissingTensor`], [`IoError::WrongShape`],
+/// [`IoError::UnexpectedTensor`], [`IoError::NonFinite`] as
+/// [`mlp_from_safetensors`].
 ///
 /// ```
 /// use backprop::io::{load_weights_into, mlp_to_safetensors};
@@ -348,6 +469,7 @@ pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
 /// assert_eq!(a.params(), b.params());
 /// ```
 pub fn load_weights_into(net: &mut Mlp, st: &SafeTensors) -> Result<(), IoError> {
+    verify(st, false)?;
     let (params, buffers) = Plan::new(net.input_dim(), net.layers())?.gather(st)?;
     net.params_mut().copy_from_slice(&params);
     net.buffers_mut().copy_from_slice(&buffers);
@@ -359,7 +481,9 @@ pub fn load_weights_into(net: &mut Mlp, st: &SafeTensors) -> Result<(), IoError>
 /// atomically ([`write_atomic`](super::write_atomic)).
 ///
 /// # Errors
-/// [`IoError::Io`] if the file cannot be written.
+/// [`IoError::NonFinite`] (and nothing written) if a parameter or statistic
+/// is NaN or infinite: such a file would not load. [`IoError::Io`] if the
+/// file cannot be written.
 ///
 /// ```
 /// use backprop::io::{load_mlp, save_mlp};
@@ -371,7 +495,17 @@ pub fn load_weights_into(net: &mut Mlp, st: &SafeTensors) -> Result<(), IoError>
 /// std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn save_mlp(net: &Mlp, path: impl AsRef<Path>) -> Result<(), IoError> {
-    write_file(&mlp_to_safetensors(net), path)
+    write_finite(&mlp_to_safetensors(net), path.as_ref())
+}
+
+/// Writes `st` atomically after checking that every tensor is finite.
+pub(crate) fn write_finite(st: &SafeTensors, path: &Path) -> Result<(), IoError> {
+    check_finite(
+        st.tensors
+            .iter()
+            .map(|(name, t)| (name.as_str(), t.data.as_slice())),
+    )?;
+    write_file(st, path)
 }
 
 /// Loads a network saved by [`save_mlp`] (or a checkpoint's network). The

@@ -38,7 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -245,38 +245,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SafeTensors, IoError> {
         });
     }
     let (header, data) = rest.split_at(n as usize);
-    let text = std::str::from_utf8(header).map_err(|e| IoError::HeaderUtf8 {
-        offset: e.valid_up_to(),
-    })?;
-    let value = json::parse(text).map_err(|e| IoError::HeaderJson {
-        offset: e.offset,
-        message: e.message,
-    })?;
-    let Value::Object(members) = value else {
-        return Err(field(
-            "(header)",
-            format!("is {}, not an object", value.kind()),
-        ));
-    };
-
-    let mut metadata = BTreeMap::new();
-    let mut seen_metadata = false;
-    let mut entries: Vec<Entry> = Vec::with_capacity(members.len());
-    let mut names = std::collections::BTreeSet::new();
-    for (name, v) in members {
-        if name == METADATA_KEY {
-            if seen_metadata {
-                return Err(IoError::DuplicateName { name });
-            }
-            seen_metadata = true;
-            metadata = parse_metadata(v)?;
-            continue;
-        }
-        if !names.insert(name.clone()) {
-            return Err(IoError::DuplicateName { name });
-        }
-        entries.push(parse_entry(name, v)?);
-    }
+    let (metadata, entries) = parse_header(header)?;
 
     // Each tensor against the data section, then against each other.
     let data_len = data.len() as u64;
@@ -355,6 +324,45 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SafeTensors, IoError> {
         );
     }
     Ok(SafeTensors { metadata, tensors })
+}
+
+/// The metadata and tensor entries of a header (the bytes after the length
+/// prefix), each entry checked on its own (fields, dtype); their offsets are
+/// checked against the data section by the caller.
+fn parse_header(header: &[u8]) -> Result<(BTreeMap<String, String>, Vec<Entry>), IoError> {
+    let text = std::str::from_utf8(header).map_err(|e| IoError::HeaderUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+    let value = json::parse(text).map_err(|e| IoError::HeaderJson {
+        offset: e.offset,
+        message: e.message,
+    })?;
+    let Value::Object(members) = value else {
+        return Err(field(
+            "(header)",
+            format!("is {}, not an object", value.kind()),
+        ));
+    };
+
+    let mut metadata = BTreeMap::new();
+    let mut seen_metadata = false;
+    let mut entries: Vec<Entry> = Vec::with_capacity(members.len());
+    let mut names = std::collections::BTreeSet::new();
+    for (name, v) in members {
+        if name == METADATA_KEY {
+            if seen_metadata {
+                return Err(IoError::DuplicateName { name });
+            }
+            seen_metadata = true;
+            metadata = parse_metadata(v)?;
+            continue;
+        }
+        if !names.insert(name.clone()) {
+            return Err(IoError::DuplicateName { name });
+        }
+        entries.push(parse_entry(name, v)?);
+    }
+    Ok((metadata, entries))
 }
 
 fn eight(c: &[u8]) -> [u8; 8] {
@@ -471,13 +479,67 @@ fn parse_entry(name: String, v: Value) -> Result<Entry, IoError> {
     })
 }
 
+/// The most bytes [`read_file`] reads from a file that is not a regular
+/// file (a pipe, a device), whose length is not known in advance: 4 GiB.
+pub const MAX_STREAM_LEN: u64 = 1 << 32;
+
 /// Reads and parses a safetensors file ([`from_bytes`] on its contents).
 ///
+/// Nothing is allocated from an unchecked size: the 8-byte prefix and the
+/// header (at most [`MAX_HEADER_LEN`]) are read first, and then only as much
+/// data as the header's tensors declare, at most the file's length for a
+/// regular file and [`MAX_STREAM_LEN`] for anything else. So `/dev/zero` is
+/// refused after 8 bytes, and a header claiming terabytes after its own
+/// length.
+///
 /// # Errors
-/// [`IoError::Io`] if the file cannot be read; otherwise as [`from_bytes`].
+/// [`IoError::Io`] if the file cannot be read or is a stream declaring more
+/// than [`MAX_STREAM_LEN`] bytes; otherwise as [`from_bytes`].
 pub fn read_file(path: impl AsRef<Path>) -> Result<SafeTensors, IoError> {
     let path = path.as_ref();
-    let bytes = fs::read(path).map_err(|source| io_err(path, source))?;
+    let err = |source| io_err(path, source);
+    let mut file = File::open(path).map_err(err)?;
+    let info = file.metadata().map_err(err)?;
+    if info.is_dir() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "is a directory",
+        )));
+    }
+    let limit = if info.is_file() {
+        info.len()
+    } else {
+        MAX_STREAM_LEN
+    };
+    let mut bytes = Vec::new();
+    (&mut file).take(8).read_to_end(&mut bytes).map_err(err)?;
+    let Some(prefix) = bytes.first_chunk::<8>() else {
+        return from_bytes(&bytes);
+    };
+    let n = u64::from_le_bytes(*prefix);
+    if n > MAX_HEADER_LEN {
+        return Err(IoError::HeaderTooLarge { len: n });
+    }
+    (&mut file).take(n).read_to_end(&mut bytes).map_err(err)?;
+    if (bytes.len() as u64) < 8 + n {
+        return from_bytes(&bytes);
+    }
+    let (_, entries) = parse_header(&bytes[8..])?;
+    let declared = entries.iter().map(|e| e.end).max().unwrap_or(0);
+    let room = limit.saturating_sub(8 + n);
+    if declared > room && !info.is_file() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the header declares {declared} data bytes; a file that is not a regular \
+                 file may hold at most {MAX_STREAM_LEN}"
+            ),
+        )));
+    }
+    // One byte more than needed, so that trailing bytes are reported by
+    // `from_bytes` (as a gap) rather than ignored.
+    let want = declared.min(room).saturating_add(1);
+    file.take(want).read_to_end(&mut bytes).map_err(err)?;
     from_bytes(&bytes)
 }
 
@@ -496,6 +558,11 @@ pub(crate) fn io_err(path: &Path, source: std::io::Error) -> IoError {
     }
 }
 
+/// `e` with what was being done prepended, keeping its kind.
+fn doing(what: String, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 /// Replaces the file at `path` by `bytes` atomically: a reader (or a crash)
 /// sees either the old content or the new one, never a mixture or a
 /// truncated file.
@@ -507,9 +574,18 @@ pub(crate) fn io_err(path: &Path, source: std::io::Error) -> IoError {
 /// can open a directory). On error the temporary file is removed and `path`
 /// is untouched.
 ///
+/// * **Symbolic links** are followed: if `path` is a link, the file it
+///   points to is replaced (atomically, through a temporary file in *its*
+///   directory) and the link stays a link.
+/// * **Stale temporary files** of the same target, left by a process that
+///   was killed while writing, are removed first: those named with the pid of
+///   a process that no longer runs (where `/proc` tells; elsewhere, those
+///   untouched for an hour). Temporary files of live writers are left alone.
+///
 /// # Errors
-/// [`IoError::Io`] naming the file that could not be created, written,
-/// synced or renamed.
+/// [`IoError::Io`] naming `path` (never the temporary file), with what
+/// failed (creating the temporary file in the directory, writing it,
+/// renaming it over `path`).
 ///
 /// ```
 /// use backprop::io::write_atomic;
@@ -520,43 +596,174 @@ pub(crate) fn io_err(path: &Path, source: std::io::Error) -> IoError {
 /// std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), IoError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let path = path.as_ref();
-    let Some(file_name) = path.file_name() else {
-        return Err(io_err(
-            path,
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"),
-        ));
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let (tmp, mut file) = loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut name = std::ffi::OsString::from(".");
-        name.push(file_name);
-        name.push(format!(".tmp-{}-{n}", std::process::id()));
-        let tmp = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => break (tmp, f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_err(&tmp, e)),
-        }
-    };
+    let user = path.as_ref();
+    let target = Target::of(user)?;
+    target.remove_stale_temps();
+    let (tmp, mut file) = target.create_temp().map_err(|e| io_err(user, e))?;
     let written = file
         .write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(|e| io_err(&tmp, e));
+        .map_err(|e| io_err(user, doing(format!("writing {}", tmp.display()), e)));
     drop(file);
-    let result = written.and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err(path, e)));
+    let result = written.and_then(|()| {
+        fs::rename(&tmp, &target.path).map_err(|e| {
+            let what = if target.path == user {
+                "replacing the file".to_string()
+            } else {
+                format!("replacing {}, the link's target", target.path.display())
+            };
+            io_err(user, doing(what, e))
+        })
+    });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
         return result;
     }
     // Make the rename durable; directories cannot be opened everywhere.
-    if let Ok(d) = File::open(&dir) {
+    if let Ok(d) = File::open(&target.dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Checks that [`write_atomic`] could write `path` now, without touching
+/// it: `path` names a file (not a directory) in an existing directory where
+/// a temporary file can be created (one is created and removed). Meant for
+/// a long job to fail fast, before the work whose result it would lose.
+///
+/// # Errors
+/// [`IoError::Io`] naming `path`, as [`write_atomic`] would fail.
+///
+/// ```
+/// use backprop::io::check_writable;
+/// assert!(check_writable(std::env::temp_dir().join("backprop-check-doc.bin")).is_ok());
+/// let err = check_writable("/nonexistent-dir/model.safetensors").unwrap_err();
+/// assert!(err.to_string().starts_with("/nonexistent-dir/model.safetensors: "), "{err}");
+/// ```
+pub fn check_writable(path: impl AsRef<Path>) -> Result<(), IoError> {
+    let user = path.as_ref();
+    let target = Target::of(user)?;
+    if target.path.is_dir() {
+        return Err(io_err(
+            user,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "is a directory"),
+        ));
+    }
+    let (tmp, file) = target.create_temp().map_err(|e| io_err(user, e))?;
+    drop(file);
+    fs::remove_file(&tmp).map_err(|e| io_err(user, doing(format!("removing {}", tmp.display()), e)))
+}
+
+/// The file a write to a user's path replaces: symbolic links resolved.
+struct Target {
+    /// The file to replace (the user's path, or the final target of a link).
+    path: PathBuf,
+    /// Its directory (`.` for a bare file name).
+    dir: PathBuf,
+    /// Its file name.
+    name: std::ffi::OsString,
+}
+
+/// How many symbolic links [`Target::of`] follows (Linux's limit).
+const MAX_LINKS: usize = 40;
+
+impl Target {
+    /// The final target of `user`, following symbolic links (relative ones
+    /// from the link's directory).
+    fn of(user: &Path) -> Result<Target, IoError> {
+        let fail = |message: &str| {
+            io_err(
+                user,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, message.to_string()),
+            )
+        };
+        let mut path = user.to_path_buf();
+        let mut hops = 0;
+        while fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            hops += 1;
+            if hops > MAX_LINKS {
+                return Err(fail("too many levels of symbolic links"));
+            }
+            let link = fs::read_link(&path).map_err(|e| io_err(user, e))?;
+            path = match path.parent() {
+                Some(parent) if link.is_relative() => parent.join(link),
+                _ => link,
+            };
+        }
+        let Some(name) = path.file_name().map(|n| n.to_os_string()) else {
+            return Err(fail("not a file path"));
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(Target { path, dir, name })
+    }
+
+    /// A new, exclusively created temporary file beside the target.
+    fn create_temp(&self) -> std::io::Result<(PathBuf, File)> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let mut name = self.temp_prefix();
+            name.push(format!("{}-{n}", std::process::id()));
+            let tmp = self.dir.join(name);
+            match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                Ok(f) => return Ok((tmp, f)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    let what = format!("cannot create a file in {}", self.dir.display());
+                    return Err(doing(what, e));
+                }
+            }
+        }
+    }
+
+    /// `.{name}.tmp-`: what every temporary file of this target starts with.
+    fn temp_prefix(&self) -> std::ffi::OsString {
+        let mut p = std::ffi::OsString::from(".");
+        p.push(&self.name);
+        p.push(".tmp-");
+        p
+    }
+
+    /// Removes the temporary files of this target that a dead process left
+    /// (best effort: errors are ignored, the write goes on).
+    fn remove_stale_temps(&self) {
+        let prefix = self.temp_prefix();
+        let (Some(prefix), Ok(entries)) = (prefix.to_str(), fs::read_dir(&self.dir)) else {
+            return;
+        };
+        let me = std::process::id();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+                continue;
+            };
+            let Some((pid, n)) = rest.split_once('-') else {
+                continue;
+            };
+            let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else {
+                continue;
+            };
+            if pid != me && !writer_may_be_alive(pid, &entry) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Whether the process `pid` that created the temporary file `entry` may
+/// still be writing it: by `/proc` where there is one, else by the file's age.
+fn writer_may_be_alive(pid: u32, entry: &fs::DirEntry) -> bool {
+    let proc = Path::new("/proc");
+    if proc.join("self").exists() {
+        return proc.join(pid.to_string()).exists();
+    }
+    let age = entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    age.is_none_or(|a| a < std::time::Duration::from_secs(3600))
 }

@@ -28,6 +28,40 @@ use std::ops::Range;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+/// The most `f32` values one array of a network may hold: the parameter
+/// arena, the BatchNorm buffer arena, or one activation workspace of
+/// `batch × width` (2³¹ values, 8 GiB). Sizes come from input (a data file's
+/// label range, an IDX header, a saved architecture, a batch size), so every
+/// size product is computed with checked arithmetic and compared against this
+/// cap before anything is allocated; [`BuildError::TooLarge`] and
+/// [`StepError::TooLarge`] report a network or a batch beyond it, and an
+/// allocation the system refuses below it is reported the same way instead of
+/// aborting.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// A vector of `n` copies of `fill`, or `None` if `n` exceeds
+/// [`MAX_ELEMENTS`] or the allocator refuses the memory.
+fn try_filled(n: usize, fill: f32) -> Option<Vec<f32>> {
+    if n > MAX_ELEMENTS {
+        return None;
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    v.resize(n, fill);
+    Some(v)
+}
+
+/// Appends `add` copies of `fill` to an arena and returns where they start,
+/// or `None` if the arena would exceed [`MAX_ELEMENTS`] or the memory is
+/// refused.
+fn try_grow(v: &mut Vec<f32>, add: usize, fill: f32) -> Option<usize> {
+    let start = v.len();
+    let end = start.checked_add(add).filter(|&e| e <= MAX_ELEMENTS)?;
+    v.try_reserve(add).ok()?;
+    v.resize(end, fill);
+    Some(start)
+}
+
 use crate::gemm::{
     backward_delta, dense_forward, gemm_with, weight_grad, Accum, ActInput, BiasGrad, GemmOptions,
 };
@@ -155,8 +189,9 @@ impl MlpBuilder {
     ///
     /// # Errors
     /// [`BuildError`] if a width is 0, a residual block changes the width, the
-    /// network is empty, or the output width does not suit the loss (logistic
-    /// needs 1 output, softmax cross-entropy at least 1).
+    /// network is empty, the output width does not suit the loss (logistic
+    /// needs 1 output, softmax cross-entropy at least 1), or a layer takes the
+    /// parameters past [`MAX_ELEMENTS`] ([`BuildError::TooLarge`]).
     pub fn build(self, seed: u64) -> Result<Mlp, BuildError> {
         Mlp::new(self.input, &self.layers, self.loss, seed)
     }
@@ -197,6 +232,14 @@ pub enum BuildError {
         /// The network's output width.
         width: usize,
     },
+    /// Layer `layer` (index in the flat list, residual blocks expanded) takes
+    /// the parameter or buffer arena past [`MAX_ELEMENTS`] values (its size
+    /// product overflows, or exceeds the cap), or the system refused the
+    /// memory for it.
+    TooLarge {
+        /// Position of the offending layer.
+        layer: usize,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -217,6 +260,11 @@ impl fmt::Display for BuildError {
                 f,
                 "a {loss:?} loss needs {} outputs, the network has {width}",
                 if *loss == Loss::Logistic { "exactly 1" } else { "at least 1" }
+            ),
+            BuildError::TooLarge { layer } => write!(
+                f,
+                "layer {layer} makes the network larger than {MAX_ELEMENTS} parameters \
+                 (or than the memory available)"
             ),
         }
     }
@@ -243,6 +291,12 @@ pub enum StepError {
         /// Features given.
         got: usize,
     },
+    /// A workspace for this batch (`batch × width` for the widest layer)
+    /// would exceed [`MAX_ELEMENTS`] values, or the system refused the memory.
+    TooLarge {
+        /// The batch size asked for.
+        batch: usize,
+    },
 }
 
 impl fmt::Display for StepError {
@@ -263,6 +317,11 @@ impl fmt::Display for StepError {
                     "the network expects {expected} input features, got {got}"
                 )
             }
+            StepError::TooLarge { batch } => write!(
+                f,
+                "a batch of {batch} samples needs activation workspaces larger than \
+                 {MAX_ELEMENTS} values (or than the memory available); use a smaller batch"
+            ),
         }
     }
 }
@@ -403,7 +462,9 @@ impl Mlp {
         if !ok {
             return Err(BuildError::OutputForLoss { loss, width });
         }
-        net.grads = vec![0.0; net.params.len()];
+        net.grads = try_filled(net.params.len(), 0.0).ok_or(BuildError::TooLarge {
+            layer: layers.len() - 1,
+        })?;
         Ok(net)
     }
 
@@ -421,11 +482,13 @@ impl Mlp {
                         return Err(BuildError::ZeroWidth { layer: at });
                     }
                     let (fan_in, fan_out) = (*width, *units);
-                    let w = self.params.len();
-                    self.params.resize(w + fan_in * fan_out, 0.0);
+                    let too_large = || BuildError::TooLarge { layer: at };
+                    // The sizes come from input (data, headers, files): the
+                    // product is checked before anything is allocated.
+                    let n = fan_in.checked_mul(fan_out).ok_or_else(too_large)?;
+                    let w = try_grow(&mut self.params, n, 0.0).ok_or_else(too_large)?;
                     init.fill(&mut self.params[w..], fan_in, fan_out, rng);
-                    let b = self.params.len();
-                    self.params.resize(b + fan_out, 0.0);
+                    let b = try_grow(&mut self.params, fan_out, 0.0).ok_or_else(too_large)?;
                     self.ops.push(Op::Dense {
                         fan_in,
                         fan_out,
@@ -447,14 +510,14 @@ impl Mlp {
                     self.ops.push(Op::Act { act: *act });
                 }
                 Layer::BatchNorm | Layer::LayerNorm => {
-                    let gamma = self.params.len();
-                    self.params.resize(gamma + *width, 1.0);
-                    let beta = self.params.len();
-                    self.params.resize(beta + *width, 0.0);
+                    let too_large = || BuildError::TooLarge { layer: at };
+                    let gamma = try_grow(&mut self.params, *width, 1.0).ok_or_else(too_large)?;
+                    let beta = try_grow(&mut self.params, *width, 0.0).ok_or_else(too_large)?;
                     if *layer == Layer::BatchNorm {
-                        let stats = self.buffers.len();
-                        self.buffers.resize(stats + *width, 0.0); // running mean
-                        self.buffers.resize(stats + 2 * *width, 1.0); // running var
+                        // Running mean, then running variance.
+                        let stats =
+                            try_grow(&mut self.buffers, *width, 0.0).ok_or_else(too_large)?;
+                        try_grow(&mut self.buffers, *width, 1.0).ok_or_else(too_large)?;
                         self.ops.push(Op::BatchNorm { gamma, beta, stats });
                     } else {
                         self.ops.push(Op::LayerNorm { gamma, beta });
@@ -609,12 +672,21 @@ impl Mlp {
             .collect()
     }
 
-    fn ensure_batch(&mut self, batch: usize) {
+    /// Sizes the workspaces for batches of up to `batch` rows (no-op when
+    /// they are large enough already). Every size is checked against
+    /// [`MAX_ELEMENTS`] before anything is allocated.
+    fn ensure_batch(&mut self, batch: usize) -> Result<(), StepError> {
         let n = self.ops.len();
         if self.ws.out.len() == n && self.ws.batch >= batch {
-            return;
+            return Ok(());
         }
         let cap = batch.max(self.ws.batch);
+        let too_large = || StepError::TooLarge { batch };
+        let zeros = |rows: usize, cols: usize| {
+            rows.checked_mul(cols)
+                .and_then(|len| try_filled(len, 0.0))
+                .ok_or_else(too_large)
+        };
         let mut ws = Workspace {
             batch: cap,
             dz_ready: vec![false; n],
@@ -622,16 +694,16 @@ impl Mlp {
         };
         for (i, op) in self.ops.iter().enumerate() {
             let d = self.dims[i];
-            ws.out.push(vec![0.0; cap * d]);
-            ws.grad.push(vec![0.0; cap * d]);
+            ws.out.push(zeros(cap, d)?);
+            ws.grad.push(zeros(cap, d)?);
             let (aux, stat) = match op {
-                Op::Dense { act, .. } if !act.has_output_derivative() => (cap * d, 0),
-                Op::BatchNorm { .. } => (cap * d, 2 * d),
-                Op::LayerNorm { .. } => (cap * d, cap),
-                _ => (0, 0),
+                Op::Dense { act, .. } if !act.has_output_derivative() => (zeros(cap, d)?, 0),
+                Op::BatchNorm { .. } => (zeros(cap, d)?, 2 * d),
+                Op::LayerNorm { .. } => (zeros(cap, d)?, cap),
+                _ => (Vec::new(), 0),
             };
-            ws.aux.push(vec![0.0; aux]);
-            ws.stat.push(vec![0.0; stat]);
+            ws.aux.push(aux);
+            ws.stat.push(zeros(stat, 1)?);
         }
         if let BatchParallelism::Shards(shards) = self.parallelism {
             let (mut wmax, mut bmax) = (0, 0);
@@ -640,14 +712,16 @@ impl Mlp {
                     fan_in, fan_out, ..
                 } = *op
                 {
+                    // fan_in × fan_out was checked when the network was built.
                     wmax = wmax.max(fan_in * fan_out);
                     bmax = bmax.max(fan_out);
                 }
             }
-            ws.shard_dw = vec![0.0; shards * wmax];
-            ws.shard_db = vec![0.0; shards * bmax];
+            ws.shard_dw = zeros(shards, wmax)?;
+            ws.shard_db = zeros(shards, bmax)?;
         }
         self.ws = ws;
+        Ok(())
     }
 
     /// Runs the network on `x` (`batch × input`) and returns the output `h`
@@ -655,8 +729,9 @@ impl Mlp {
     /// updates) batch statistics.
     ///
     /// # Errors
-    /// [`StepError::InputWidth`], or [`StepError::BatchOfOne`] for BatchNorm in
-    /// training mode.
+    /// [`StepError::InputWidth`], [`StepError::BatchOfOne`] for BatchNorm in
+    /// training mode, or [`StepError::TooLarge`] for a batch whose workspaces
+    /// would exceed [`MAX_ELEMENTS`].
     pub fn forward(&mut self, x: MatRef<'_>) -> Result<MatRef<'_>, StepError> {
         let batch = x.rows();
         self.forward_inner(x)?;
@@ -681,7 +756,7 @@ impl Mlp {
         if self.training && has_bn && batch == 1 {
             return Err(StepError::BatchOfOne);
         }
-        self.ensure_batch(batch);
+        self.ensure_batch(batch)?;
         let isa = self.options.isa.unwrap_or_else(crate::active_isa);
         for i in 0..self.ops.len() {
             let d = self.dims[i];

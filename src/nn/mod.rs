@@ -12,4 +12,5 @@ pub use init::Init;
 pub use loss::Loss;
 pub use mlp::{
     BatchParallelism, BuildError, Evaluation, Layer, Mlp, MlpBuilder, StepError, Targets,
+    MAX_ELEMENTS,
 };

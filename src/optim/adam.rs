@@ -249,6 +249,17 @@ impl Optimizer for Adam {
         self.steps = state.steps;
         Ok(())
     }
+
+    fn config_text(&self) -> String {
+        let c = &self.config;
+        format!(
+            "adam:beta1={}:beta2={}:eps={}:weight_decay={}",
+            c.beta1,
+            c.beta2,
+            c.eps,
+            c.weight_decay.text()
+        )
+    }
 }
 
 /// The element loop. All slices are re-sliced to `n` so the bounds checks

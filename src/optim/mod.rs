@@ -102,6 +102,15 @@ impl WeightDecay {
         }
     }
 
+    /// `none`, `l2(λ)` or `decoupled(λ)`, for [`Optimizer::config_text`].
+    fn text(self) -> String {
+        match self {
+            WeightDecay::None => "none".into(),
+            WeightDecay::L2(l) => format!("l2({l})"),
+            WeightDecay::Decoupled(l) => format!("decoupled({l})"),
+        }
+    }
+
     /// Checks that λ is finite and ≥ 0.
     fn validate(self) -> Result<(), OptimError> {
         let l = self.lambda();
@@ -194,6 +203,17 @@ pub trait Optimizer {
     /// `state_names().len()`, [`OptimError::StateLength`] if a buffer's length
     /// is not n. The optimizer is unchanged on error.
     fn load_state(&mut self, state: &OptimState<'_>) -> Result<(), OptimError>;
+
+    /// The optimizer's kind and hyperparameters as text, e.g.
+    /// `adam:beta1=0.9:beta2=0.999:eps=0.00000001:weight_decay=decoupled(0.01)`
+    /// (`f32`s in Rust's shortest round-trip form): two optimizers with the
+    /// same text update identically. Checkpoints store it so that a run
+    /// cannot resume under another optimizer whose state buffers happen to
+    /// have the same names (Adam and AdamW). The default, for optimizers
+    /// defined outside this crate, is empty: nothing to compare.
+    fn config_text(&self) -> String {
+        String::new()
+    }
 }
 
 /// An invalid optimizer configuration or a state that does not fit.

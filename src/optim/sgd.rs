@@ -199,6 +199,16 @@ impl Optimizer for Sgd {
         self.steps = state.steps;
         Ok(())
     }
+
+    fn config_text(&self) -> String {
+        let c = &self.config;
+        format!(
+            "sgd:momentum={}:nesterov={}:weight_decay={}",
+            c.momentum,
+            c.nesterov,
+            c.weight_decay.text()
+        )
+    }
 }
 
 // The loops. Every slice is re-sliced to `n` first so that the indexing below

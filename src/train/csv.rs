@@ -1,12 +1,28 @@
 //! CSV datasets: one sample per line, the features then the label, comma
-//! separated. Blank lines and lines starting with `#` are skipped; a first
-//! line with a non-numeric field is taken as a header. Errors name the line
+//! separated. Blank lines and lines starting with `#` are skipped, and a
+//! UTF-8 byte-order mark at the start is ignored. The first line is a header
+//! only if it looks like one: every field is a name, i.e. non-empty, not a
+//! number and not starting like one (a digit, a sign or a `.`). So a first
+//! data row with a typo (`1,2x,0`) or a hex float (`0x1p3`) is an error
+//! naming it, never silently dropped as a header. Errors name the line
 //! (1-based) and the column.
+//!
+//! Sizes are bounded: [`read_csv`] reads at most [`MAX_CSV_BYTES`] and stops
+//! at the first NUL byte (so `/dev/zero` fails at once), and a class label
+//! must be below [`MAX_CLASSES`], since it sizes a network's output layer.
 
 use std::fmt;
+use std::io::Read;
 use std::path::Path;
 
 use crate::train::{Dataset, Labels};
+
+/// The largest CSV file [`read_csv`] reads: 1 GiB.
+pub const MAX_CSV_BYTES: u64 = 1 << 30;
+
+/// Class labels must be below this (2²⁰ = 1 048 576): the largest label sizes
+/// a classifier's output layer, so a stray huge value must not.
+pub const MAX_CLASSES: usize = 1 << 20;
 
 /// How the last column is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +40,13 @@ pub enum LabelKind {
 pub enum CsvError {
     /// The file could not be read.
     Io(std::io::Error),
+    /// The file is larger than [`MAX_CSV_BYTES`].
+    TooLarge,
+    /// The file is not text: a NUL byte, or invalid UTF-8.
+    NotText {
+        /// 1-based line of the first offending byte.
+        line: usize,
+    },
     /// No data line.
     Empty,
     /// A line has a different number of fields than the first data line.
@@ -66,6 +89,10 @@ impl fmt::Display for CsvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CsvError::Io(e) => write!(f, "{e}"),
+            CsvError::TooLarge => write!(f, "larger than {MAX_CSV_BYTES} bytes"),
+            CsvError::NotText { line } => {
+                write!(f, "line {line}: not text (a NUL byte or invalid UTF-8)")
+            }
             CsvError::Empty => write!(f, "no data line"),
             CsvError::FieldCount {
                 line,
@@ -98,13 +125,52 @@ impl fmt::Display for CsvError {
 
 impl std::error::Error for CsvError {}
 
-/// Reads a CSV file (see the module docs).
+/// Reads a CSV file (see the module docs), at most [`MAX_CSV_BYTES`] of it.
 ///
 /// # Errors
-/// [`CsvError`], naming the line and column.
+/// [`CsvError::Io`] if it cannot be read, [`CsvError::TooLarge`],
+/// [`CsvError::NotText`] at the first NUL byte or invalid UTF-8; otherwise as
+/// [`parse_csv`].
 pub fn read_csv(path: impl AsRef<Path>, kind: LabelKind) -> Result<Dataset, CsvError> {
-    let text = std::fs::read_to_string(path).map_err(CsvError::Io)?;
+    let mut file = std::fs::File::open(path).map_err(CsvError::Io)?;
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let got = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CsvError::Io(e)),
+        };
+        if let Some(at) = chunk[..got].iter().position(|&b| b == 0) {
+            let before = bytes.iter().chain(&chunk[..at]);
+            let line = 1 + before.filter(|&&b| b == b'\n').count();
+            return Err(CsvError::NotText { line });
+        }
+        if (bytes.len() + got) as u64 > MAX_CSV_BYTES {
+            return Err(CsvError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk[..got]);
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        CsvError::NotText {
+            line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
+        }
+    })?;
     parse_csv(&text, kind)
+}
+
+/// Whether a first line's fields make a header: each a non-empty name that
+/// neither parses as a number nor starts like one.
+fn is_header(fields: &[&str]) -> bool {
+    fields.iter().all(|f| {
+        let starts_numeric = f
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | '.'));
+        !starts_numeric && f.parse::<f64>().is_err()
+    })
 }
 
 /// Parses CSV text (see the module docs).
@@ -114,6 +180,10 @@ pub fn read_csv(path: impl AsRef<Path>, kind: LabelKind) -> Result<Dataset, CsvE
 ///
 /// ```
 /// use backprop::train::csv::{parse_csv, LabelKind};
+/// // A header row of names is skipped; a first row with a typo is an error.
+/// assert_eq!(parse_csv("a,b\n1,2\n", LabelKind::Value).unwrap().len(), 1);
+/// let e = parse_csv("1,2x,0\n3,4,1\n", LabelKind::Class).unwrap_err();
+/// assert_eq!(e.to_string(), "line 1, column 2: \"2x\" is not a number");
 /// let d = parse_csv("x,y,label\n0.5,1,0\n-1,2,2\n", LabelKind::Class).unwrap();
 /// assert_eq!((d.len(), d.features()), (2, 2));
 /// let e = parse_csv("1,2,0\n1,oops,1\n", LabelKind::Class).unwrap_err();
@@ -125,6 +195,8 @@ pub fn parse_csv(text: &str, kind: LabelKind) -> Result<Dataset, CsvError> {
     let mut values = Vec::new();
     let mut width = None;
     let mut rows = 0;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut first = true;
     for (k, raw) in text.lines().enumerate() {
         let line = k + 1;
         let t = raw.trim();
@@ -132,9 +204,7 @@ pub fn parse_csv(text: &str, kind: LabelKind) -> Result<Dataset, CsvError> {
             continue;
         }
         let fields: Vec<&str> = t.split(',').map(str::trim).collect();
-        let numeric = fields.iter().all(|f| f.parse::<f64>().is_ok());
-        if width.is_none() && !numeric && fields.len() >= 2 {
-            // A header line (the first line with a non-numeric field).
+        if std::mem::take(&mut first) && fields.len() >= 2 && is_header(&fields) {
             width = Some(fields.len());
             continue;
         }
@@ -167,9 +237,11 @@ pub fn parse_csv(text: &str, kind: LabelKind) -> Result<Dataset, CsvError> {
             expected,
         };
         match kind {
-            LabelKind::Class => {
-                classes.push(label.parse::<usize>().map_err(|_| bad("a class index"))?)
-            }
+            LabelKind::Class => match label.parse::<usize>() {
+                Ok(c) if c < MAX_CLASSES => classes.push(c),
+                Ok(_) => return Err(bad("a class index below 1048576 (MAX_CLASSES)")),
+                Err(_) => return Err(bad("a class index")),
+            },
             LabelKind::Sign => match label.parse::<f32>() {
                 Ok(v) if v == 1.0 || v == -1.0 => values.push(v),
                 _ => return Err(bad("-1 or 1")),
@@ -225,5 +297,70 @@ mod tests {
                 width: 1
             }
         );
+    }
+
+    /// The first line is a header only if every field is a name: a typo, a
+    /// hex float or a byte-order mark never turns a data row into a silently
+    /// dropped header (issue 11, item 10).
+    #[test]
+    fn only_a_line_of_names_is_a_header() {
+        let e = parse_csv("1,2x,0\n3,4,1\n", LabelKind::Class).unwrap_err();
+        assert_eq!(e.to_string(), "line 1, column 2: \"2x\" is not a number");
+        let e = parse_csv("0x1p3,2,0\n3,4,1\n", LabelKind::Class).unwrap_err();
+        assert_eq!(e.to_string(), "line 1, column 1: \"0x1p3\" is not a number");
+        let e = parse_csv("-x,y,label\n3,4,1\n", LabelKind::Class).unwrap_err();
+        assert_eq!(e.to_string(), "line 1, column 1: \"-x\" is not a number");
+        // A byte-order mark is not part of the first field.
+        let d = parse_csv("\u{feff}1,2,0\n3,4,1\n", LabelKind::Class).unwrap();
+        assert_eq!((d.len(), d.x_data()[0]), (2, 1.0));
+        let d = parse_csv("\u{feff}x,y,label\n3,4,1\n", LabelKind::Class).unwrap();
+        assert_eq!(d.len(), 1);
+        // Only the first line can be a header.
+        let e = parse_csv("1,2,0\nx,y,label\n", LabelKind::Class).unwrap_err();
+        assert_eq!(e.to_string(), "line 2, column 1: \"x\" is not a number");
+    }
+
+    /// A class label sizes the output layer: one huge value must not
+    /// (issue 11, item 3).
+    #[test]
+    fn class_labels_are_capped() {
+        let top = format!("1,2,{}\n", MAX_CLASSES - 1);
+        assert!(parse_csv(&top, LabelKind::Class).is_ok());
+        for label in ["1048576", "1000000000", "18446744073709551615"] {
+            let e = parse_csv(&format!("1,2,0\n1,2,{label}\n"), LabelKind::Class).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "line 2: label \"{label}\" is not a class index below 1048576 (MAX_CLASSES)"
+                )
+            );
+        }
+    }
+
+    /// Binary input fails at its first NUL byte, without reading on
+    /// (`/dev/zero` would never end).
+    #[test]
+    fn binary_files_fail_at_once() {
+        let dir = std::env::temp_dir().join(format!("backprop-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bin.csv");
+        std::fs::write(&path, b"1,2,0\n3,\x004,1\n").unwrap();
+        let e = read_csv(&path, LabelKind::Class).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 2: not text (a NUL byte or invalid UTF-8)"
+        );
+        std::fs::write(&path, b"1,2,0\n\xff\n").unwrap();
+        assert!(matches!(
+            read_csv(&path, LabelKind::Class),
+            Err(CsvError::NotText { line: 2 })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        if std::path::Path::new("/dev/zero").exists() {
+            assert!(matches!(
+                read_csv("/dev/zero", LabelKind::Class),
+                Err(CsvError::NotText { line: 1 })
+            ));
+        }
     }
 }

@@ -2,10 +2,12 @@
 //! the number of dimensions, each dimension as a `u32` — then the data. Only
 //! unsigned bytes (type 0x08) are read, which is what MNIST uses.
 //!
-//! Files may be raw or gzipped (recognised by the gzip magic `1f 8b`); reading
-//! gzip needs the crate feature `gzip`. Nothing is allocated from an unchecked
-//! header field: the whole file is read first (a gzip stream with a size cap),
-//! and the dimensions must account for exactly the bytes present.
+//! Files may be raw or gzipped (recognised by the gzip magic `1f 8b`, whatever
+//! the file's name); reading gzip needs the crate feature `gzip`, or a
+//! decompressing reader handed to [`read_idx_from`]. Nothing is allocated from
+//! an unchecked header field: the header is read first, the data size it
+//! declares (a checked product) must be at most [`MAX_IDX_BYTES`], and then
+//! exactly that much data must follow.
 
 use std::fmt;
 use std::io::Read;
@@ -180,54 +182,85 @@ pub fn parse_idx(bytes: &[u8], path: impl AsRef<Path>) -> Result<IdxArray, IdxEr
     })
 }
 
-/// Reads and decodes an IDX file, raw or gzipped.
+/// Reads and decodes an IDX stream (already decompressed): the header
+/// first, then exactly the data it declares, which must be at most
+/// [`MAX_IDX_BYTES`] (so a header claiming terabytes, or `/dev/zero`, fails
+/// before anything large is allocated). `path` only names the source in
+/// errors.
 ///
 /// # Errors
-/// [`IdxError::Io`], [`IdxError::TooLarge`], [`IdxError::GzipUnsupported`] and
-/// those of [`parse_idx`].
+/// [`IdxError::Io`] if reading fails, [`IdxError::TooLarge`] if the header
+/// declares more than [`MAX_IDX_BYTES`], and those of [`parse_idx`].
+///
+/// ```
+/// use backprop::train::idx::{read_idx_from, IdxError};
+/// let bytes: &[u8] = &[0, 0, 8, 1, 0, 0, 0, 2, 7, 9];
+/// assert_eq!(read_idx_from(bytes, "inline").unwrap().data, vec![7, 9]);
+/// // 2³² − 1 images of 2³² − 1 bytes: refused from the header alone.
+/// let huge: &[u8] = &[0, 0, 8, 2, 255, 255, 255, 255, 255, 255, 255, 255];
+/// assert!(matches!(read_idx_from(huge, "inline"), Err(IdxError::TooLarge { .. })));
+/// ```
+pub fn read_idx_from(mut reader: impl Read, path: impl AsRef<Path>) -> Result<IdxArray, IdxError> {
+    let path = path.as_ref();
+    let io = |source| IdxError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    (&mut reader).take(4).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() < 4 {
+        return parse_idx(&bytes, path);
+    }
+    let ndim = u64::from(bytes[3]);
+    (&mut reader)
+        .take(4 * ndim)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let declared = bytes[4..].chunks_exact(4).fold(1u64, |acc, c| {
+        acc.saturating_mul(u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+    });
+    if bytes.len() as u64 == 4 + 4 * ndim && declared > MAX_IDX_BYTES {
+        return Err(IdxError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    // One byte more than declared, so extra data is reported, not ignored.
+    reader
+        .take(declared.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    parse_idx(&bytes, path)
+}
+
+/// Reads and decodes an IDX file, raw or gzipped (by its first bytes,
+/// whatever its name), as [`read_idx_from`].
+///
+/// # Errors
+/// [`IdxError::Io`], [`IdxError::GzipUnsupported`] and those of
+/// [`read_idx_from`].
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, IdxError> {
     let path = path.as_ref();
     let io = |source| IdxError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut raw = Vec::new();
-    file.take(MAX_IDX_BYTES + 1)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    if raw.len() as u64 > MAX_IDX_BYTES {
-        return Err(IdxError::TooLarge {
-            path: path.to_path_buf(),
-        });
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut magic = Vec::new();
+    (&mut file).take(2).read_to_end(&mut magic).map_err(io)?;
+    let stream = std::io::Cursor::new(magic.clone()).chain(file);
+    if magic == [0x1f, 0x8b] {
+        return gunzip(stream, path);
     }
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let bytes = gunzip(&raw, path)?;
-        return parse_idx(&bytes, path);
-    }
-    parse_idx(&raw, path)
+    read_idx_from(stream, path)
 }
 
 #[cfg(feature = "gzip")]
-fn gunzip(raw: &[u8], path: &Path) -> Result<Vec<u8>, IdxError> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(raw)
-        .take(MAX_IDX_BYTES + 1)
-        .read_to_end(&mut out)
-        .map_err(|source| IdxError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if out.len() as u64 > MAX_IDX_BYTES {
-        return Err(IdxError::TooLarge {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(out)
+fn gunzip(raw: impl Read, path: &Path) -> Result<IdxArray, IdxError> {
+    read_idx_from(flate2::read::GzDecoder::new(raw), path)
 }
 
 #[cfg(not(feature = "gzip"))]
-fn gunzip(_: &[u8], path: &Path) -> Result<Vec<u8>, IdxError> {
+fn gunzip(_: impl Read, path: &Path) -> Result<IdxArray, IdxError> {
     Err(IdxError::GzipUnsupported {
         path: path.to_path_buf(),
     })
@@ -253,7 +286,13 @@ pub fn mnist_dataset(images: &IdxArray, labels: &IdxArray) -> Result<Dataset, Id
             labels.dims
         )));
     }
-    let (n, features) = (images.dims[0], images.dims[1] * images.dims[2]);
+    let n = images.dims[0];
+    let features = images.dims[1].checked_mul(images.dims[2]).ok_or_else(|| {
+        mismatch(format!(
+            "images of {} × {} pixels: the size overflows",
+            images.dims[1], images.dims[2]
+        ))
+    })?;
     if labels.dims[0] != n {
         return Err(mismatch(format!(
             "{n} images but {} labels",
