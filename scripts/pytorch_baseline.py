@@ -8,6 +8,8 @@ Not part of the crate or its CI: run by hand in an environment with torch instal
 
 Prints the median ms/step of one training step (forward, backward, optimizer) for each network
 with 1 and 2 threads, and optionally one MNIST epoch (784-512-512-10, Adam 1e-3, batch 128).
+Adam runs twice: PyTorch's default implementation and `Adam(fused=True)`, the fastest a user
+can pick on the CPU (compare against that one).
 """
 import argparse
 import gzip
@@ -56,6 +58,7 @@ def networks():
         return x, y
     ce, mse = nn.CrossEntropyLoss(), nn.MSELoss()
     yield "mnist_784-512-512-10_adam_b128", mlp([784, 512, 512, 10]), "adam", ce, data(128, 784, 10, True)
+    yield "mnist_784-512-512-10_adam_fused_b128", mlp([784, 512, 512, 10]), "adam_fused", ce, data(128, 784, 10, True)
     yield "small_32-4x64-10_sgd_b32", mlp([32, 64, 64, 64, 64, 10]), "sgd", ce, data(32, 32, 10, True)
     yield "deep_256-8x256-1_momentum_b256", mlp([256] * 9 + [1]), "momentum", mse, data(256, 256, 1, False)
     yield "k1024_l8_b256", mlp([1024] * 10), "momentum", mse, data(256, 1024, 1024, False)
@@ -64,6 +67,8 @@ def networks():
 def optimizer(kind, params):
     if kind == "adam":
         return torch.optim.Adam(params, lr=1e-3)
+    if kind == "adam_fused":
+        return torch.optim.Adam(params, lr=1e-3, fused=True)
     if kind == "sgd":
         return torch.optim.SGD(params, lr=1e-3)
     return torch.optim.SGD(params, lr=1e-3, momentum=0.9)
@@ -78,7 +83,7 @@ def read_idx(path):
     return torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8).reshape(dims)
 
 
-def mnist_epochs(directory, threads, epochs=1, seed=0):
+def mnist_epochs(directory, threads, epochs=1, seed=0, fused=False):
     """Trains the MNIST net for `epochs` epochs; returns [(seconds, test accuracy)] per epoch."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -87,7 +92,7 @@ def mnist_epochs(directory, threads, epochs=1, seed=0):
     xt = read_idx(os.path.join(directory, "t10k-images-idx3-ubyte.gz")).reshape(-1, 784).float() / 255
     yt = read_idx(os.path.join(directory, "t10k-labels-idx1-ubyte.gz")).long()
     model = mlp([784, 512, 512, 10])
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused)
     loss_fn = nn.CrossEntropyLoss()
     rows = []
     for _ in range(epochs):
@@ -129,9 +134,12 @@ def main():
             print(f"| {name} | {threads} | {ms:.3f} |", flush=True)
     if args.mnist:
         for threads in (1, 2):
-            rows = mnist_epochs(args.mnist, threads, args.epochs)
-            for e, (s, acc) in enumerate(rows, 1):
-                print(f"MNIST epoch {e}, {threads} thread(s): {s:.2f} s, test accuracy {100 * acc:.2f} %", flush=True)
+            for fused in (False, True):
+                rows = mnist_epochs(args.mnist, threads, args.epochs, fused=fused)
+                adam = "Adam(fused=True)" if fused else "Adam (default)"
+                for e, (s, acc) in enumerate(rows, 1):
+                    print(f"MNIST epoch {e}, {threads} thread(s), {adam}: {s:.2f} s, "
+                          f"test accuracy {100 * acc:.2f} %", flush=True)
 
 
 if __name__ == "__main__":

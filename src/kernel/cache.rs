@@ -176,12 +176,12 @@ mod tests {
                 let b = derive(mr, nr, kc, &c);
                 assert_eq!(b.kc, kc, "{name}: kc is the path's own");
                 assert!(
-                    b.mc % mr == 0 && b.mc >= mr,
+                    b.mc.is_multiple_of(mr) && b.mc >= mr,
                     "{name}: mc {} not a multiple of {mr}",
                     b.mc
                 );
                 assert!(
-                    b.nc % nr == 0 && b.nc >= nr,
+                    b.nc.is_multiple_of(nr) && b.nc >= nr,
                     "{name}: nc {} not a multiple of {nr}",
                     b.nc
                 );
