@@ -424,6 +424,7 @@ fn resume_refuses_every_contradicting_flag() {
         (&["--opt", "adamw"], "--opt adamw with --weight-decay unset gives adam:beta1=0.9:beta2=0.999:eps=0.00000001:weight_decay=decoupled(0.01), but the checkpoint was trained with adam:beta1=0.9:beta2=0.999:eps=0.00000001:weight_decay=none"),
         (&["--opt", "sgd"], "--opt sgd with --weight-decay unset gives sgd:"),
         (&["--weight-decay", "0.1"], "weight_decay=l2(0.1), but the checkpoint was trained with"),
+        (&["--batch", "7"], "--batch 7 on 32 training rows makes 5 steps per epoch, but the checkpoint took 1 step(s) in 1 epoch(s)"),
     ] {
         assert_refused(&resume(extra), message);
     }

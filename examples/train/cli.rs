@@ -300,6 +300,7 @@ pub fn setup(args: &Args) -> Result<Setup, String> {
     let trainer = match resume {
         Some(ckpt) => {
             check_resume_flags(args, &ckpt)?;
+            check_resume_batches(args, &ckpt, train.len())?;
             let opt = optimizer(args, ckpt.net.num_params())?;
             if let Some(theirs) = &ckpt.optimizer.config {
                 let ours = opt.config_text();
@@ -409,6 +410,23 @@ fn check_resume_flags(args: &Args, ckpt: &Checkpoint) -> Result<(), String> {
                 return differs(id, ours.to_string(), format!("schedule {}", ckpt.schedule));
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses a `--batch` (or a training set) other than the checkpoint's: the
+/// checkpoint does not store them, but its step count must be its completed
+/// epochs times the minibatches of one epoch, and a resumed run is bitwise
+/// equal to an uninterrupted one only with the same minibatches.
+fn check_resume_batches(args: &Args, ckpt: &Checkpoint, rows: usize) -> Result<(), String> {
+    let per_epoch = rows.div_ceil(args.batch) as u64;
+    if ckpt.steps != ckpt.epochs.saturating_mul(per_epoch) {
+        return Err(format!(
+            "--batch {} on {rows} training rows makes {per_epoch} steps per epoch, but the \
+             checkpoint took {} step(s) in {} epoch(s); give the --batch and --data it was \
+             trained with",
+            args.batch, ckpt.steps, ckpt.epochs
+        ));
     }
     Ok(())
 }
