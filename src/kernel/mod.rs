@@ -174,8 +174,9 @@ pub(crate) trait KernelOp {
     ) -> Self::Output;
 }
 
-/// Cache blocking of one kernel set; each ISA file gives its values with the
-/// cache level each size targets.
+/// Cache blocking of one kernel set: each ISA file gives its register tile and
+/// `kc`; `mc` and `nc` follow the running CPU's caches (see [`cache`] for the
+/// rule, and for why `kc` alone is fixed: it decides the rounding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
     /// Rows of the register tile (micro-panel height of packed A).
