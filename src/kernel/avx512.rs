@@ -126,7 +126,7 @@ const KC: usize = 192;
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches).
 pub(crate) fn blocking() -> Blocking {
     static B: OnceLock<Blocking> = OnceLock::new();
-    *B.get_or_init(|| super::cache::derive(MR, NV * 16, KC, &super::cache_sizes()))
+    super::cache::cached(&B, MR, NV * 16, KC)
 }
 
 /// Runs `op` with the AVX-512 kernel set.

@@ -69,6 +69,12 @@ pub fn cache_sizes() -> CacheSizes {
     *SIZES.get_or_init(|| detect().unwrap_or(CacheSizes::FALLBACK))
 }
 
+/// A path's blocking on the running CPU, derived on first use and kept in the
+/// path's own `slot`: the one body behind each ISA file's `blocking()`.
+pub(crate) fn cached(slot: &OnceLock<Blocking>, mr: usize, nr: usize, kc: usize) -> Blocking {
+    *slot.get_or_init(|| derive(mr, nr, kc, &cache_sizes()))
+}
+
 /// The blocking of a path with register tile `mr × nr` and depth `kc` on a CPU
 /// with caches `c`, by the rule of the module docs.
 pub(crate) fn derive(mr: usize, nr: usize, kc: usize, c: &CacheSizes) -> Blocking {
