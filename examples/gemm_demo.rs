@@ -1,6 +1,7 @@
 //! GEMM demo: checks one product against the reference, then times the crate's
 //! GEMM against matrixmultiply on the shapes an MLP training step uses, with the
-//! machine's FMA peak for scale. Medians of repeated runs, one process.
+//! machine's FMA peak for scale. Medians of repeated runs, one process, the
+//! two libraries timed alternately.
 //!
 //! `cargo run --release --example gemm_demo [threads]`
 
@@ -12,17 +13,36 @@ use backprop::{kernel, reference, Threads};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn median_secs(mut f: impl FnMut(), min_reps: usize, budget: f64) -> f64 {
-    f(); // warm up caches and buffers
-    let mut times = Vec::new();
+/// Times `ours` and `theirs` alternately (one call of each per round, after a
+/// warm-up call of each) until both have `min_reps` samples and `budget`
+/// seconds have passed; returns the two medians. Interleaving makes the pair
+/// see the same machine: on a shared host the speed drifts by tens of percent
+/// within seconds, which would decide a comparison made one library after the
+/// other.
+fn paired_median_secs(
+    mut ours: impl FnMut(),
+    mut theirs: impl FnMut(),
+    min_reps: usize,
+    budget: f64,
+) -> (f64, f64) {
+    ours();
+    theirs();
+    let (mut t_ours, mut t_theirs) = (Vec::new(), Vec::new());
     let start = Instant::now();
-    while times.len() < min_reps || (start.elapsed().as_secs_f64() < budget && times.len() < 1000) {
+    while t_ours.len() < min_reps || (start.elapsed().as_secs_f64() < budget && t_ours.len() < 1000)
+    {
         let t = Instant::now();
-        f();
-        times.push(t.elapsed().as_secs_f64());
+        ours();
+        t_ours.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        theirs();
+        t_theirs.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(t_ours), median(t_theirs))
 }
 
 fn main() {
@@ -95,7 +115,8 @@ fn main() {
     ];
     for &(m, k, n, a_transposed) in shapes {
         let (a, b) = (rand_vec(m * k), rand_vec(k * n));
-        let mut c = vec![0.0f32; m * n];
+        // One C each: the two closures are alive at once.
+        let (mut c, mut c_mm) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
         // A is m × k; for the weight-gradient shapes it is Xᵀ of a row-major k × m X.
         let (rsa, csa) = if a_transposed {
             (1, m as isize)
@@ -104,7 +125,7 @@ fn main() {
         };
         let av = MatRef::from_strided(&a, m, k, rsa, csa);
         let bv = MatRef::from_slice(&b, k, n);
-        let ours = median_secs(
+        let (ours, theirs) = paired_median_secs(
             || {
                 gemm_with(
                     &opts,
@@ -115,10 +136,6 @@ fn main() {
                     MatMut::from_slice_mut(&mut c, m, n),
                 )
             },
-            5,
-            1.0,
-        );
-        let theirs = median_secs(
             || unsafe {
                 // SAFETY: pointers and strides describe the live buffers above.
                 matrixmultiply::sgemm(
@@ -133,13 +150,13 @@ fn main() {
                     n as isize,
                     1,
                     0.0,
-                    c.as_mut_ptr(),
+                    c_mm.as_mut_ptr(),
                     n as isize,
                     1,
                 )
             },
             5,
-            1.0,
+            2.0,
         );
         let flops = 2.0 * (m * n * k) as f64;
         let (g1, g2) = (flops / ours / 1e9, flops / theirs / 1e9);

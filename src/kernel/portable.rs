@@ -104,7 +104,7 @@ const KC: usize = 256;
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches).
 pub(crate) fn blocking() -> Blocking {
     static B: OnceLock<Blocking> = OnceLock::new();
-    super::cache::cached(&B, MR, NV * 8, KC)
+    super::cache::cached(&B, MR, NV * 8, KC, super::cache::Residency::PanelInL3)
 }
 
 /// Runs `op` with the portable kernel set.
