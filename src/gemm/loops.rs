@@ -279,22 +279,34 @@ impl KernelOp for PackB<'_> {
         let nr = NV * S::LANES;
         for pc in (b.k0..b.k0 + b.kg).step_by(bl.kc) {
             let kcb = bl.kc.min(b.k0 + b.kg - pc);
-            for t in self.panels.clone() {
-                let j0 = t * nr;
-                let cols = nr.min(b.ncb - j0);
-                // SAFETY: rows pc..pc+kcb and columns jc+j0..jc+j0+cols are inside
-                // B; the destination panel lies inside the group buffer, sized
-                // nc_max × group floats, and belongs to this piece alone.
-                unsafe {
-                    let src =
-                        p.b.offset(pc as isize * p.rsb + (b.jc + j0) as isize * p.csb);
-                    let dst = b.bbuf.add(b.b_offset(pc, nr) + t * nr * kcb);
-                    pack_b_panel::<S>(nr, cols, kcb, src, p.rsb, p.csb, dst);
+            // A chunk of PACK_ROWS rows of k at a time across all of this piece's
+            // panels: the source rows are read nearly sequentially and their
+            // pages stay in the TLB, where one panel at a time would walk `kcb`
+            // rows (each on its own page for a wide B) to copy 128 bytes of each.
+            for p0 in (0..kcb).step_by(PACK_ROWS) {
+                let rows = PACK_ROWS.min(kcb - p0);
+                for t in self.panels.clone() {
+                    let j0 = t * nr;
+                    let cols = nr.min(b.ncb - j0);
+                    // SAFETY: rows pc+p0..pc+p0+rows and columns jc+j0..jc+j0+cols
+                    // are inside B; the destination rows lie inside panel t of
+                    // the group buffer (nc_max × group floats), which belongs
+                    // to this piece alone.
+                    unsafe {
+                        let src =
+                            p.b.offset((pc + p0) as isize * p.rsb + (b.jc + j0) as isize * p.csb);
+                        let dst = b.bbuf.add(b.b_offset(pc, nr) + t * nr * kcb + p0 * nr);
+                        pack_b_panel::<S>(nr, cols, rows, src, p.rsb, p.csb, dst);
+                    }
                 }
             }
         }
     }
 }
+
+/// Rows of k that B packing copies across all panels before moving on (a
+/// multiple of 8, the register-transpose block).
+const PACK_ROWS: usize = 16;
 
 /// Computes rows `rows` of C for one (jc, k-group) block from the shared
 /// packed B, packing its own A blocks.
