@@ -11,10 +11,12 @@
 //!      microkernel: MR × NR tile of C in registers
 //! ```
 //!
-//! Threads: in the packed path the B panel is packed once, cooperatively, and
-//! shared; each thread then owns a range of rows of C (the ic loop is split)
-//! and packs its own A blocks. k is never split. The no-packing path runs
-//! whole on each thread's rectangle of C.
+//! Threads (the split is chosen in `gemm::choose_split`): a column split runs
+//! this loop nest whole on each thread's columns of C, each thread packing its
+//! own part of B and all of A; a row split packs the B panel once,
+//! cooperatively, and shares it, each thread then owning a range of rows of C
+//! (the ic loop is split) and packing its own A blocks. k is never split. The
+//! no-packing path runs whole on each thread's rectangle of C.
 
 use std::cell::RefCell;
 
@@ -279,12 +281,16 @@ impl KernelOp for PackB<'_> {
         let nr = NV * S::LANES;
         for pc in (b.k0..b.k0 + b.kg).step_by(bl.kc) {
             let kcb = bl.kc.min(b.k0 + b.kg - pc);
-            // A chunk of PACK_ROWS rows of k at a time across all of this piece's
-            // panels: the source rows are read nearly sequentially and their
-            // pages stay in the TLB, where one panel at a time would walk `kcb`
-            // rows (each on its own page for a wide B) to copy 128 bytes of each.
-            for p0 in (0..kcb).step_by(PACK_ROWS) {
-                let rows = PACK_ROWS.min(kcb - p0);
+            // Row-major B (a row of k contiguous): a chunk of PACK_ROWS rows at
+            // a time across all of this piece's panels, so the source rows are
+            // read nearly sequentially and their pages stay in the TLB, where
+            // one panel at a time would walk `kcb` rows (each on its own page
+            // for a wide B) to copy 128 bytes of each. Any other layout (Wᵀ in
+            // δ·Wᵀ is contiguous along k) packs whole panels, reading each of
+            // its lines front to back.
+            let chunk = if p.csb == 1 { PACK_ROWS } else { kcb };
+            for p0 in (0..kcb).step_by(chunk) {
+                let rows = chunk.min(kcb - p0);
                 for t in self.panels.clone() {
                     let j0 = t * nr;
                     let cols = nr.min(b.ncb - j0);
