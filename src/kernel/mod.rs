@@ -32,6 +32,7 @@ pub(crate) mod dispatch;
 mod peak;
 pub(crate) mod portable;
 pub(crate) mod quad;
+pub(crate) mod subnormal;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;

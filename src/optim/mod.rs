@@ -20,6 +20,13 @@
 //!   or BatchNorm scales does not matter here. (Decaying only some of them
 //!   would take a mask or several arenas; weight decay applies to every
 //!   element.)
+//! * subnormals flushed to zero: on x86-64 the update runs with the FTZ and DAZ
+//!   bits set (restored afterwards), so a parameter, momentum or moment that
+//!   would come out below `f32::MIN_POSITIVE` in magnitude (≈ 1.18e-38) is
+//!   stored as 0. State that decays geometrically, such as the momentum of a
+//!   weight with a zero gradient, otherwise spends ~150 steps in the subnormal
+//!   range, where each x86 operation costs about a hundred cycles (a small
+//!   network's SGD-momentum step measured 57 µs with them, 35 µs without).
 //!
 //! The step size is an argument of `step`, not part of the optimizer, so a
 //! [`Schedule`] can drive it:
@@ -425,6 +432,10 @@ fn sum_of_squares(x: &[f32]) -> f64 {
 /// entry point, so the plain-Rust loop it calls is inlined there and
 /// vectorised for that ISA (AVX2 or AVX-512 instead of the SSE2 baseline).
 /// IEEE arithmetic without contraction gives the same bits on every ISA.
+///
+/// Subnormal values are flushed to zero during the update (see
+/// `kernel::subnormal`): decaying optimizer state would otherwise cross the
+/// subnormal range at ~100 cycles per operation on x86.
 pub(crate) fn vectorized<F: FnOnce()>(f: F) {
     crate::kernel::dispatch::run(crate::active_isa(), Vectorized(f));
 }
@@ -438,6 +449,7 @@ impl<F: FnOnce()> crate::kernel::KernelOp for Vectorized<F> {
         self,
         _: &crate::kernel::Blocking,
     ) {
+        let _flush = crate::kernel::subnormal::FlushSubnormals::new();
         (self.0)()
     }
 }
