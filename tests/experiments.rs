@@ -264,10 +264,15 @@ fn deep_relu_net_trains_with_he_init_and_stalls_with_half_the_variance() {
         // ln 10 = 2.303 and the predictions at chance (≈ 10 %).
         assert!(x.final_train_loss() > 2.2, "{x:?}");
         assert!(x.final_accuracy() < 0.3, "{x:?}");
-        // He: learning from the first steps (0.67 ± 0.10 and 82 ± 4 % over
-        // three seeds at this point).
+        // He: learning from the first steps. Where a 30-layer net is after 300
+        // steps depends chaotically on rounding: over seeds 5, 7, …, 17 the
+        // train loss here is 0.67–0.98 and the test accuracy 53–84 % (mean
+        // 74 %) with the AVX-512 path's kc = 256, and 0.62–0.91 and 79–87 %
+        // with kc = 192, where only the first layer's k = 784 is rounded
+        // differently. The claim is the gap to the stalled net's ln 10 and
+        // ≈ 10 %, so the bounds sit below every seed measured.
         assert!(h.final_train_loss() < 1.2, "{h:?}");
-        assert!(h.final_accuracy() > 0.7, "{h:?}");
+        assert!(h.final_accuracy() > 0.5, "{h:?}");
     }
 }
 
