@@ -7,7 +7,7 @@
 //!   `matrixmultiply::sgemm`.
 //! * [`kernel`]: the ISA paths, their detection and the `BACKPROP_ISA` override.
 //! * [`parallel`]: the crate-wide thread setting.
-//! * [`reference`]: naive scalar implementations used as the test oracle.
+//! * [`reference`](mod@reference): naive scalar implementations used as the test oracle.
 //!
 //! ```
 //! use backprop::{gemm::gemm, matrix::{MatMut, MatRef}};

@@ -1,7 +1,7 @@
 //! Activation functions φ and their derivatives φ′: the scalar definitions and
 //! the vectorised versions the GEMM epilogues run while a tile is in registers.
 //!
-//! The vector code is written once, generic over [`Simd`], from a handful of
+//! The vector code is written once, generic over `Simd`, from a handful of
 //! primitives (range-reduced `exp`, an `atanh` series for `log1p`). Accuracy
 //! against `f64`: a few ulp for ReLU-family, ≤ 2·10⁻⁷ absolute for tanh, sigmoid,
 //! softplus and GELU, which is below the rounding noise of the GEMM feeding them.
@@ -155,7 +155,7 @@ impl Activation {
         }
     }
 
-    /// φ′ expressed through the output a = φ(z): ReLU 1[a > 0], leaky ReLU
+    /// φ′ expressed through the output a = φ(z): ReLU 1\[a > 0\], leaky ReLU
     /// 1 or slope by the sign of a, tanh 1 − a², sigmoid a(1 − a). `None` for the
     /// activations where [`Activation::has_output_derivative`] is false.
     pub fn df_from_output(self, a: f32) -> Option<f32> {

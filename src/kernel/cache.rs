@@ -3,10 +3,10 @@
 //! # The rule
 //!
 //! The loop nest (see `gemm::loops`) keeps one operand block per cache level.
-//! Each kernel path names where its packed B panel lives, a [`Residency`], and
+//! Each kernel path names where its packed B panel lives, a `Residency`, and
 //! the rest follows from the running CPU's caches:
 //!
-//! | block | size | [`Residency::PanelInL3`] | [`Residency::PanelInL2`] |
+//! | block | size | `Residency::PanelInL3` | `Residency::PanelInL2` |
 //! |---|---|---|---|
 //! | B micro-panel | `kc × nr` | L1d (fixed `kc`, below) | L1d (fixed `kc`, below) |
 //! | packed A block | `mc × kc` | `≤ L2 / 4` | `≤ L2 / 16` |

@@ -21,7 +21,7 @@
 //!   a C element gets bitwise the same value whichever path wrote it. This is
 //!   what lets the threaded GEMM give identical bits for every thread count.
 //!
-//! The kernels are generic over [`Simd`] and `#[inline(always)]`; each ISA file
+//! The kernels are generic over `Simd` and `#[inline(always)]`; each ISA file
 //! instantiates them inside a `#[target_feature]` function, so the intrinsics
 //! inline into code compiled for that ISA while the rest of the crate stays
 //! baseline (run-time dispatch, no RUSTFLAGS needed).
@@ -186,9 +186,11 @@ pub struct Blocking {
     pub nr: usize,
     /// Depth of one pass over k; a `kc × nr` micro-panel of B stays in L1.
     pub kc: usize,
-    /// Rows of a packed A block; the `mc × kc` block stays in L2.
+    /// Rows of a packed A block; the `mc × kc` block stays in L2 (a quarter or
+    /// a sixteenth of it, by the path's residency rule in [`cache`]).
     pub mc: usize,
-    /// Columns of a packed B panel; the `kc × nc` panel stays in L3.
+    /// Columns of a packed B panel; the `kc × nc` panel stays in L3 or, on the
+    /// AVX-512 path, in L2 (see [`cache`]).
     pub nc: usize,
 }
 

@@ -8,7 +8,7 @@ use rand::Rng;
 /// How a dense layer's `fan_in × fan_out` weight matrix is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
-    /// He (Kaiming) normal: N(0, 2/fan_in). Keeps Var[z] constant through ReLU
+    /// He (Kaiming) normal: N(0, 2/fan_in). Keeps Var\[z\] constant through ReLU
     /// layers. (PyTorch's `nn.Linear` default is a different one: uniform with
     /// bound 1/√fan_in.)
     He,
