@@ -1,7 +1,8 @@
 //! GEMM demo: checks one product against the reference, then times the crate's
-//! GEMM against matrixmultiply on the shapes an MLP training step uses, with the
-//! machine's FMA peak for scale. Medians of repeated runs, one process, the
-//! two libraries timed alternately.
+//! GEMM against matrixmultiply (single-threaded) and the gemm crate (its
+//! AVX-512 kernels, `x86-v4`, on the same thread count as ours) on the shapes
+//! an MLP training step uses, with the machine's FMA peak for scale. Medians of
+//! repeated runs, one process, the libraries timed alternately.
 //!
 //! `cargo run --release --example gemm_demo [threads]`
 
@@ -13,36 +14,34 @@ use backprop::{kernel, reference, Threads};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Times `ours` and `theirs` alternately (one call of each per round, after a
-/// warm-up call of each) until both have `min_reps` samples and `budget`
-/// seconds have passed; returns the two medians. Interleaving makes the pair
-/// see the same machine: on a shared host the speed drifts by tens of percent
-/// within seconds, which would decide a comparison made one library after the
-/// other.
-fn paired_median_secs(
-    mut ours: impl FnMut(),
-    mut theirs: impl FnMut(),
-    min_reps: usize,
-    budget: f64,
-) -> (f64, f64) {
-    ours();
-    theirs();
-    let (mut t_ours, mut t_theirs) = (Vec::new(), Vec::new());
-    let start = Instant::now();
-    while t_ours.len() < min_reps || (start.elapsed().as_secs_f64() < budget && t_ours.len() < 1000)
-    {
-        let t = Instant::now();
-        ours();
-        t_ours.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        theirs();
-        t_theirs.push(t.elapsed().as_secs_f64());
+/// Times the calls in `fs` alternately (one call of each per round, after a
+/// warm-up call of each) until each has `min_reps` samples and `budget`
+/// seconds have passed; returns their medians in order. Interleaving makes
+/// the libraries see the same machine: on a shared host the speed drifts by
+/// tens of percent within seconds, which would decide a comparison made one
+/// library after the other.
+fn interleaved_medians(fs: &mut [&mut dyn FnMut()], min_reps: usize, budget: f64) -> Vec<f64> {
+    for f in fs.iter_mut() {
+        f();
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(t_ours), median(t_theirs))
+    let mut times = vec![Vec::new(); fs.len()];
+    let start = Instant::now();
+    while times[0].len() < min_reps
+        || (start.elapsed().as_secs_f64() < budget && times[0].len() < 1000)
+    {
+        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+            let t0 = Instant::now();
+            f();
+            t.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    times
+        .into_iter()
+        .map(|mut v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect()
 }
 
 fn main() {
@@ -99,9 +98,14 @@ fn main() {
     println!("max |ours - reference| on {m}×{k}×{n}: {err:.2e}");
 
     println!(
-        "{:>20} {:>10} {:>10} {:>7} {:>7}",
-        "m×k×n", "ours", "mm", "ratio", "%peak"
+        "{:>20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "m×k×n", "ours", "mm", "gemm", "ours/mm", "/gemm", "%peak"
     );
+    let gemm_par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     let shapes: &[(usize, usize, usize, bool)] = &[
         (64, 64, 64, false),
         (256, 256, 256, false),
@@ -115,8 +119,12 @@ fn main() {
     ];
     for &(m, k, n, a_transposed) in shapes {
         let (a, b) = (rand_vec(m * k), rand_vec(k * n));
-        // One C each: the two closures are alive at once.
-        let (mut c, mut c_mm) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
+        // One C each: the closures are alive at once.
+        let (mut c, mut c_mm, mut c_gemm) = (
+            vec![0.0f32; m * n],
+            vec![0.0f32; m * n],
+            vec![0.0f32; m * n],
+        );
         // A is m × k; for the weight-gradient shapes it is Xᵀ of a row-major k × m X.
         let (rsa, csa) = if a_transposed {
             (1, m as isize)
@@ -125,19 +133,19 @@ fn main() {
         };
         let av = MatRef::from_strided(&a, m, k, rsa, csa);
         let bv = MatRef::from_slice(&b, k, n);
-        let (ours, theirs) = paired_median_secs(
-            || {
-                gemm_with(
-                    &opts,
-                    1.0,
-                    av,
-                    bv,
-                    0.0,
-                    MatMut::from_slice_mut(&mut c, m, n),
-                )
-            },
-            || unsafe {
-                // SAFETY: pointers and strides describe the live buffers above.
+        let mut ours = || {
+            gemm_with(
+                &opts,
+                1.0,
+                av,
+                bv,
+                0.0,
+                MatMut::from_slice_mut(&mut c, m, n),
+            )
+        };
+        let mut mm = || {
+            // SAFETY: pointers and strides describe the live buffers above.
+            unsafe {
                 matrixmultiply::sgemm(
                     m,
                     k,
@@ -154,17 +162,56 @@ fn main() {
                     n as isize,
                     1,
                 )
-            },
-            5,
-            2.0,
-        );
+            }
+        };
+        let mut peer = || {
+            // SAFETY: as above. gemm takes (column stride, row stride) pairs and
+            // computes dst = α·dst + β·lhs·rhs; with read_dst false, dst = lhs·rhs.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c_gemm.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    csa,
+                    rsa,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm_par,
+                )
+            }
+        };
+        let t = interleaved_medians(&mut [&mut ours, &mut mm, &mut peer], 5, 3.0);
         let flops = 2.0 * (m * n * k) as f64;
-        let (g1, g2) = (flops / ours / 1e9, flops / theirs / 1e9);
+        let g: Vec<f64> = t.iter().map(|s| flops / s / 1e9).collect();
         let label = format!("{m}×{k}×{n}{}", if a_transposed { " (Aᵀ)" } else { "" });
         println!(
-            "{label:>20} {g1:>10.1} {g2:>10.1} {:>7.2} {:>6.0}%",
-            g1 / g2,
-            100.0 * g1 / (peak * threads as f64)
+            "{label:>20} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>6.0}%",
+            g[0],
+            g[1],
+            g[2],
+            g[0] / g[1],
+            g[0] / g[2],
+            100.0 * g[0] / (peak * threads as f64)
+        );
+        let drift = c
+            .iter()
+            .zip(&c_gemm)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            drift <= 1e-3 * k as f32,
+            "{label}: ours and gemm differ by {drift}"
         );
     }
 }
