@@ -306,31 +306,37 @@ where
 }
 
 /// A mutable slice handed to parallel pieces that each touch a disjoint range.
-pub(crate) struct SharedMut<T> {
+///
+/// It holds the slice's mutable borrow for `'a`, so the compiler checks that
+/// the slice stays borrowed (and untouched by anyone else) for as long as
+/// pieces can reach it; `range` is left to promise only that the pieces'
+/// ranges are disjoint.
+pub(crate) struct SharedMut<'a, T> {
     ptr: *mut T,
     len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: a SharedMut only yields sub-slices through `range`, whose caller
 // guarantees that concurrent ranges are disjoint; T itself crosses threads.
-unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Send for SharedMut<'_, T> {}
 // SAFETY: as above.
-unsafe impl<T: Send> Sync for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
 
-impl<T> SharedMut<T> {
-    /// Wraps `s` for the duration of its borrow.
-    pub(crate) fn new(s: &mut [T]) -> SharedMut<T> {
+impl<'a, T> SharedMut<'a, T> {
+    /// Wraps `s`, borrowing it mutably for `'a`.
+    pub(crate) fn new(s: &'a mut [T]) -> SharedMut<'a, T> {
         SharedMut {
             ptr: s.as_mut_ptr(),
             len: s.len(),
+            _borrow: std::marker::PhantomData,
         }
     }
 
     /// The elements `r`.
     ///
     /// # Safety
-    /// No other live reference (from this or another thread) overlaps `r`, and
-    /// the slice given to [`SharedMut::new`] is still borrowed.
+    /// No other live reference (from this or another thread) overlaps `r`.
     ///
     /// # Panics
     /// If `r` is out of bounds.
@@ -341,7 +347,8 @@ impl<T> SharedMut<T> {
             "SharedMut: range {r:?} out of 0..{}",
             self.len
         );
-        // SAFETY: in bounds (checked) and exclusive (caller's contract).
+        // SAFETY: in bounds (checked), the slice is borrowed for 'a (the
+        // type), and exclusive (caller's contract).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
     }
 }

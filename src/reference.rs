@@ -105,6 +105,7 @@ pub fn activation_derivative(act: Activation, z: f64) -> f64 {
     }
 }
 
+use crate::nn::layer::{Slot, Store};
 use crate::nn::{Layer, Loss};
 
 /// Targets for [`mlp_loss_and_grads`] in `f64`.
@@ -161,13 +162,22 @@ pub fn mlp_loss_and_grads(
     x: &[Vec<f64>],
     targets: &RefTargets,
 ) -> (f64, Vec<f64>) {
-    let mut off = 0;
-    let mut tapes = Vec::new();
-    let (h, width) = ref_forward(layers, input, params, &mut off, x.to_vec(), &mut tapes);
+    // The offsets come from the layers' own declarations (the arena layout).
+    let compiled = crate::nn::layer::compile(input, layers).expect("reference: the layers build");
     assert_eq!(
-        off,
+        compiled.params,
         params.len(),
         "reference: parameter count differs from the arena"
+    );
+    let mut slots = compiled
+        .slots
+        .iter()
+        .filter(|s| s.tensor.store == Store::Param);
+    let mut tapes = Vec::new();
+    let (h, width) = ref_forward(layers, input, params, &mut slots, x.to_vec(), &mut tapes);
+    assert!(
+        slots.next().is_none(),
+        "reference: a declared parameter was not used"
     );
     let batch = x.len() as f64;
     let mut value = 0.0;
@@ -203,11 +213,20 @@ pub fn mlp_loss_and_grads(
     (value / batch, grads)
 }
 
-fn ref_forward(
+/// The offset of the next declared parameter, which must be named `name`.
+fn offset<'s>(slots: &mut impl Iterator<Item = &'s Slot>, name: &str) -> usize {
+    let s = slots
+        .next()
+        .expect("reference: fewer parameters declared than used");
+    assert_eq!(s.tensor.name, name, "reference: declarations out of order");
+    s.offset
+}
+
+fn ref_forward<'s>(
     layers: &[Layer],
     mut width: usize,
     params: &[f64],
-    off: &mut usize,
+    slots: &mut impl Iterator<Item = &'s Slot>,
     mut x: Vec<Vec<f64>>,
     tapes: &mut Vec<Tape>,
 ) -> (Vec<Vec<f64>>, usize) {
@@ -215,8 +234,7 @@ fn ref_forward(
         match layer {
             Layer::Dense { units, .. } => {
                 let (fan_in, fan_out) = (width, *units);
-                let (w, b) = (*off, *off + fan_in * fan_out);
-                *off = b + fan_out;
+                let (w, b) = (offset(slots, "weight"), offset(slots, "bias"));
                 let z: Vec<Vec<f64>> = x
                     .iter()
                     .map(|xs| {
@@ -250,8 +268,7 @@ fn ref_forward(
             }
             Layer::BatchNorm | Layer::LayerNorm => {
                 let batch = *layer == Layer::BatchNorm;
-                let (gamma, beta) = (*off, *off + width);
-                *off += 2 * width;
+                let (gamma, beta) = (offset(slots, "weight"), offset(slots, "bias"));
                 let eps = 1e-5;
                 let (n, d) = (x.len(), width);
                 let mut xhat = vec![vec![0.0; d]; n];
@@ -300,7 +317,7 @@ fn ref_forward(
             }
             Layer::Residual(inner) => {
                 let mut inner_tapes = Vec::new();
-                let (f, w) = ref_forward(inner, width, params, off, x.clone(), &mut inner_tapes);
+                let (f, w) = ref_forward(inner, width, params, slots, x.clone(), &mut inner_tapes);
                 assert_eq!(w, width, "reference: residual changes the width");
                 for (xi, fi) in x.iter_mut().zip(f) {
                     for (a, b) in xi.iter_mut().zip(fi) {

@@ -116,6 +116,27 @@ fn nets(act: Activation, out: usize) -> Vec<(usize, Vec<Layer>)> {
                 d(out),
             ],
         ),
+        // Norms and an activation as the first layers (no ∂L/∂x to pass on).
+        (
+            4,
+            vec![
+                Layer::LayerNorm,
+                d(5),
+                Layer::Act(act),
+                Layer::BatchNorm,
+                d(out),
+            ],
+        ),
+        (
+            4,
+            vec![
+                Layer::BatchNorm,
+                Layer::Act(act),
+                d(5),
+                Layer::Act(act),
+                d(out),
+            ],
+        ),
     ]
 }
 
@@ -190,7 +211,7 @@ fn gradients_match_the_naive_reference() {
             }
         }
     }
-    assert_eq!(cases, 3 * ACTS.len() * 7);
+    assert_eq!(cases, 3 * ACTS.len() * 9);
 }
 
 /// The reference's backward is the derivative of its forward: central
@@ -515,4 +536,29 @@ fn batch_workspaces_are_checked_before_allocating() {
     assert!(e.to_string().contains("use a smaller batch"), "{e}");
     // The network still works at a batch that fits.
     assert!(net.forward(MatRef::from_slice(&[0.5, -0.5], 2, 1)).is_ok());
+}
+
+/// `Mlp::evaluate` counts correct predictions by the loss's own inference
+/// rule: a NaN logit wins the argmax (as `loss::argmax_rows` says), so a row
+/// whose class-2 score is NaN predicts class 2.
+#[test]
+fn evaluate_uses_the_losss_argmax_rule_with_nan() {
+    let mut net = MlpBuilder::new(2)
+        .dense(3)
+        .loss(Loss::SoftmaxCrossEntropy)
+        .build(4)
+        .unwrap();
+    // W is 2 × 3 row-major: column 2 (the weights into output 2) becomes NaN.
+    let (w, _, _, _) = net.dense_layers()[0].clone();
+    net.params_mut()[w.start + 2] = f32::NAN;
+    net.params_mut()[w.start + 5] = f32::NAN;
+    let x = [0.5f32, -1.0, 2.0, 0.25, -3.0, 1.0];
+    let xv = MatRef::from_slice(&x, 3, 2);
+    let h = net.forward(xv).unwrap().to_vec();
+    let mut pred = [0usize; 3];
+    backprop::nn::loss::argmax_rows(MatRef::from_slice(&h, 3, 3), &mut pred);
+    assert_eq!(pred, [2, 2, 2]);
+    let e = net.evaluate(xv, Targets::Classes(&[2, 2, 0])).unwrap();
+    assert_eq!(e.correct, Some(2));
+    assert!(e.loss.is_nan());
 }

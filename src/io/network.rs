@@ -6,6 +6,7 @@ use std::path::Path;
 use super::json::{self, Value};
 use super::safetensors::{read_file, write_file, SafeTensors, Tensor};
 use super::IoError;
+use crate::nn::layer::{self, Compiled, Layout, Slot, Store};
 use crate::nn::{Activation, Init, Layer, Loss, Mlp};
 
 /// The network file format version, stored under `backprop.format_version`.
@@ -127,123 +128,22 @@ pub(crate) fn check_finite<'a>(
 /// Tensor-name prefix of the network's layers.
 const PREFIX: &str = "layers.";
 
-/// Where one tensor's values live in the network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Store {
-    /// The parameter arena ([`Mlp::params`]).
-    Param,
-    /// The buffer arena ([`Mlp::buffers`]).
-    Buffer,
-}
-
-/// One tensor of the network: its name and PyTorch shape, where its values
-/// sit, and whether it is a dense weight stored transposed.
-#[derive(Debug)]
-struct Slot {
-    name: String,
-    shape: Vec<usize>,
-    store: Store,
-    offset: usize,
-    len: usize,
-    /// `Some((fan_in, fan_out))`: the arena holds `W` (`fan_in × fan_out`,
-    /// row-major) and the tensor holds `Wᵀ` (`[fan_out, fan_in]`).
-    transpose: Option<(usize, usize)>,
-}
-
-/// Every tensor of a network description, in arena order.
-#[derive(Debug, Default)]
+/// Every tensor of a network description, in arena order, as its layers
+/// declare them (`crate::nn::layer`), and the arena sizes.
 struct Plan {
-    slots: Vec<Slot>,
-    params: usize,
-    buffers: usize,
-    /// Names PyTorch writes that carry nothing for us (BatchNorm's
-    /// `num_batches_tracked`); accepted and ignored on load.
-    ignored: Vec<String>,
-}
-
-fn overflow() -> IoError {
-    IoError::Metadata {
-        key: KEY_LAYERS.to_string(),
-        message: "layer sizes overflow the address space".to_string(),
-    }
+    compiled: Compiled,
 }
 
 impl Plan {
     fn new(input: usize, layers: &[Layer]) -> Result<Plan, IoError> {
-        let mut plan = Plan::default();
-        let mut width = input;
-        plan.walk(layers, PREFIX, &mut width)?;
-        Ok(plan)
+        Ok(Plan {
+            compiled: layer::compile(input, layers)?,
+        })
     }
 
-    fn push(
-        &mut self,
-        name: String,
-        shape: Vec<usize>,
-        store: Store,
-        len: usize,
-        transpose: Option<(usize, usize)>,
-    ) -> Result<(), IoError> {
-        let at = match store {
-            Store::Param => &mut self.params,
-            Store::Buffer => &mut self.buffers,
-        };
-        let offset = *at;
-        *at = at.checked_add(len).ok_or_else(overflow)?;
-        self.slots.push(Slot {
-            name,
-            shape,
-            store,
-            offset,
-            len,
-            transpose,
-        });
-        Ok(())
-    }
-
-    /// Follows `Mlp::compile`: dense `W` then `b`, norms `γ` then `β`,
-    /// BatchNorm running mean then variance in the buffers, residual inner
-    /// layers in place.
-    fn walk(&mut self, layers: &[Layer], prefix: &str, width: &mut usize) -> Result<(), IoError> {
-        for (i, layer) in layers.iter().enumerate() {
-            let p = format!("{prefix}{i}.");
-            let w = *width;
-            match layer {
-                Layer::Dense { units, .. } => {
-                    let (fan_in, fan_out) = (w, *units);
-                    let n = fan_in.checked_mul(fan_out).ok_or_else(overflow)?;
-                    self.push(
-                        format!("{p}weight"),
-                        vec![fan_out, fan_in],
-                        Store::Param,
-                        n,
-                        Some((fan_in, fan_out)),
-                    )?;
-                    self.push(
-                        format!("{p}bias"),
-                        vec![fan_out],
-                        Store::Param,
-                        fan_out,
-                        None,
-                    )?;
-                    *width = fan_out;
-                }
-                Layer::Act(_) => {}
-                Layer::BatchNorm | Layer::LayerNorm => {
-                    self.push(format!("{p}weight"), vec![w], Store::Param, w, None)?;
-                    self.push(format!("{p}bias"), vec![w], Store::Param, w, None)?;
-                    if *layer == Layer::BatchNorm {
-                        self.push(format!("{p}running_mean"), vec![w], Store::Buffer, w, None)?;
-                        self.push(format!("{p}running_var"), vec![w], Store::Buffer, w, None)?;
-                        self.ignored.push(format!("{p}num_batches_tracked"));
-                    }
-                }
-                Layer::Residual(inner) => {
-                    self.walk(inner, &format!("{p}inner."), width)?;
-                }
-            }
-        }
-        Ok(())
+    /// The full tensor name of a slot.
+    fn name(s: &Slot) -> String {
+        format!("{PREFIX}{}{}", s.path, s.tensor.name)
     }
 
     /// Finds every slot's tensor and checks its shape, then copies the
@@ -251,52 +151,51 @@ impl Plan {
     /// every slot is matched to a distinct tensor, so the arenas are no
     /// larger than the tensors already in memory.
     fn gather(&self, st: &SafeTensors) -> Result<(Vec<f32>, Vec<f32>), IoError> {
-        let mut found = Vec::with_capacity(self.slots.len());
-        for s in &self.slots {
-            let t = st
-                .tensors
-                .get(&s.name)
-                .ok_or_else(|| IoError::MissingTensor {
-                    name: s.name.clone(),
-                })?;
-            if t.shape != s.shape || t.data.len() != s.len {
+        let c = &self.compiled;
+        let mut found = Vec::with_capacity(c.slots.len());
+        for s in &c.slots {
+            let name = Plan::name(s);
+            let Some(t) = st.tensors.get(&name) else {
+                return Err(IoError::MissingTensor { name });
+            };
+            if t.shape != s.tensor.shape || t.data.len() != s.len {
                 return Err(IoError::WrongShape {
-                    name: s.name.clone(),
-                    expected: s.shape.clone(),
+                    name,
+                    expected: s.tensor.shape.clone(),
                     got: t.shape.clone(),
                 });
             }
-            check_finite([(s.name.as_str(), t.data.as_slice())])?;
+            check_finite([(name.as_str(), t.data.as_slice())])?;
             found.push(t);
         }
-        let known: BTreeSet<&str> = self
+        let known: BTreeSet<String> = c
             .slots
             .iter()
-            .map(|s| s.name.as_str())
-            .chain(self.ignored.iter().map(String::as_str))
+            .map(Plan::name)
+            .chain(c.ignored.iter().map(|n| format!("{PREFIX}{n}")))
             .collect();
         for name in st.tensors.keys() {
-            if name.starts_with(PREFIX) && !known.contains(name.as_str()) {
+            if name.starts_with(PREFIX) && !known.contains(name) {
                 return Err(IoError::UnexpectedTensor { name: name.clone() });
             }
         }
-        let mut params = vec![0.0f32; self.params];
-        let mut buffers = vec![0.0f32; self.buffers];
-        for (s, t) in self.slots.iter().zip(found) {
-            let dst = match s.store {
-                Store::Param => &mut params[s.offset..s.offset + s.len],
-                Store::Buffer => &mut buffers[s.offset..s.offset + s.len],
+        let mut params = vec![0.0f32; c.params];
+        let mut buffers = vec![0.0f32; c.buffers];
+        for (s, t) in c.slots.iter().zip(found) {
+            let dst = match s.tensor.store {
+                Store::Param => &mut params[s.range()],
+                Store::Buffer => &mut buffers[s.range()],
             };
-            match s.transpose {
+            match s.tensor.layout {
                 // Tensor [fan_out, fan_in] → W (fan_in × fan_out): W[i][j] = T[j][i].
-                Some((fan_in, fan_out)) => {
+                Layout::Transposed { fan_in, fan_out } => {
                     for (j, row) in t.data.chunks_exact(fan_in.max(1)).enumerate() {
                         for (i, &v) in row.iter().enumerate() {
                             dst[i * fan_out + j] = v;
                         }
                     }
                 }
-                None => dst.copy_from_slice(&t.data),
+                Layout::Plain => dst.copy_from_slice(&t.data),
             }
         }
         Ok((params, buffers))
@@ -358,27 +257,25 @@ impl Plan {
 /// assert_eq!(st.metadata["backprop.input_dim"], "4");
 /// ```
 pub fn mlp_to_safetensors(net: &Mlp) -> SafeTensors {
-    let plan =
-        Plan::new(net.input_dim(), net.layers()).expect("a built network's sizes fit in memory");
     let mut st = SafeTensors::default();
-    for s in &plan.slots {
-        let src = match s.store {
-            Store::Param => &net.params()[s.offset..s.offset + s.len],
-            Store::Buffer => &net.buffers()[s.offset..s.offset + s.len],
+    for s in net.slots() {
+        let src = match s.tensor.store {
+            Store::Param => &net.params()[s.range()],
+            Store::Buffer => &net.buffers()[s.range()],
         };
-        let data = match s.transpose {
+        let data = match s.tensor.layout {
             // W (fan_in × fan_out) → tensor [fan_out, fan_in]: T[j][i] = W[i][j].
-            Some((fan_in, fan_out)) => {
+            Layout::Transposed { fan_in, fan_out } => {
                 let mut t = Vec::with_capacity(s.len);
                 for j in 0..fan_out {
                     t.extend((0..fan_in).map(|i| src[i * fan_out + j]));
                 }
                 t
             }
-            None => src.to_vec(),
+            Layout::Plain => src.to_vec(),
         };
         st.tensors
-            .insert(s.name.clone(), Tensor::new(s.shape.clone(), data));
+            .insert(Plan::name(s), Tensor::new(s.tensor.shape.clone(), data));
     }
     write_architecture(net, &mut st);
     seal(&mut st);

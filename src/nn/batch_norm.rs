@@ -9,135 +9,168 @@
 //! y_ij = γ_j·x̂_ij + β_j
 //! running_mean ← (1 − m)·running_mean + m·μ,   running_var ← (1 − m)·running_var + m·σ²·B/(B − 1)
 //! ```
+//!
+//! Declares `weight` (γ, ones), `bias` (β, zeros), and the buffers
+//! `running_mean` (zeros) and `running_var` (ones), each `[width]`, as
+//! `nn.BatchNorm1d` names them. A file's `num_batches_tracked` is accepted and
+//! ignored.
+
+use crate::nn::layer::contiguous;
+use crate::nn::layer::{Backward, Compiler, Fill, Forward, Layout, Op, Scratch, Store, Tensor};
+use crate::nn::BuildError;
 
 /// PyTorch's default ε.
 pub const EPS: f32 = 1e-5;
 /// PyTorch's default momentum for the running averages.
 pub const MOMENTUM: f32 = 0.1;
 
-/// Training-mode forward. `x`, `y`, `xhat` are `b × d` row-major; `gamma`,
-/// `beta`, `inv_std`, `mean`, the running averages are `d`. Writes `y`, keeps
-/// `x̂` and 1/√(σ² + ε) for the backward pass, and updates the running averages.
-///
-/// # Panics
-/// If `b < 2` (the unbiased variance needs two samples: the trainer reports it
-/// as an error before calling) or a length disagrees.
-#[allow(clippy::too_many_arguments)]
-pub fn forward_train(
-    x: &[f32],
-    b: usize,
-    d: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    y: &mut [f32],
-    xhat: &mut [f32],
-    inv_std: &mut [f32],
-    mean: &mut [f32],
-    running_mean: &mut [f32],
-    running_var: &mut [f32],
-) {
-    assert!(
-        b >= 2,
-        "batch_norm: training needs a batch of at least 2, got {b}"
+/// Declares γ, β and the running averages, and pushes the op.
+pub(crate) fn compile(c: &mut Compiler) -> Result<(), BuildError> {
+    let d = c.width;
+    let vector = |name, store, fill| Tensor {
+        name,
+        shape: vec![d],
+        store,
+        layout: Layout::Plain,
+        fill: Fill::Const(fill),
+    };
+    let gamma = c.declare(vector("weight", Store::Param, 1.0))?;
+    let beta = c.declare(vector("bias", Store::Param, 0.0))?;
+    let mean = c.declare(vector("running_mean", Store::Buffer, 0.0))?;
+    let var = c.declare(vector("running_var", Store::Buffer, 1.0))?;
+    // PyTorch's step counter: nothing here uses it (momentum is fixed).
+    c.ignore("num_batches_tracked");
+    c.push(
+        Box::new(BatchNorm {
+            d,
+            gamma,
+            beta,
+            mean,
+            var,
+        }),
+        d,
     );
-    check(x.len(), y.len(), xhat.len(), b * d);
-    mean.fill(0.0);
-    for row in x.chunks_exact(d) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += v;
-        }
-    }
-    let inv_b = 1.0 / b as f32;
-    mean.iter_mut().for_each(|m| *m *= inv_b);
-    // Two-pass variance: Σ (x − μ)², no cancellation.
-    inv_std.fill(0.0);
-    for row in x.chunks_exact(d) {
-        for ((s, &v), &m) in inv_std.iter_mut().zip(row).zip(mean.iter()) {
-            let c = v - m;
-            *s += c * c;
-        }
-    }
-    let unbias = b as f32 / (b as f32 - 1.0);
-    for j in 0..d {
-        let var = inv_std[j] * inv_b;
-        running_mean[j] = (1.0 - MOMENTUM) * running_mean[j] + MOMENTUM * mean[j];
-        running_var[j] = (1.0 - MOMENTUM) * running_var[j] + MOMENTUM * var * unbias;
-        inv_std[j] = 1.0 / (var + EPS).sqrt();
-    }
-    for ((xr, yr), hr) in x
-        .chunks_exact(d)
-        .zip(y.chunks_exact_mut(d))
-        .zip(xhat.chunks_exact_mut(d))
-    {
-        for j in 0..d {
-            let h = (xr[j] - mean[j]) * inv_std[j];
-            hr[j] = h;
-            yr[j] = gamma[j] * h + beta[j];
-        }
-    }
+    Ok(())
 }
 
-/// Evaluation-mode forward: `y = γ·(x − running_mean)/√(running_var + ε) + β`.
-#[allow(clippy::too_many_arguments)]
-pub fn forward_eval(
-    x: &[f32],
+/// A compiled BatchNorm layer: its width and where its tensors sit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchNorm {
     d: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    running_mean: &[f32],
-    running_var: &[f32],
-    y: &mut [f32],
-) {
-    assert_eq!(x.len(), y.len(), "batch_norm: x and y lengths differ");
-    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-        for j in 0..d {
-            let s = gamma[j] / (running_var[j] + EPS).sqrt();
-            yr[j] = s * (xr[j] - running_mean[j]) + beta[j];
-        }
-    }
+    /// Offsets of γ and β in the parameters.
+    gamma: usize,
+    beta: usize,
+    /// Offsets of the running mean and variance in the buffers.
+    mean: usize,
+    var: usize,
 }
 
-/// Training-mode backward: from `g = ∂L/∂y` computes `∂L/∂x` into `dx`,
-/// `∂L/∂γ = Σ_i g·x̂` and `∂L/∂β = Σ_i g` (overwritten):
-/// `dx = γ·inv_std/B · (B·g − Σ_i g − x̂·Σ_i g·x̂)`.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    g: &[f32],
-    b: usize,
-    d: usize,
-    gamma: &[f32],
-    xhat: &[f32],
-    inv_std: &[f32],
-    dx: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    check(g.len(), dx.len(), xhat.len(), b * d);
-    dgamma.fill(0.0);
-    dbeta.fill(0.0);
-    for (gr, hr) in g.chunks_exact(d).zip(xhat.chunks_exact(d)) {
-        for j in 0..d {
-            dbeta[j] += gr[j];
-            dgamma[j] += gr[j] * hr[j];
+impl Op for BatchNorm {
+    fn scratch(&self, width: usize) -> Scratch {
+        // aux: x̂ (batch × d); stat: 1/√(σ² + ε), then the batch mean.
+        Scratch {
+            aux: true,
+            stat_fixed: 2 * width,
+            ..Scratch::default()
         }
     }
-    let bf = b as f32;
-    for ((gr, hr), dr) in g
-        .chunks_exact(d)
-        .zip(xhat.chunks_exact(d))
-        .zip(dx.chunks_exact_mut(d))
-    {
-        for j in 0..d {
-            let s = gamma[j] * inv_std[j] / bf;
-            dr[j] = s * (bf * gr[j] - dbeta[j] - hr[j] * dgamma[j]);
-        }
-    }
-}
 
-#[track_caller]
-fn check(a: usize, b: usize, c: usize, want: usize) {
-    assert!(
-        a == want && b == want && c == want,
-        "batch_norm: buffers of {a}, {b}, {c} elements for a batch of {want}"
-    );
+    fn needs_batch_statistics(&self) -> bool {
+        true
+    }
+
+    fn forward(&self, cx: Forward<'_>) {
+        let (b, d) = (cx.batch, self.d);
+        let x = contiguous(&cx.input);
+        let y = &mut cx.out[..b * d];
+        let gamma = &cx.params[self.gamma..self.gamma + d];
+        let beta = &cx.params[self.beta..self.beta + d];
+        if !cx.training {
+            let rm = &cx.buffers[self.mean..self.mean + d];
+            let rv = &cx.buffers[self.var..self.var + d];
+            for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+                for j in 0..d {
+                    let s = gamma[j] / (rv[j] + EPS).sqrt();
+                    yr[j] = s * (xr[j] - rm[j]) + beta[j];
+                }
+            }
+            return;
+        }
+        assert!(
+            b >= 2,
+            "batch_norm: training needs a batch of at least 2, got {b}"
+        );
+        let xhat = &mut cx.aux[..b * d];
+        let (inv_std, mean) = cx.stat[..2 * d].split_at_mut(d);
+        mean.fill(0.0);
+        for row in x.chunks_exact(d) {
+            for (m, &v) in mean.iter_mut().zip(row) {
+                *m += v;
+            }
+        }
+        let inv_b = 1.0 / b as f32;
+        mean.iter_mut().for_each(|m| *m *= inv_b);
+        inv_std.fill(0.0);
+        for row in x.chunks_exact(d) {
+            for ((s, &v), &m) in inv_std.iter_mut().zip(row).zip(mean.iter()) {
+                let c = v - m;
+                *s += c * c;
+            }
+        }
+        let unbias = b as f32 / (b as f32 - 1.0);
+        let (rm, rv) = cx.buffers.split_at_mut(self.var);
+        let (rm, rv) = (&mut rm[self.mean..self.mean + d], &mut rv[..d]);
+        for j in 0..d {
+            let var = inv_std[j] * inv_b;
+            rm[j] = (1.0 - MOMENTUM) * rm[j] + MOMENTUM * mean[j];
+            rv[j] = (1.0 - MOMENTUM) * rv[j] + MOMENTUM * var * unbias;
+            inv_std[j] = 1.0 / (var + EPS).sqrt();
+        }
+        for ((xr, yr), hr) in x
+            .chunks_exact(d)
+            .zip(y.chunks_exact_mut(d))
+            .zip(xhat.chunks_exact_mut(d))
+        {
+            for j in 0..d {
+                let h = (xr[j] - mean[j]) * inv_std[j];
+                hr[j] = h;
+                yr[j] = gamma[j] * h + beta[j];
+            }
+        }
+    }
+
+    /// From `g = ∂L/∂y`: `∂L/∂γ = Σ_i g·x̂`, `∂L/∂β = Σ_i g` (overwritten) and,
+    /// when the layer has an input to pass it to,
+    /// `∂L/∂x = γ·inv_std/B · (B·g − Σ_i g − x̂·Σ_i g·x̂)`.
+    fn backward(&self, cx: Backward<'_>) {
+        let (b, d) = (cx.batch, self.d);
+        let g = &cx.grad[..b * d];
+        let xhat = &cx.aux[..b * d];
+        let inv_std = &cx.stat[..d];
+        let gamma = &cx.params[self.gamma..self.gamma + d];
+        let (dgamma, dbeta) = cx.grads[self.gamma..].split_at_mut(self.beta - self.gamma);
+        let (dgamma, dbeta) = (&mut dgamma[..d], &mut dbeta[..d]);
+        dgamma.fill(0.0);
+        dbeta.fill(0.0);
+        for (gr, hr) in g.chunks_exact(d).zip(xhat.chunks_exact(d)) {
+            for j in 0..d {
+                dbeta[j] += gr[j];
+                dgamma[j] += gr[j] * hr[j];
+            }
+        }
+        let Some(dx) = cx.grad_in else {
+            return;
+        };
+        let bf = b as f32;
+        for ((gr, hr), dr) in g
+            .chunks_exact(d)
+            .zip(xhat.chunks_exact(d))
+            .zip(dx[..b * d].chunks_exact_mut(d))
+        {
+            for j in 0..d {
+                let s = gamma[j] * inv_std[j] / bf;
+                dr[j] = s * (bf * gr[j] - dbeta[j] - hr[j] * dgamma[j]);
+            }
+        }
+    }
 }

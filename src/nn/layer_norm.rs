@@ -6,79 +6,106 @@
 //! ```text
 //! μ_i = (1/D) Σ_j x_ij    σ²_i = (1/D) Σ_j (x_ij − μ_i)²    x̂_ij = (x_ij − μ_i)/√(σ²_i + ε)    y_ij = γ_j·x̂_ij + β_j
 //! ```
+//!
+//! Declares `weight` (γ, ones) and `bias` (β, zeros), each `[width]`, as
+//! `nn.LayerNorm` names them.
+
+use crate::nn::layer::contiguous;
+use crate::nn::layer::{Backward, Compiler, Fill, Forward, Layout, Op, Scratch, Store, Tensor};
+use crate::nn::BuildError;
 
 /// PyTorch's default ε.
 pub const EPS: f32 = 1e-5;
 
-/// Forward. `x`, `y`, `xhat` are `b × d` row-major, `inv_std` is `b`, `gamma`
-/// and `beta` are `d`. Keeps x̂ and 1/√(σ² + ε) for the backward pass.
-#[allow(clippy::too_many_arguments)]
-pub fn forward(
-    x: &[f32],
-    d: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    y: &mut [f32],
-    xhat: &mut [f32],
-    inv_std: &mut [f32],
-) {
-    assert!(
-        x.len() == y.len() && x.len() == xhat.len() && x.len() == inv_std.len() * d,
-        "layer_norm: buffer lengths disagree"
-    );
-    let inv_d = 1.0 / d as f32;
-    for (((xr, yr), hr), s) in x
-        .chunks_exact(d)
-        .zip(y.chunks_exact_mut(d))
-        .zip(xhat.chunks_exact_mut(d))
-        .zip(inv_std.iter_mut())
-    {
-        let mu = xr.iter().sum::<f32>() * inv_d;
-        let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<f32>() * inv_d;
-        *s = 1.0 / (var + EPS).sqrt();
-        for j in 0..d {
-            let h = (xr[j] - mu) * *s;
-            hr[j] = h;
-            yr[j] = gamma[j] * h + beta[j];
-        }
-    }
+/// Declares γ and β, and pushes the op.
+pub(crate) fn compile(c: &mut Compiler) -> Result<(), BuildError> {
+    let d = c.width;
+    let vector = |name, fill| Tensor {
+        name,
+        shape: vec![d],
+        store: Store::Param,
+        layout: Layout::Plain,
+        fill: Fill::Const(fill),
+    };
+    let gamma = c.declare(vector("weight", 1.0))?;
+    let beta = c.declare(vector("bias", 0.0))?;
+    c.push(Box::new(LayerNorm { d, gamma, beta }), d);
+    Ok(())
 }
 
-/// Backward: from `g = ∂L/∂y` computes `∂L/∂x` into `dx` and accumulates
-/// nothing: `∂L/∂γ = Σ_i g·x̂`, `∂L/∂β = Σ_i g` are overwritten. Per row, with
-/// `u = g ⊙ γ`: `dx = inv_std/D · (D·u − Σ_j u − x̂·Σ_j u·x̂)`.
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    g: &[f32],
+/// A compiled LayerNorm layer: its width and where γ and β sit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerNorm {
     d: usize,
-    gamma: &[f32],
-    xhat: &[f32],
-    inv_std: &[f32],
-    dx: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
-) {
-    dgamma.fill(0.0);
-    dbeta.fill(0.0);
-    let df = d as f32;
-    for (((gr, hr), dr), &s) in g
-        .chunks_exact(d)
-        .zip(xhat.chunks_exact(d))
-        .zip(dx.chunks_exact_mut(d))
-        .zip(inv_std.iter())
-    {
-        let mut su = 0.0f32;
-        let mut suh = 0.0f32;
-        for j in 0..d {
-            dbeta[j] += gr[j];
-            dgamma[j] += gr[j] * hr[j];
-            let u = gr[j] * gamma[j];
-            su += u;
-            suh += u * hr[j];
+    gamma: usize,
+    beta: usize,
+}
+
+impl Op for LayerNorm {
+    fn scratch(&self, _width: usize) -> Scratch {
+        // aux: x̂ (batch × d); stat: 1/√(σ² + ε) per sample.
+        Scratch {
+            aux: true,
+            stat_per_row: 1,
+            ..Scratch::default()
         }
-        for j in 0..d {
-            let u = gr[j] * gamma[j];
-            dr[j] = s / df * (df * u - su - hr[j] * suh);
+    }
+
+    fn forward(&self, cx: Forward<'_>) {
+        let (b, d) = (cx.batch, self.d);
+        let x = contiguous(&cx.input);
+        let gamma = &cx.params[self.gamma..self.gamma + d];
+        let beta = &cx.params[self.beta..self.beta + d];
+        let inv_d = 1.0 / d as f32;
+        for (((xr, yr), hr), s) in x
+            .chunks_exact(d)
+            .zip(cx.out[..b * d].chunks_exact_mut(d))
+            .zip(cx.aux[..b * d].chunks_exact_mut(d))
+            .zip(cx.stat[..b].iter_mut())
+        {
+            let mu = xr.iter().sum::<f32>() * inv_d;
+            let var = xr.iter().map(|&v| (v - mu) * (v - mu)).sum::<f32>() * inv_d;
+            *s = 1.0 / (var + EPS).sqrt();
+            for j in 0..d {
+                let h = (xr[j] - mu) * *s;
+                hr[j] = h;
+                yr[j] = gamma[j] * h + beta[j];
+            }
+        }
+    }
+
+    /// From `g = ∂L/∂y`, per sample with `u = γ ⊙ g`:
+    /// `∂L/∂x = inv_std/D · (D·u − Σ_j u − x̂·Σ_j u·x̂)`; `∂L/∂γ = Σ_i g·x̂`,
+    /// `∂L/∂β = Σ_i g` (overwritten).
+    fn backward(&self, cx: Backward<'_>) {
+        let (b, d) = (cx.batch, self.d);
+        let gamma = &cx.params[self.gamma..self.gamma + d];
+        let (dgamma, dbeta) = cx.grads[self.gamma..].split_at_mut(self.beta - self.gamma);
+        let (dgamma, dbeta) = (&mut dgamma[..d], &mut dbeta[..d]);
+        dgamma.fill(0.0);
+        dbeta.fill(0.0);
+        let rows = cx.grad[..b * d]
+            .chunks_exact(d)
+            .zip(cx.aux[..b * d].chunks_exact(d))
+            .zip(cx.stat[..b].iter());
+        let mut dx = cx.grad_in.map(|dx| dx[..b * d].chunks_exact_mut(d));
+        let df = d as f32;
+        for ((gr, hr), &s) in rows {
+            let mut su = 0.0f32;
+            let mut suh = 0.0f32;
+            for j in 0..d {
+                dbeta[j] += gr[j];
+                dgamma[j] += gr[j] * hr[j];
+                let u = gr[j] * gamma[j];
+                su += u;
+                suh += u * hr[j];
+            }
+            if let Some(dr) = dx.as_mut().and_then(|it| it.next()) {
+                for j in 0..d {
+                    let u = gr[j] * gamma[j];
+                    dr[j] = s / df * (df * u - su - hr[j] * suh);
+                }
+            }
         }
     }
 }

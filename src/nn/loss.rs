@@ -30,6 +30,7 @@
 use std::fmt;
 
 use crate::matrix::{MatMut, MatRef};
+use crate::nn::StepError;
 
 /// The losses the crate trains with, and the rule each one uses at inference.
 ///
@@ -109,6 +110,92 @@ impl fmt::Display for LossError {
 }
 
 impl std::error::Error for LossError {}
+
+/// Targets of a batch, one kind per loss.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// Regression targets, `batch × outputs` ([`Loss::Mse`]).
+    Values(MatRef<'a>),
+    /// Labels ±1 ([`Loss::Logistic`]).
+    Signs(&'a [f32]),
+    /// Class indices ([`Loss::SoftmaxCrossEntropy`]).
+    Classes(&'a [usize]),
+}
+
+impl Loss {
+    /// The mean loss of outputs `h` (`batch × outputs`) against `targets`,
+    /// writing ∂(mean loss)/∂h into `grad` when given: the dispatch from the
+    /// loss to its function ([`mse`], [`logistic`], [`softmax_cross_entropy`]).
+    ///
+    /// # Errors
+    /// [`StepError::TargetKind`] if the targets are not the loss's kind,
+    /// [`StepError::Loss`] if they are invalid (as the functions say).
+    ///
+    /// ```
+    /// use backprop::matrix::MatRef;
+    /// use backprop::nn::{Loss, Targets};
+    /// let h = [0.0f32, 0.0];
+    /// let v = Loss::SoftmaxCrossEntropy
+    ///     .value(MatRef::from_slice(&h, 1, 2), Targets::Classes(&[1]), None)
+    ///     .unwrap();
+    /// assert!((v - 2f32.ln()).abs() < 1e-6);
+    /// assert!(Loss::Mse.value(MatRef::from_slice(&h, 1, 2), Targets::Classes(&[1]), None).is_err());
+    /// ```
+    pub fn value(
+        self,
+        h: MatRef<'_>,
+        targets: Targets<'_>,
+        grad: Option<MatMut<'_>>,
+    ) -> Result<f32, StepError> {
+        Ok(match (self, targets) {
+            (Loss::Mse, Targets::Values(y)) => mse(h, y, grad),
+            (Loss::Logistic, Targets::Signs(y)) => logistic(h, y, grad)?,
+            (Loss::SoftmaxCrossEntropy, Targets::Classes(c)) => softmax_cross_entropy(h, c, grad)?,
+            (loss, _) => return Err(StepError::TargetKind { loss }),
+        })
+    }
+
+    /// How many rows of `h` the loss's inference rule gets right: `None` for
+    /// [`Loss::Mse`] (a regression has no "correct"); for the logistic loss the
+    /// rows where [`predict_sign`] equals the label; for softmax the rows where
+    /// [`argmax_rows`] is the class (so a row with NaN predicts its first NaN,
+    /// the same rule everywhere).
+    ///
+    /// # Errors
+    /// [`StepError::TargetKind`] as [`Loss::value`]; [`StepError::Loss`] with
+    /// [`LossError::TargetLen`] if there is not one target per row.
+    pub fn correct(self, h: MatRef<'_>, targets: Targets<'_>) -> Result<Option<usize>, StepError> {
+        let given = match targets {
+            Targets::Values(y) => y.rows(),
+            Targets::Signs(y) => y.len(),
+            Targets::Classes(c) => c.len(),
+        };
+        if given != h.rows() {
+            return Err(StepError::Loss(LossError::TargetLen {
+                expected: h.rows(),
+                got: given,
+            }));
+        }
+        Ok(match (self, targets) {
+            (Loss::Mse, Targets::Values(_)) => None,
+            (Loss::Logistic, Targets::Signs(y)) => {
+                check_one_column("Loss::correct", &h);
+                Some(
+                    (0..h.rows())
+                        .filter(|&i| sign_rule(h.get(i, 0)) == y[i])
+                        .count(),
+                )
+            }
+            (Loss::SoftmaxCrossEntropy, Targets::Classes(c)) => {
+                if h.rows() > 0 && h.cols() == 0 {
+                    no_columns_fail(h.rows());
+                }
+                Some((0..h.rows()).filter(|&i| argmax_row(&h, i) == c[i]).count())
+            }
+            (loss, _) => return Err(StepError::TargetKind { loss }),
+        })
+    }
+}
 
 #[cold]
 #[inline(never)]
@@ -506,15 +593,20 @@ pub fn predict_sign(h: MatRef<'_>, out: &mut [f32]) {
     check_one_column("predict_sign", &h);
     check_out_len("predict_sign", out.len(), &h);
     for (i, o) in out.iter_mut().enumerate() {
-        let x = h.get(i, 0);
-        *o = if x.is_nan() {
-            f32::NAN
-        } else if x < 0.0 {
-            -1.0
-        } else {
-            // x ≥ 0, including −0.0 (which compares equal to 0).
-            1.0
-        };
+        *o = sign_rule(h.get(i, 0));
+    }
+}
+
+/// The sign rule of one score: NaN stays NaN, x < 0 gives −1, anything else
+/// (−0.0 included) +1.
+fn sign_rule(x: f32) -> f32 {
+    if x.is_nan() {
+        f32::NAN
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        // x ≥ 0, including −0.0 (which compares equal to 0).
+        1.0
     }
 }
 
@@ -547,24 +639,30 @@ pub fn argmax_rows(h: MatRef<'_>, out: &mut [usize]) {
         no_columns_fail(h.rows());
     }
     for (i, o) in out.iter_mut().enumerate() {
-        let mut best = 0;
-        let mut best_v = h.get(i, 0);
-        if !best_v.is_nan() {
-            for j in 1..h.cols() {
-                let x = h.get(i, j);
-                if x.is_nan() {
-                    best = j;
-                    break;
-                }
-                // Strictly greater: an equal later entry does not win.
-                if x > best_v {
-                    best = j;
-                    best_v = x;
-                }
-            }
-        }
-        *o = best;
+        *o = argmax_row(&h, i);
     }
+}
+
+/// The argmax rule on row `i` (at least one column): the first NaN, else the
+/// first of the largest entries.
+fn argmax_row(h: &MatRef<'_>, i: usize) -> usize {
+    let mut best = 0;
+    let mut best_v = h.get(i, 0);
+    if best_v.is_nan() {
+        return 0;
+    }
+    for j in 1..h.cols() {
+        let x = h.get(i, j);
+        if x.is_nan() {
+            return j;
+        }
+        // Strictly greater: an equal later entry does not win.
+        if x > best_v {
+            best = j;
+            best_v = x;
+        }
+    }
+    best
 }
 
 #[cold]

@@ -1,16 +1,25 @@
-//! Neural-network building blocks on top of the kernels: activations, losses,
-//! initialization, normalization layers and the fully connected network.
+//! Neural-network building blocks on top of the kernels: the layer kinds (one
+//! file each, behind the contract in `layer`), losses, initialization, the
+//! executor that spreads a batch over threads, and the network.
 
+mod activation;
 pub mod batch_norm;
+mod builder;
+mod dense;
+mod error;
+pub(crate) mod exec;
 pub mod init;
+pub(crate) mod layer;
 pub mod layer_norm;
 pub mod loss;
 pub mod mlp;
+mod residual;
 
 pub use crate::kernel::activation::Activation;
+pub use builder::MlpBuilder;
+pub use error::{BuildError, StepError};
+pub use exec::BatchParallelism;
 pub use init::Init;
-pub use loss::Loss;
-pub use mlp::{
-    BatchParallelism, BuildError, Evaluation, Layer, Mlp, MlpBuilder, StepError, Targets,
-    MAX_ELEMENTS,
-};
+pub use layer::Layer;
+pub use loss::{Loss, Targets};
+pub use mlp::{Evaluation, Mlp, MAX_ELEMENTS};

@@ -1,0 +1,248 @@
+//! The executor: how one layer's batch-wide work is spread over threads.
+//!
+//! The layers say *what* a minibatch computes (a GEMM over all rows, a weight
+//! gradient summed over all rows); this module alone decides *how* it is cut,
+//! as BLIS keeps the thread decomposition out of the algorithm. It is the only
+//! place in `nn/` that holds `unsafe`.
+//!
+//! Every batch-wide call goes through [`Exec::run`], which is given
+//! - the batch size,
+//! - up to `N` **row-split outputs** (`batch × width` row-major buffers, each
+//!   shard gets its own rows), and
+//! - optionally one **reduced output** (a weight or bias gradient: each shard
+//!   writes a partial of the same length, and the partials are summed).
+//!
+//! [`BatchParallelism::SplitGemm`] calls the work once over all rows with the
+//! network's own GEMM options: each GEMM spreads its output tiles over the
+//! threads and writes the reduced output directly. [`BatchParallelism::Shards`]
+//! cuts the batch into `S` fixed row ranges (`k·B/S .. (k+1)·B/S`, set by the
+//! batch size and `S` alone), runs each shard's work on one thread, and sums
+//! the `S` partials **in shard order** ([`Exec::reduce`]). Neither choice
+//! depends on the thread count, so both give bitwise the same result on any
+//! number of threads; they differ from each other in the order of the sums.
+//!
+//! # The seam for a wider reduction
+//! A shard's partial is complete before the reduction starts, and the
+//! reduction is one function of `(S partials) → sum in shard order`. A
+//! reduction across processes plugs in there: it receives the same partials
+//! and must add them in the same order to keep the bits.
+
+use std::ops::Range;
+
+use crate::gemm::GemmOptions;
+use crate::parallel::{self, SharedMut};
+use crate::Threads;
+
+/// A row-split output: `rows × width` row-major.
+pub(crate) type RowsMut<'a> = Option<(&'a mut [f32], usize)>;
+
+/// What one piece of work is handed by [`Exec::run`].
+pub(crate) struct Piece<'s, const N: usize> {
+    /// The batch rows this piece covers.
+    pub rows: Range<usize>,
+    /// The GEMM options for this piece (one thread in shard mode).
+    pub options: GemmOptions,
+    /// The piece's rows of each row-split output (`rows.len() × width`).
+    pub outs: [Option<&'s mut [f32]>; N],
+    /// Where the piece writes its partial of the reduced output (overwrite).
+    pub partial: Option<&'s mut [f32]>,
+}
+
+/// The thread decomposition of a network's batch-wide work.
+#[derive(Clone, Debug)]
+pub(crate) struct Exec {
+    /// GEMM options of the network (thread count, ISA).
+    pub options: GemmOptions,
+    /// How rows are spread.
+    pub parallelism: BatchParallelism,
+    /// Shard mode: `S` partials of one reduced output at a time; only grows.
+    partials: Vec<f32>,
+}
+
+impl Exec {
+    /// An executor with no scratch yet.
+    pub(crate) fn new(options: GemmOptions, parallelism: BatchParallelism) -> Exec {
+        Exec {
+            options,
+            parallelism,
+            partials: Vec::new(),
+        }
+    }
+
+    /// Sizes the scratch for reduced outputs of up to `len` values, so that
+    /// steps allocate nothing. `None` if the size overflows or is refused.
+    pub(crate) fn reserve(&mut self, len: usize) -> Option<()> {
+        if let BatchParallelism::Shards(shards) = self.parallelism {
+            let need = shards.checked_mul(len)?;
+            if need > self.partials.len() {
+                self.partials
+                    .try_reserve_exact(need - self.partials.len())
+                    .ok()?;
+                self.partials.resize(need, 0.0);
+            }
+        }
+        Some(())
+    }
+
+    /// Runs `work` over the batch as the parallelism says: once over all rows
+    /// (split GEMM), or once per shard of rows on the team, each piece getting
+    /// its rows of every output in `outs` and, when `reduced` is given, a
+    /// partial that the executor sums into it in shard order. A shard with no
+    /// rows gets no call; its partial counts as zero.
+    ///
+    /// # Panics
+    /// If an output is shorter than `batch × width`.
+    pub(crate) fn run<const N: usize, F>(
+        &mut self,
+        batch: usize,
+        outs: [RowsMut<'_>; N],
+        reduced: Option<&mut [f32]>,
+        work: F,
+    ) where
+        F: Fn(Piece<'_, N>) + Sync,
+    {
+        let shards = match self.parallelism {
+            BatchParallelism::SplitGemm => {
+                work(Piece {
+                    rows: 0..batch,
+                    options: self.options,
+                    outs: outs.map(|o| o.map(|(s, w)| &mut s[..batch * w])),
+                    partial: reduced,
+                });
+                return;
+            }
+            BatchParallelism::Shards(s) => s,
+        };
+        let widths = outs.each_ref().map(|o| o.as_ref().map_or(0, |(_, w)| *w));
+        let shared = outs.map(|o| {
+            o.map(|(s, w)| {
+                assert!(s.len() >= batch * w, "exec: an output is too short");
+                SharedMut::new(&mut s[..batch * w])
+            })
+        });
+        let one = GemmOptions {
+            threads: Threads::Fixed(1),
+            ..self.options
+        };
+        let len = reduced.as_ref().map_or(0, |r| r.len());
+        self.reserve(len)
+            .expect("exec: partials reserved with the workspaces");
+        let parts = SharedMut::new(&mut self.partials[..shards * len]);
+        let has_partial = reduced.is_some();
+        parallel::for_each_piece(self.options.threads.count(), shards, |k| {
+            let rows = k * batch / shards..(k + 1) * batch / shards;
+            // SAFETY: shard k alone touches partial slot k.
+            let partial = unsafe { parts.range(k * len..(k + 1) * len) };
+            if rows.is_empty() {
+                partial.fill(0.0);
+                return;
+            }
+            let mut i = 0;
+            let outs = shared.each_ref().map(|s| {
+                let w = widths[i];
+                i += 1;
+                // SAFETY: shards are disjoint row ranges, so their element
+                // ranges of each output are disjoint.
+                s.as_ref()
+                    .map(|s| unsafe { s.range(rows.start * w..rows.end * w) })
+            });
+            work(Piece {
+                rows,
+                options: one,
+                outs,
+                partial: has_partial.then_some(partial),
+            });
+        });
+        if let Some(out) = reduced {
+            reduce(&self.partials[..shards * len], shards, out);
+        }
+    }
+}
+
+/// `out = parts[0] + parts[1] + … + parts[shards − 1]` (each `out.len()`
+/// long), always added in shard order; the elements are spread over the team
+/// (an elementwise cut, which changes no bit).
+pub(crate) fn reduce(parts: &[f32], shards: usize, out: &mut [f32]) {
+    let len = out.len();
+    debug_assert_eq!(parts.len(), shards * len);
+    let dst = SharedMut::new(out);
+    parallel::for_each_range(len, |r| {
+        // SAFETY: for_each_range hands out disjoint ranges of `out`.
+        let d = unsafe { dst.range(r.clone()) };
+        d.copy_from_slice(&parts[r.clone()]);
+        for k in 1..shards {
+            for (x, y) in d.iter_mut().zip(&parts[k * len + r.start..k * len + r.end]) {
+                *x += y;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Row pieces cover the batch once, in shard order, and the reduction is
+    /// the shard-ordered sum, empty shards counting zero.
+    #[test]
+    fn shards_cover_rows_and_reduce_in_order() {
+        for (batch, shards) in [(0, 3), (1, 4), (7, 3), (10, 10), (33, 8)] {
+            let mut ex = Exec::new(GemmOptions::default(), BatchParallelism::Shards(shards));
+            let mut rows = vec![f32::NAN; batch * 2];
+            let mut sum = vec![f32::NAN; 3];
+            ex.run(batch, [Some((&mut rows[..], 2))], Some(&mut sum), |p| {
+                let [o] = p.outs;
+                let o = o.unwrap();
+                assert_eq!(o.len(), p.rows.len() * 2);
+                for (i, r) in p.rows.clone().enumerate() {
+                    o[2 * i] = r as f32;
+                    o[2 * i + 1] = -(r as f32);
+                }
+                let part = p.partial.unwrap();
+                part.fill(p.rows.len() as f32);
+                assert_eq!(p.options.threads, Threads::Fixed(1));
+            });
+            for r in 0..batch {
+                assert_eq!(rows[2 * r], r as f32);
+                assert_eq!(rows[2 * r + 1], -(r as f32));
+            }
+            assert_eq!(sum, vec![batch as f32; 3], "batch {batch}, {shards} shards");
+        }
+    }
+
+    #[test]
+    fn split_gemm_runs_once_over_all_rows_into_the_reduced_output() {
+        let mut ex = Exec::new(GemmOptions::default(), BatchParallelism::SplitGemm);
+        let mut sum = [0.0f32; 2];
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        ex.run(5, [], Some(&mut sum), |p| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(p.rows, 0..5);
+            p.partial.unwrap().fill(2.0);
+        });
+        assert_eq!(calls.into_inner(), 1);
+        assert_eq!(sum, [2.0, 2.0]);
+    }
+
+    #[test]
+    fn reduce_adds_in_shard_order() {
+        // 1e8 + 1 − 1e8 is 0 in f32 in this order, 1 in another.
+        let parts = [1e8f32, 1.0, -1e8];
+        let mut out = [f32::NAN];
+        reduce(&parts, 3, &mut out);
+        assert_eq!(out, [(1e8f32 + 1.0) - 1e8]);
+    }
+}
+/// How the rows of a minibatch are spread over threads. Both give bitwise the
+/// same result for any thread count; they differ from each other in the order
+/// the batch is summed over for the weight and bias gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchParallelism {
+    /// Every GEMM splits its own output over the threads (the weight gradient
+    /// `Xᵀ·δ` over the rows/columns of `∂W`): no reduction buffers.
+    SplitGemm,
+    /// The minibatch is cut into this many fixed row shards (independent of
+    /// the thread count); each shard's dense-layer GEMMs run on one thread,
+    /// and the per-shard weight and bias gradients are summed in shard order.
+    Shards(usize),
+}
