@@ -216,6 +216,29 @@ fn divergence_stops_before_the_bad_update() {
     assert!(err.to_string().contains("lower learning rate"));
 }
 
+/// Without clipping the gradient is still checked: here the loss is finite
+/// (½·(10¹⁵)² ≈ 5·10²⁹) but ∂W = x·δ = 10³⁰·10¹⁵ overflows f32.
+#[test]
+fn a_non_finite_gradient_with_a_finite_loss_is_divergence() {
+    let mut net = MlpBuilder::new(1).dense(1).build(0).unwrap();
+    net.params_mut().copy_from_slice(&[1e-15, 0.0]);
+    let opt = Sgd::new(net.num_params(), SgdConfig::default());
+    let mut t = Trainer::new(net, Box::new(opt), Schedule::constant(0.1), 3);
+    let (x, y) = ([1e30f32], [0.0f32]);
+    let err = t
+        .step(
+            backprop::matrix::MatRef::from_slice(&x, 1, 1),
+            backprop::nn::Targets::Values(backprop::matrix::MatRef::from_slice(&y, 1, 1)),
+        )
+        .unwrap_err();
+    let TrainError::Diverged { step: 0, loss } = err else {
+        panic!("expected divergence at step 0, got {err:?}")
+    };
+    assert!(loss.is_finite(), "the loss itself is finite: {loss}");
+    assert_eq!(t.net().params(), &[1e-15, 0.0], "no update was made");
+    assert_eq!(t.steps(), 0);
+}
+
 #[test]
 fn datasets_refuse_bad_values_naming_the_row() {
     let e = Dataset::new(

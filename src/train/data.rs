@@ -212,4 +212,58 @@ impl Dataset {
     pub fn x_data(&self) -> &[f32] {
         &self.x
     }
+
+    /// Copies the samples `idx` (in that order) into `buf` and returns them
+    /// as a `idx.len() × features` view and their targets. `buf` only grows:
+    /// once it has held a minibatch of this size, gathering allocates nothing.
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    ///
+    /// ```
+    /// use backprop::nn::Targets;
+    /// use backprop::train::{Batch, Dataset, Labels};
+    /// let data = Dataset::new(vec![0., 1., 2., 3., 4., 5.], 3, 2, Labels::Classes(vec![7, 8, 9])).unwrap();
+    /// let mut buf = Batch::default();
+    /// let (x, t) = data.gather(&[2, 0], &mut buf);
+    /// assert_eq!(x.as_row_major_slice().unwrap(), &[4., 5., 0., 1.]);
+    /// assert!(matches!(t, Targets::Classes(&[9, 7])));
+    /// ```
+    pub fn gather<'b>(&self, idx: &[usize], buf: &'b mut Batch) -> (MatRef<'b>, Targets<'b>) {
+        let (b, d) = (idx.len(), self.cols);
+        buf.x.clear();
+        for &i in idx {
+            buf.x.extend_from_slice(&self.x[i * d..(i + 1) * d]);
+        }
+        let targets = match &self.labels {
+            Labels::Values { data, width } => {
+                buf.values.clear();
+                for &i in idx {
+                    buf.values
+                        .extend_from_slice(&data[i * width..(i + 1) * width]);
+                }
+                Targets::Values(MatRef::from_slice(&buf.values, b, *width))
+            }
+            Labels::Signs(s) => {
+                buf.signs.clear();
+                buf.signs.extend(idx.iter().map(|&i| s[i]));
+                Targets::Signs(&buf.signs)
+            }
+            Labels::Classes(c) => {
+                buf.classes.clear();
+                buf.classes.extend(idx.iter().map(|&i| c[i]));
+                Targets::Classes(&buf.classes)
+            }
+        };
+        (MatRef::from_slice(&buf.x, b, d), targets)
+    }
+}
+
+/// Reusable buffers for a gathered minibatch ([`Dataset::gather`]).
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    x: Vec<f32>,
+    values: Vec<f32>,
+    signs: Vec<f32>,
+    classes: Vec<usize>,
 }

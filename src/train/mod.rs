@@ -5,5 +5,5 @@ pub mod data;
 pub mod idx;
 pub mod trainer;
 
-pub use data::{DataError, Dataset, Labels};
+pub use data::{Batch, DataError, Dataset, Labels};
 pub use trainer::{EpochStats, TrainError, Trainer};

@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use crate::matrix::MatRef;
 use crate::nn::{Evaluation, Mlp, StepError, Targets};
 use crate::optim::{clip_grad_norm, Optimizer, Schedule};
-use crate::train::{Dataset, Labels};
+use crate::train::{Batch, Dataset};
 
 /// Why training stopped.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,10 +97,7 @@ pub struct Trainer {
     seed: u64,
     /// The epoch's sample order and the gathered minibatch (reused).
     order: Vec<usize>,
-    bx: Vec<f32>,
-    by_values: Vec<f32>,
-    by_signs: Vec<f32>,
-    by_classes: Vec<usize>,
+    batch: Batch,
 }
 
 impl Trainer {
@@ -125,10 +122,7 @@ impl Trainer {
             epoch: 0,
             seed,
             order: Vec::new(),
-            bx: Vec::new(),
-            by_values: Vec::new(),
-            by_signs: Vec::new(),
-            by_classes: Vec::new(),
+            batch: Batch::default(),
         }
     }
 
@@ -191,16 +185,24 @@ impl Trainer {
     /// [`TrainError::Step`] for bad input, [`TrainError::Diverged`] (and no
     /// update) when the loss or the gradient norm is not finite.
     pub fn step(&mut self, x: MatRef<'_>, targets: Targets<'_>) -> Result<f32, TrainError> {
-        let clip = self.clip;
-        train_step(
-            &mut self.net,
-            &mut *self.opt,
-            &self.schedule,
-            clip,
-            &mut self.step,
-            x,
-            targets,
-        )
+        self.net.set_training(true);
+        let loss = self.net.forward_backward(x, targets)?;
+        let (params, grads) = self.net.params_and_grads();
+        // Clipping needs the norm anyway (it leaves non-finite gradients
+        // alone); without it, one pass checks the gradient for NaN and ±∞.
+        let finite = match self.clip {
+            Some(max) => clip_grad_norm(grads, max).is_finite(),
+            None => all_finite(grads),
+        };
+        if !loss.is_finite() || !finite {
+            return Err(TrainError::Diverged {
+                step: self.step,
+                loss,
+            });
+        }
+        self.opt.step(params, grads, self.schedule.lr_at(self.step));
+        self.step += 1;
+        Ok(loss)
     }
 
     /// One pass over `data` in a fresh random order (seeded), in minibatches
@@ -265,46 +267,19 @@ impl Trainer {
         })
     }
 
-    /// Copies samples `order[lo..hi]` into the minibatch buffers and steps.
+    /// Gathers samples `order[lo..hi]` into the minibatch buffers and steps.
     fn gather_and_step(&mut self, data: &Dataset, lo: usize, hi: usize) -> Result<f32, TrainError> {
-        let d = data.features();
-        let b = hi - lo;
-        let idx = &self.order[lo..hi];
-        self.bx.clear();
-        for &i in idx {
-            self.bx
-                .extend_from_slice(&data.x_data()[i * d..(i + 1) * d]);
-        }
-        let x = MatRef::from_slice(&self.bx, b, d);
-        let targets = match data.labels() {
-            Labels::Values { data: v, width } => {
-                self.by_values.clear();
-                for &i in idx {
-                    self.by_values
-                        .extend_from_slice(&v[i * width..(i + 1) * width]);
-                }
-                Targets::Values(MatRef::from_slice(&self.by_values, b, *width))
-            }
-            Labels::Signs(s) => {
-                self.by_signs.clear();
-                self.by_signs.extend(idx.iter().map(|&i| s[i]));
-                Targets::Signs(&self.by_signs)
-            }
-            Labels::Classes(c) => {
-                self.by_classes.clear();
-                self.by_classes.extend(idx.iter().map(|&i| c[i]));
-                Targets::Classes(&self.by_classes)
-            }
+        // The buffers move out for the step (no copy, no allocation) so the
+        // gathered views and `self` can be borrowed at once.
+        let mut buf = std::mem::take(&mut self.batch);
+        let order = std::mem::take(&mut self.order);
+        let result = {
+            let (x, targets) = data.gather(&order[lo..hi], &mut buf);
+            self.step(x, targets)
         };
-        train_step(
-            &mut self.net,
-            &mut *self.opt,
-            &self.schedule,
-            self.clip,
-            &mut self.step,
-            x,
-            targets,
-        )
+        self.batch = buf;
+        self.order = order;
+        result
     }
 
     /// The network in evaluation mode on the whole dataset, in chunks of
@@ -354,27 +329,38 @@ pub fn evaluate(net: &mut Mlp, data: &Dataset, chunk: usize) -> Result<Evaluatio
     })
 }
 
-/// Forward, backward, optional clipping, divergence check, update; advances
-/// `step` only when the update happened.
-#[allow(clippy::too_many_arguments)]
-fn train_step(
-    net: &mut Mlp,
-    opt: &mut dyn Optimizer,
-    schedule: &Schedule,
-    clip: Option<f32>,
-    step: &mut u64,
-    x: MatRef<'_>,
-    targets: Targets<'_>,
-) -> Result<f32, TrainError> {
-    net.set_training(true);
-    let loss = net.forward_backward(x, targets)?;
-    let (params, grads) = net.params_and_grads();
-    // Clipping needs the norm anyway; it leaves non-finite gradients alone.
-    let finite = clip.is_none_or(|max| clip_grad_norm(grads, max).is_finite());
-    if !loss.is_finite() || !finite {
-        return Err(TrainError::Diverged { step: *step, loss });
+/// Whether every value is finite, in one vectorisable pass: `x·0` is 0 for a
+/// finite `x` and NaN for NaN and ±∞, and a NaN survives any sum.
+fn all_finite(v: &[f32]) -> bool {
+    const LANES: usize = 16;
+    let mut acc = [0.0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x * 0.0;
+        }
     }
-    opt.step(params, grads, schedule.lr_at(*step));
-    *step += 1;
-    Ok(loss)
+    let rest = tail.iter().fold(0.0f32, |a, &x| a + x * 0.0);
+    (acc.iter().sum::<f32>() + rest) == 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+
+    #[test]
+    fn all_finite_finds_nan_and_infinities_anywhere() {
+        for n in [0usize, 1, 15, 16, 17, 100] {
+            let v = vec![1e30f32; n];
+            assert!(all_finite(&v));
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for at in 0..n {
+                    let mut w = v.clone();
+                    w[at] = bad;
+                    assert!(!all_finite(&w), "{bad} at {at} of {n}");
+                }
+            }
+        }
+    }
 }
