@@ -4,10 +4,11 @@
 //! # Layout
 //! A network is a list of layers applied in order: dense layers `Z = X·W + b`
 //! (W is `fan_in × fan_out`, as in `../DESIGN.md` section 1), activations,
-//! BatchNorm, LayerNorm and residual blocks `x + f(x)`. A dense layer directly
-//! followed by an activation is fused: the activation runs in the GEMM
-//! epilogue, and on the way back φ′ and the bias gradient run in the epilogue
-//! of the δ step of the layer above.
+//! BatchNorm, LayerNorm and residual blocks `x + f(x)`, each kind in its own
+//! file behind one contract (`nn/layer.rs`). A dense layer directly followed
+//! by an activation is fused: the activation runs in the GEMM epilogue, and
+//! on the way back φ′ and the bias gradient run in the epilogue of the δ step
+//! of the layer above.
 //!
 //! All parameters live in one `Vec<f32>` ([`Mlp::params`]) and their gradients
 //! in another of the same layout ([`Mlp::grads`]), so an optimizer step is one
@@ -16,11 +17,11 @@
 //! [`Mlp::buffers`].
 //!
 //! # Batches and threads
-//! Activations are `(batch, features)` row-major. The whole minibatch goes
-//! through each GEMM at once; the GEMMs split the work over threads on the
-//! register-tile grid and never split k, so a step gives bitwise the same
-//! weights for any thread count. Workspaces are sized for the largest batch
-//! seen and reused: a step at a batch size seen before allocates nothing.
+//! Activations are `(batch, features)` row-major. How a minibatch's GEMMs are
+//! spread over threads is [`BatchParallelism`]'s choice, carried out by one
+//! executor (`nn/exec.rs`): either way a step gives bitwise the same weights
+//! for any thread count. Workspaces are sized for the largest batch seen and
+//! reused: a step at a batch size seen before allocates nothing.
 
 use std::ops::Range;
 
@@ -31,30 +32,8 @@ use crate::gemm::GemmOptions;
 use crate::matrix::MatRef;
 use crate::nn::exec::Exec;
 use crate::nn::layer::{self, Backward, Fill, Forward, Layout, Op, Slot, Store};
+use crate::nn::workspace::{try_filled, Workspace};
 use crate::nn::{BatchParallelism, BuildError, Layer, Loss, StepError, Targets};
-
-/// The most `f32` values one array of a network may hold: the parameter
-/// arena, the BatchNorm buffer arena, or one activation workspace of
-/// `batch × width` (2³¹ values, 8 GiB). Sizes come from input (a data file's
-/// label range, an IDX header, a saved architecture, a batch size), so every
-/// size product is computed with checked arithmetic and compared against this
-/// cap before anything is allocated; [`BuildError::TooLarge`] and
-/// [`StepError::TooLarge`] report a network or a batch beyond it, and an
-/// allocation the system refuses below it is reported the same way instead of
-/// aborting.
-pub const MAX_ELEMENTS: usize = 1 << 31;
-
-/// A vector of `n` copies of `fill`, or `None` if `n` exceeds
-/// [`MAX_ELEMENTS`] or the allocator refuses the memory.
-fn try_filled(n: usize, fill: f32) -> Option<Vec<f32>> {
-    if n > MAX_ELEMENTS {
-        return None;
-    }
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).ok()?;
-    v.resize(n, fill);
-    Some(v)
-}
 
 /// A network: its layers, parameters, gradients and workspaces.
 #[derive(Debug)]
@@ -75,20 +54,6 @@ pub struct Mlp {
     training: bool,
     exec: Exec,
     ws: Workspace,
-}
-
-/// Per-op buffers for one batch size; only ever grows.
-#[derive(Clone, Debug, Default)]
-struct Workspace {
-    batch: usize,
-    /// Output of each op, `batch × dims[i]`.
-    out: Vec<Vec<f32>>,
-    /// What an op keeps for backward (Z of a dense layer whose φ′ needs it, x̂ of a norm).
-    aux: Vec<Vec<f32>>,
-    /// An op's statistics (a norm's 1/σ).
-    stat: Vec<Vec<f32>>,
-    /// ∂L/∂(output of op i); a dense op turns it into ∂L/∂Z in place.
-    grad: Vec<Vec<f32>>,
 }
 
 impl Clone for Mlp {
@@ -294,32 +259,18 @@ impl Mlp {
 
     /// Sizes the workspaces for batches of up to `batch` rows (no-op when
     /// they are large enough already). Every size is checked against
-    /// [`MAX_ELEMENTS`] before anything is allocated.
+    /// [`MAX_ELEMENTS`](crate::nn::MAX_ELEMENTS) before anything is allocated.
     fn ensure_batch(&mut self, batch: usize) -> Result<(), StepError> {
-        if self.ws.out.len() == self.ops.len() && self.ws.batch >= batch {
+        if self.ws.fits(self.ops.len(), batch) {
             return Ok(());
         }
         let cap = batch.max(self.ws.batch);
-        let too_large = || StepError::TooLarge { batch };
-        let zeros = |len: Option<usize>| len.and_then(|n| try_filled(n, 0.0)).ok_or_else(too_large);
-        let mut ws = Workspace {
-            batch: cap,
-            ..Default::default()
-        };
-        for (op, &d) in self.ops.iter().zip(&self.dims) {
-            let s = op.scratch(d);
-            let rows = cap.checked_mul(d);
-            ws.out.push(zeros(rows)?);
-            ws.grad.push(zeros(rows)?);
-            ws.aux.push(zeros(if s.aux { rows } else { Some(0) })?);
-            let stat = cap
-                .checked_mul(s.stat_per_row)
-                .and_then(|n| n.checked_add(s.stat_fixed));
-            ws.stat.push(zeros(stat)?);
-        }
+        let ws = Workspace::new(&self.ops, &self.dims, cap).ok_or(StepError::TooLarge { batch })?;
         // Shard partials of the largest parameter tensor (a W or a b).
         let widest = self.slots.iter().map(|s| s.len).max().unwrap_or(0);
-        self.exec.reserve(widest).ok_or_else(too_large)?;
+        self.exec
+            .reserve(widest)
+            .ok_or(StepError::TooLarge { batch })?;
         self.ws = ws;
         Ok(())
     }
@@ -331,7 +282,7 @@ impl Mlp {
     /// # Errors
     /// [`StepError::InputWidth`], [`StepError::BatchOfOne`] for BatchNorm in
     /// training mode, or [`StepError::TooLarge`] for a batch whose workspaces
-    /// would exceed [`MAX_ELEMENTS`].
+    /// would exceed [`MAX_ELEMENTS`](crate::nn::MAX_ELEMENTS).
     ///
     /// # Panics
     /// If `x` is not contiguous row-major and the first layer is not dense.

@@ -14,6 +14,7 @@ pub mod layer_norm;
 pub mod loss;
 pub mod mlp;
 mod residual;
+mod workspace;
 
 pub use crate::kernel::activation::Activation;
 pub use builder::MlpBuilder;
@@ -22,4 +23,5 @@ pub use exec::BatchParallelism;
 pub use init::Init;
 pub use layer::Layer;
 pub use loss::{Loss, Targets};
-pub use mlp::{Evaluation, Mlp, MAX_ELEMENTS};
+pub use mlp::{Evaluation, Mlp};
+pub use workspace::MAX_ELEMENTS;
