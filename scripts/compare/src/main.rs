@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use backprop::gemm::{gemm_with, GemmOptions};
 use backprop::matrix::{MatMut, MatRef};
-use backprop::nn::{Activation, Loss, MlpBuilder, Targets};
+use backprop::nn::{Activation, BatchParallelism, Loss, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule, Sgd, SgdConfig};
 use backprop::train::Trainer;
 use backprop::Threads;
@@ -47,6 +47,16 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// How a step case's network differs from the plain dense/ReLU stack.
+#[derive(Clone, Copy)]
+enum Variant {
+    Plain,
+    /// BatchNorm between each hidden dense layer and its ReLU.
+    BatchNorm,
+    /// The plain stack with `BatchParallelism::Shards(n)`.
+    Shards(usize),
+}
+
 struct Step {
     trainer: Trainer,
     x: Vec<f32>,
@@ -59,17 +69,23 @@ struct Step {
 }
 
 impl Step {
-    fn new(dims: &[usize], batch: usize, loss: Loss, adam: bool, threads: usize) -> Step {
+    fn new(dims: &[usize], batch: usize, loss: Loss, adam: bool, threads: usize, variant: Variant) -> Step {
         let (input, output) = (dims[0], *dims.last().unwrap());
         let mut b = MlpBuilder::new(input).loss(loss);
         for &h in &dims[1..dims.len() - 1] {
-            b = b.dense(h).act(Activation::Relu);
+            b = match variant {
+                Variant::BatchNorm => b.dense(h).batch_norm().act(Activation::Relu),
+                _ => b.dense(h).act(Activation::Relu),
+            };
         }
         let mut net = b.dense(output).build(1).unwrap();
         net.set_gemm_options(GemmOptions {
             threads: Threads::Fixed(threads),
             ..Default::default()
         });
+        if let Variant::Shards(s) = variant {
+            net.set_parallelism(BatchParallelism::Shards(s));
+        }
         let n = net.num_params();
         let opt: Box<dyn Optimizer + Send> = if adam {
             Box::new(Adam::new(n, AdamConfig::default()))
@@ -197,13 +213,14 @@ fn main() {
     }
 
     let sce = Loss::SoftmaxCrossEntropy;
-    let steps: Vec<(&str, Vec<usize>, usize, Loss, bool)> = vec![
+    let steps: Vec<(&str, Vec<usize>, usize, Loss, bool, Variant)> = vec![
         (
             "step small_32-4x64-10_sgd_b32",
             vec![32, 64, 64, 64, 64, 10],
             32,
             sce,
             false,
+            Variant::Plain,
         ),
         (
             "step mnist_784-512-512-10_adam_b128",
@@ -211,6 +228,23 @@ fn main() {
             128,
             sce,
             true,
+            Variant::Plain,
+        ),
+        (
+            "step mnist_bn_784-512-512-10_adam_b128",
+            vec![784, 512, 512, 10],
+            128,
+            sce,
+            true,
+            Variant::BatchNorm,
+        ),
+        (
+            "step mnist_shards4_784-512-512-10_adam_b128",
+            vec![784, 512, 512, 10],
+            128,
+            sce,
+            true,
+            Variant::Shards(4),
         ),
         (
             "step deep_256-8x256-1_momentum_b256",
@@ -218,14 +252,15 @@ fn main() {
             256,
             Loss::Mse,
             false,
+            Variant::Plain,
         ),
-        ("step k1024_l8_b256", vec![1024; 10], 256, Loss::Mse, false),
+        ("step k1024_l8_b256", vec![1024; 10], 256, Loss::Mse, false, Variant::Plain),
     ];
-    for (name, dims, batch, loss, adam) in steps {
+    for (name, dims, batch, loss, adam, variant) in steps {
         if !name.contains(&filter) {
             continue;
         }
-        let mut s = Step::new(&dims, batch, loss, adam, threads);
+        let mut s = Step::new(&dims, batch, loss, adam, threads, variant);
         report(name, median_secs(|| s.run(), 5, budget));
     }
 }
