@@ -32,6 +32,7 @@ pub mod nn;
 pub mod optim;
 pub mod parallel;
 pub mod reference;
+pub mod rng;
 pub mod train;
 
 pub use kernel::{active_isa, Isa};

@@ -1204,7 +1204,7 @@ fn checkpoint_layout_and_metadata() {
         bits(state.buffers[1])
     );
     let m = &st.metadata;
-    assert_eq!(m["backprop.checkpoint_version"], "1");
+    assert_eq!(m["backprop.checkpoint_version"], "2");
     assert_eq!(m["backprop.optimizer.steps"], "7");
     assert_eq!(
         m["backprop.optimizer.buffers"],
@@ -1331,6 +1331,7 @@ fn corrupt_checkpoints_give_typed_errors() {
         ("backprop.optimizer.buffers", "[1]"),
         ("backprop.optimizer.buffers", "exp_avg"),
         ("backprop.checkpoint_version", "0"),
+        ("backprop.checkpoint_version", "1"),
     ] {
         let mut st = good.clone();
         st.metadata.insert(key.into(), value.into());
@@ -1339,6 +1340,10 @@ fn corrupt_checkpoints_give_typed_errors() {
             matches!(&e, IoError::Metadata { key: k, .. } if k == key),
             "{key}: {e}"
         );
+        if value == "1" {
+            // Version 1 shuffled with another generator: say why it is refused.
+            assert!(e.to_string().contains("another generator"), "{e}");
+        }
     }
     let mut st = good.clone();
     st.metadata.insert(

@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 
 /// `n` draws of N(0, 1), seeded.
 pub fn gaussian(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = backprop::rng::Rng::seed_from_u64(seed);
     (0..n)
         .map(|_| backprop::nn::init::standard_normal(&mut rng))
         .collect()
@@ -1225,11 +1225,12 @@ pub fn bn_properties(features: usize, batch: usize, seed: u64) -> BnProperties {
     let mut rng = StdRng::seed_from_u64(seed);
     let mu: Vec<f32> = (0..features).map(|_| rng.random_range(-2.0..2.0)).collect();
     let s: Vec<f32> = (0..features).map(|_| rng.random_range(0.5..3.0)).collect();
+    let mut normals = backprop::rng::Rng::seed_from_u64(seed ^ 0x5EED);
     let mut draw = |n: usize| -> Vec<f32> {
         (0..n * features)
             .map(|i| {
                 let j = i % features;
-                mu[j] + s[j] * backprop::nn::init::standard_normal(&mut rng)
+                mu[j] + s[j] * backprop::nn::init::standard_normal(&mut normals)
             })
             .collect()
     };

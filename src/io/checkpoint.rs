@@ -15,7 +15,13 @@ use crate::optim::{OptimState, Optimizer, Schedule};
 use crate::train::Trainer;
 
 /// The checkpoint format version, stored under `backprop.checkpoint_version`.
-pub const CHECKPOINT_VERSION: &str = "1";
+///
+/// Version 2 is the first whose shuffles come from the crate's own generator
+/// ([`crate::rng`]). Version 1 checkpoints are refused with a message saying
+/// so: their run shuffled with another generator, so resuming one could not
+/// continue it bit for bit. (Their network still loads as a model file, with
+/// [`load_mlp`](super::load_mlp).)
+pub const CHECKPOINT_VERSION: &str = "2";
 
 const KEY_VERSION: &str = "backprop.checkpoint_version";
 const KEY_OPT_STEPS: &str = "backprop.optimizer.steps";
@@ -88,7 +94,7 @@ pub struct Checkpoint {
 ///
 /// | key | value |
 /// |---|---|
-/// | `backprop.checkpoint_version` | [`CHECKPOINT_VERSION`] (`"1"`) |
+/// | `backprop.checkpoint_version` | [`CHECKPOINT_VERSION`] (`"2"`) |
 /// | `backprop.optimizer.steps` | [`Optimizer::steps`] |
 /// | `backprop.optimizer.buffers` | JSON array of the buffer names, in [`Optimizer::state_names`] order |
 /// | `backprop.optimizer.config` | [`Optimizer::config_text`] (absent when empty) |
@@ -142,6 +148,16 @@ pub fn checkpoint_to_safetensors(trainer: &Trainer) -> SafeTensors {
 /// optimizer state included) is verified by the network's loader.
 pub fn checkpoint_from_safetensors(st: &SafeTensors) -> Result<Checkpoint, IoError> {
     let version = meta(st, KEY_VERSION)?;
+    if version == "1" {
+        return Err(IoError::Metadata {
+            key: KEY_VERSION.into(),
+            message: format!(
+                "checkpoint version \"1\" was written by an older build whose shuffles came from \
+                 another generator, so resuming it could not reproduce that run (this build reads \
+                 {CHECKPOINT_VERSION:?}); its network loads as a model file"
+            ),
+        });
+    }
     if version != CHECKPOINT_VERSION {
         return Err(IoError::Metadata {
             key: KEY_VERSION.into(),

@@ -1,9 +1,10 @@
 //! Weight initialization, by name and formula. Biases start at zero.
 //!
-//! All draws come from the caller's seeded generator, so a seed fixes the
-//! network. Normal draws use the Box–Muller transform on two uniform draws.
+//! All draws come from the caller's seeded [`Rng`], whose stream the crate
+//! defines (see [`crate::rng`]), so a seed fixes the network across versions.
+//! Normal draws use the Box–Muller transform on two uniform draws.
 
-use rand::Rng;
+use crate::rng::Rng;
 
 /// How a dense layer's `fan_in × fan_out` weight matrix is drawn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,14 +42,24 @@ impl Init {
         }
     }
 
-    /// Fills `w` (a `fan_in × fan_out` matrix in any order) with draws from `rng`.
-    pub fn fill<R: Rng + ?Sized>(self, w: &mut [f32], fan_in: usize, fan_out: usize, rng: &mut R) {
+    /// Fills `w` (a `fan_in × fan_out` matrix in any order) with draws from
+    /// `rng`, one per element in order.
+    ///
+    /// ```
+    /// use backprop::nn::Init;
+    /// use backprop::rng::Rng;
+    /// let mut w = [0.0f32; 6];
+    /// Init::XavierUniform.fill(&mut w, 2, 3, &mut Rng::seed_from_u64(1));
+    /// let a = (6.0f32 / 5.0).sqrt();
+    /// assert!(w.iter().all(|&x| (-a..=a).contains(&x)));
+    /// ```
+    pub fn fill(self, w: &mut [f32], fan_in: usize, fan_out: usize, rng: &mut Rng) {
         let std = self.std(fan_in, fan_out);
         match self {
             Init::XavierUniform => {
                 let a = std * 3f32.sqrt(); // U(−a, a) has σ = a/√3
                 for x in w.iter_mut() {
-                    *x = rng.random_range(-a..=a);
+                    *x = (f64::from(a) * (2.0 * rng.uniform() - 1.0)) as f32;
                 }
             }
             _ => {
@@ -60,25 +71,20 @@ impl Init {
     }
 }
 
-/// One N(0, 1) draw (Box–Muller; the second variate is discarded so each draw
-/// consumes exactly two uniforms, keeping streams easy to reason about).
-pub fn standard_normal<R: Rng + ?Sized>(rng: &mut R) -> f32 {
-    // u1 ∈ (0, 1] so ln(u1) is finite.
-    let u1: f64 = 1.0 - rng.random::<f64>();
-    let u2: f64 = rng.random::<f64>();
-    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+/// One N(0, 1) draw ([`Rng::normal`]: Box–Muller, two uniforms per draw),
+/// rounded to `f32`.
+pub fn standard_normal(rng: &mut Rng) -> f32 {
+    rng.normal() as f32
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::rngs::StdRng;
-    use rand::SeedableRng;
 
     /// The sample variance of 200k draws is within 2 % of the formula.
     #[test]
     fn variances_follow_the_formulas() {
-        let mut rng = StdRng::seed_from_u64(1);
+        let mut rng = Rng::seed_from_u64(1);
         for (init, fan_in, fan_out) in [
             (Init::He, 300, 100),
             (Init::Xavier, 300, 100),
@@ -106,7 +112,7 @@ mod tests {
     fn same_seed_same_weights() {
         let draw = |seed| {
             let mut w = vec![0.0f32; 64];
-            Init::He.fill(&mut w, 8, 8, &mut StdRng::seed_from_u64(seed));
+            Init::He.fill(&mut w, 8, 8, &mut Rng::seed_from_u64(seed));
             w
         };
         assert_eq!(draw(3), draw(3));

@@ -25,15 +25,13 @@
 
 use std::ops::Range;
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-
 use crate::gemm::GemmOptions;
 use crate::matrix::MatRef;
 use crate::nn::exec::Exec;
 use crate::nn::layer::{self, Backward, Fill, Forward, Layout, Op, Slot, Store};
 use crate::nn::workspace::{try_filled, Workspace};
 use crate::nn::{BatchParallelism, BuildError, Layer, Loss, StepError, Targets};
+use crate::rng::Rng;
 
 /// A network: its layers, parameters, gradients and workspaces.
 #[derive(Debug)]
@@ -103,7 +101,7 @@ impl Mlp {
         let mut buffers = try_filled(c.buffers, 0.0).ok_or(too_large.clone())?;
         let grads = try_filled(c.params, 0.0).ok_or(too_large)?;
         if let Some(seed) = seed {
-            let mut rng = StdRng::seed_from_u64(seed);
+            let mut rng = Rng::seed_from_u64(seed);
             for s in &c.slots {
                 let arena = match s.tensor.store {
                     Store::Param => &mut params[s.range()],

@@ -4,13 +4,10 @@
 use std::fmt;
 use std::time::Instant;
 
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-
 use crate::matrix::MatRef;
 use crate::nn::{Evaluation, Mlp, StepError, Targets};
 use crate::optim::{clip_grad_norm, Optimizer, Schedule};
+use crate::rng::Rng;
 use crate::train::{Batch, Dataset};
 
 /// Why training stopped.
@@ -241,8 +238,7 @@ impl Trainer {
         let n = data.len();
         self.order.clear();
         self.order.extend(0..n);
-        let mut rng = StdRng::seed_from_u64(shuffle_seed(self.seed, self.epoch));
-        self.order.shuffle(&mut rng);
+        Rng::seed_from_u64(shuffle_seed(self.seed, self.epoch)).shuffle(&mut self.order);
         let (mut total, mut seen, mut steps) = (0.0f64, 0usize, 0u64);
         let mut lo = 0;
         while lo < n {
