@@ -6,9 +6,13 @@
 //!   `RAYON_NUM_THREADS`, the number of available cores.
 //! * Parallel work runs on a team of threads owned by this crate, never on the
 //!   caller's pool, and is **never nested**: a call made from inside one of our
-//!   pieces, from inside any rayon worker thread (the caller's pool), or while
-//!   the team is busy with another caller's work runs on the calling thread
-//!   alone, as does a call with one thread asked for.
+//!   pieces, or while the team is busy with another caller's work, runs on the
+//!   calling thread alone, as does a call with one thread asked for. With the
+//!   `rayon` feature, so does a call from inside any rayon worker thread (the
+//!   caller's pool); without it (the default, which keeps rayon out of the
+//!   build) such a call uses the team as any other, so a rayon program that
+//!   calls in from many workers at once should enable the feature or set one
+//!   thread. Results are the same bits either way.
 //! * The team is a small fork-join of its own (a mutex, two condition
 //!   variables, parked threads) rather than a rayon pool, because a call must
 //!   not allocate: rayon's job injection allocates a queue block every 63 jobs,
@@ -86,9 +90,20 @@ thread_local! {
 }
 
 /// True when a parallel call made here must run inline: inside one of our
-/// pieces or on a rayon worker thread (someone else's pool).
+/// pieces or (with the `rayon` feature) on a rayon worker thread, someone
+/// else's pool.
 pub(crate) fn in_worker() -> bool {
-    IN_PIECE.with(Cell::get) || rayon::current_thread_index().is_some()
+    IN_PIECE.with(Cell::get) || in_rayon_worker()
+}
+
+#[cfg(feature = "rayon")]
+fn in_rayon_worker() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
+#[cfg(not(feature = "rayon"))]
+fn in_rayon_worker() -> bool {
+    false
 }
 
 /// Spin iterations a worker waits for a new job before parking.
@@ -350,5 +365,16 @@ impl<'a, T> SharedMut<'a, T> {
         // SAFETY: in bounds (checked), the slice is borrowed for 'a (the
         // type), and exclusive (caller's contract).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
+    }
+}
+
+#[cfg(all(test, feature = "rayon"))]
+mod rayon_tests {
+    /// Inside a rayon pool our calls run inline (no nested team).
+    #[test]
+    fn calls_from_a_rayon_worker_run_inline() {
+        assert!(!super::in_worker());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        assert!(pool.install(super::in_worker));
     }
 }
