@@ -562,3 +562,37 @@ fn evaluate_uses_the_losss_argmax_rule_with_nan() {
     assert_eq!(e.correct, Some(2));
     assert!(e.loss.is_nan());
 }
+
+/// A strided input (a transposed view) trains as its contiguous copy does
+/// when the first layer is dense: the dense layer reads `x` through its
+/// strides on the way forward and in `∂W = Xᵀ·δ`.
+#[test]
+fn forward_backward_takes_a_strided_input_into_a_dense_first_layer() {
+    let mut rng = StdRng::seed_from_u64(8);
+    // xt is 4 × 3; its transpose is the 3 × 4 batch.
+    let xt: Vec<f32> = (0..12).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let strided = MatRef::from_slice(&xt, 4, 3).t();
+    let copy: Vec<f32> = (0..3)
+        .flat_map(|i| (0..4).map(move |j| (i, j)))
+        .map(|(i, j)| xt[j * 3 + i])
+        .collect();
+    let classes = [0usize, 2, 1];
+    let run = |x: MatRef<'_>| {
+        let mut net = MlpBuilder::new(4)
+            .dense(5)
+            .act(Activation::Tanh)
+            .layer_norm()
+            .dense(3)
+            .loss(Loss::SoftmaxCrossEntropy)
+            .build(2)
+            .unwrap();
+        let v = net.forward_backward(x, Targets::Classes(&classes)).unwrap();
+        (v, net.grads().to_vec())
+    };
+    let (v1, g1) = run(strided);
+    let (v2, g2) = run(MatRef::from_slice(&copy, 3, 4));
+    assert_eq!(v1, v2);
+    for (a, b) in g1.iter().zip(&g2) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
+    }
+}
