@@ -374,7 +374,10 @@ mod rayon_tests {
     #[test]
     fn calls_from_a_rayon_worker_run_inline() {
         assert!(!super::in_worker());
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         assert!(pool.install(super::in_worker));
     }
 }

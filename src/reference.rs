@@ -106,18 +106,7 @@ pub fn activation_derivative(act: Activation, z: f64) -> f64 {
 }
 
 use crate::nn::layer::{Slot, Store};
-use crate::nn::{Layer, Loss};
-
-/// Targets for [`mlp_loss_and_grads`] in `f64`.
-#[derive(Clone, Debug)]
-pub enum RefTargets {
-    /// Regression targets, one row per sample.
-    Values(Vec<Vec<f64>>),
-    /// Labels ±1.
-    Signs(Vec<f64>),
-    /// Class indices.
-    Classes(Vec<usize>),
-}
+use crate::nn::{Layer, Loss, Targets};
 
 /// What one layer of the reference network remembers for the backward pass.
 enum Tape {
@@ -160,7 +149,7 @@ pub fn mlp_loss_and_grads(
     loss: Loss,
     params: &[f64],
     x: &[Vec<f64>],
-    targets: &RefTargets,
+    targets: Targets<'_>,
 ) -> (f64, Vec<f64>) {
     // The offsets come from the layers' own declarations (the arena layout).
     let compiled = crate::nn::layer::compile(input, layers).expect("reference: the layers build");
@@ -184,19 +173,20 @@ pub fn mlp_loss_and_grads(
     let mut g: Vec<Vec<f64>> = vec![vec![0.0; width]; x.len()];
     for (i, hi) in h.iter().enumerate() {
         match (loss, targets) {
-            (Loss::Mse, RefTargets::Values(y)) => {
+            (Loss::Mse, Targets::Values(y)) => {
                 for j in 0..width {
-                    let d = hi[j] - y[i][j];
+                    let d = hi[j] - f64::from(y.get(i, j));
                     value += 0.5 * d * d;
                     g[i][j] = d / batch;
                 }
             }
-            (Loss::Logistic, RefTargets::Signs(y)) => {
-                let t = -y[i] * hi[0];
+            (Loss::Logistic, Targets::Signs(y)) => {
+                let yi = f64::from(y[i]);
+                let t = -yi * hi[0];
                 value += t.max(0.0) + (-t.abs()).exp().ln_1p();
-                g[i][0] = -y[i] / (1.0 + (-t).exp()) / batch;
+                g[i][0] = -yi / (1.0 + (-t).exp()) / batch;
             }
-            (Loss::SoftmaxCrossEntropy, RefTargets::Classes(c)) => {
+            (Loss::SoftmaxCrossEntropy, Targets::Classes(c)) => {
                 let m = hi.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let s: f64 = hi.iter().map(|v| (v - m).exp()).sum();
                 value += m + s.ln() - hi[c[i]];

@@ -14,7 +14,7 @@ use backprop::gemm::{dense_forward, GemmOptions};
 use backprop::matrix::{MatMut, MatRef};
 use backprop::nn::{Activation, Init, Loss, Mlp, MlpBuilder, Targets};
 use backprop::optim::{Schedule, Sgd, SgdConfig};
-use backprop::reference::{mlp_loss_and_grads, RefTargets};
+use backprop::reference::mlp_loss_and_grads;
 use backprop::train::{Dataset, Labels, Trainer};
 use backprop::{Isa, Threads};
 use rand::rngs::StdRng;
@@ -409,7 +409,7 @@ pub fn gradient_check(net: &PlainNet, batch: usize, seed: u64) -> GradCheck {
         Loss::SoftmaxCrossEntropy,
         &p64,
         &x64,
-        &RefTargets::Classes(classes.clone()),
+        Targets::Classes(&classes),
     );
     let g_fd = finite_differences(net, &p64, &x64, &classes, 1e-6);
     let g_chain = chain_rule_per_weight(net, &p64, &x64, &classes);

@@ -6,7 +6,7 @@
 use arbitrary::Arbitrary;
 use backprop::matrix::MatRef;
 use backprop::nn::{Activation, Init, Layer, Loss, MlpBuilder, Targets};
-use backprop::reference::{mlp_loss_and_grads, RefTargets};
+use backprop::reference::mlp_loss_and_grads;
 use libfuzzer_sys::fuzz_target;
 
 const ACTS: [Activation; 7] = [
@@ -121,13 +121,8 @@ fuzz_target!(|inp: Input| {
             .map(|r| r.iter().map(|&t| t as f64).collect())
             .collect()
     };
-    let rt = match loss {
-        Loss::Mse => RefTargets::Values(rows(&y, out)),
-        Loss::Logistic => RefTargets::Signs(signs.iter().map(|&s| s as f64).collect()),
-        Loss::SoftmaxCrossEntropy => RefTargets::Classes(classes.clone()),
-    };
     let params: Vec<f64> = net.params().iter().map(|&p| p as f64).collect();
-    let (want, want_g) = mlp_loss_and_grads(input, &layers, loss, &params, &rows(&x, input), &rt);
+    let (want, want_g) = mlp_loss_and_grads(input, &layers, loss, &params, &rows(&x, input), targets);
     // A norm over a feature that is (nearly) constant across the batch or the
     // sample — which narrow or saturated layers upstream easily produce —
     // divides f32 rounding noise by √ε, so neither the loss nor the gradients

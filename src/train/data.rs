@@ -6,7 +6,10 @@ use std::fmt;
 use crate::matrix::MatRef;
 use crate::nn::Targets;
 
-/// The labels of a dataset, one kind per loss.
+/// The labels of a dataset, one kind per loss: the owned form of
+/// [`Targets`], which [`Dataset::slice`] and [`Dataset::gather`] lend out
+/// (the same three kinds, the one borrowed description the losses, the
+/// network and the reference take).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Labels {
     /// Regression targets: `samples × width`, row-major.
