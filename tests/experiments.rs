@@ -1,6 +1,6 @@
 //! The trends the experiment report (`cargo run --release --example
 //! experiments`) shows, asserted at small sizes on the same code
-//! (`examples/experiments/lab.rs`). Margins are wide: each test states the
+//! (`support/src/lab.rs`). Margins are wide: each test states the
 //! value the theory predicts beside the bound it checks.
 //!
 //! The MNIST experiments (4 and 5) are ignored by plain `cargo test` (a fresh
@@ -8,16 +8,9 @@
 //! `cargo test --release --test experiments -- --ignored` and
 //! `BACKPROP_MNIST_DIR` pointing at the files.
 
-#[path = "../examples/experiments/lab.rs"]
-mod lab;
-#[path = "../examples/common/mnist.rs"]
-mod mnist;
-// The report's SVG charts; included for the unit tests inside the module.
-#[path = "../examples/common/plot.rs"]
-mod plot;
-
 use backprop::nn::Activation;
-use lab::*;
+use backprop_support::lab::*;
+use backprop_support::{mnist, plot};
 
 /// Seeds for the cheap tests: each trend must hold in every one.
 const SEEDS: [u64; 3] = [3, 4, 5];

@@ -22,12 +22,6 @@
 //! from `--mnist` (default `$BACKPROP_MNIST_DIR`, else `../shared/data/mnist`);
 //! without it those two sections say so and the rest still runs.
 
-mod lab;
-#[path = "../common/mnist.rs"]
-mod mnist;
-#[path = "../common/plot.rs"]
-mod plot;
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,9 +29,10 @@ use std::time::Instant;
 
 use backprop::nn::Activation;
 use backprop::train::Dataset;
+use backprop_support::lab::*;
+use backprop_support::plot::{Chart, Series};
+use backprop_support::{mnist, plot};
 use clap::Parser;
-use lab::*;
-use plot::{Chart, Series};
 
 #[derive(Parser, Debug)]
 #[command(about = "Runs the course's experiments and writes a Markdown report with SVG plots")]
@@ -132,7 +127,7 @@ fn run(args: &Args) -> Result<PathBuf, String> {
         md,
         "Written by `cargo run --release --example experiments{}` with {} thread(s) on the {} kernels{}. \
          Every number below comes from the crate's own layers, kernels and trainer; \
-         `tests/experiments.rs` runs the same code (`examples/experiments/lab.rs`) at small sizes \
+         `tests/experiments.rs` runs the same code (`support/src/lab.rs`) at small sizes \
          and asserts each trend.\n",
         if q { " -- --quick" } else { "" },
         backprop::num_threads(),

@@ -23,8 +23,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-#[path = "../common/mnist.rs"]
-mod mnist;
+use backprop_support::mnist;
 
 /// The most threads `--threads`, `BACKPROP_NUM_THREADS` or
 /// `RAYON_NUM_THREADS` may ask for.

@@ -20,10 +20,8 @@ use backprop::nn::Mlp;
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod cli;
-#[path = "../common/plot.rs"]
-mod plot;
+use backprop_support::plot::{row_svg, save_svg, Chart, Series};
 use cli::EpochRow;
-use plot::{row_svg, save_svg, Chart, Series};
 
 fn main() -> ExitCode {
     let args = match cli::parse_args(std::env::args_os()) {

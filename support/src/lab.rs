@@ -1,9 +1,8 @@
 //! The experiments behind `cargo run --release --example experiments`: each
 //! function runs one experiment on the crate's own layers, kernels and
-//! trainer and returns the numbers. `main.rs` turns them into the report;
+//! trainer and returns the numbers. `examples/experiments/main.rs` turns them into the report;
 //! `tests/experiments.rs` runs the same functions at small sizes and asserts
 //! the trends, so what the report shows is what CI checks.
-#![allow(dead_code)]
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};

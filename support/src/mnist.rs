@@ -1,7 +1,6 @@
 //! MNIST for the examples and tests: the IDX files from a directory, plain or
 //! gzipped (decompressed with flate2, a dev-dependency, so the library keeps
 //! its small dependency set).
-#![allow(dead_code)]
 
 use std::io::Read;
 use std::path::Path;

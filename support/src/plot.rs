@@ -24,7 +24,6 @@
 //!     .series(Series::from_y("test", &[2.2, 1.0, 0.6]).dashed());
 //! chart.save(Path::new("loss.svg"))?;
 //! ```
-#![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -688,7 +687,9 @@ fn min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 #[derive(Clone, Debug)]
 struct Tick {
     pos: f64,
-    /// Plain text of the label, e.g. `0.2` or `1e-5` (`10^-6` for superscripts).
+    /// Plain text of the label, e.g. `0.2` or `1e-5` (`10^-6` for
+    /// superscripts); the tests read the labels through it.
+    #[cfg_attr(not(test), allow(dead_code))]
     text: String,
     /// SVG markup of the label (escaped, possibly with a superscript `<tspan>`).
     markup: String,
