@@ -586,7 +586,7 @@ fn solve3(mut a: [[f64; 4]; 3]) -> [f64; 3] {
 
 /// Var[z⁽ˡ⁾] for l = 1..=depth through `depth` ReLU layers of width `k` whose
 /// weights are N(0, σ²), on `batch` inputs x⁽⁰⁾ = ReLU(g), g ~ N(0, 1) (as if
-/// they came out of a layer with Var[z] = 1), over `nets` independently drawn
+/// they came out of a layer with Var\[z\] = 1), over `nets` independently drawn
 /// networks. One network's Var[z⁽ˡ⁾] drifts like a random walk in log scale
 /// (its own weights are one draw, shared by every sample); the mean over
 /// networks is what the variance argument E_W[Var z⁽ˡ⁾] = (K·σ²/2)·Var z⁽ˡ⁻¹⁾
@@ -1208,7 +1208,7 @@ pub struct BnProperties {
 /// mean and unbiased running variance once they have forgotten their start,
 /// for Gaussian features, momentum `m` and batches of `b`. The running value
 /// is an exponential average r ← (1 − m)·r + m·v of independent batch
-/// estimates v, so Var[r] = m/(2 − m)·Var[v], with Var[batch mean] = s²/b
+/// estimates v, so Var\[r\] = m/(2 − m)·Var\[v\], with Var\[batch mean\] = s²/b
 /// and Var[unbiased batch variance] = 2s⁴/(b − 1).
 pub fn running_stats_rms_theory(m: f64, b: usize) -> (f64, f64) {
     let keep = m / (2.0 - m);
