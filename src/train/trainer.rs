@@ -180,7 +180,9 @@ impl Trainer {
     ///
     /// # Errors
     /// [`TrainError::Step`] for bad input, [`TrainError::Diverged`] (and no
-    /// update) when the loss or the gradient norm is not finite.
+    /// update) when the loss is not finite or the gradient holds a NaN or an
+    /// infinity (seen by clipping's norm, or without clipping by one pass
+    /// over the gradient: about 2.5 % of a K = 1024, L = 8 step).
     pub fn step(&mut self, x: MatRef<'_>, targets: Targets<'_>) -> Result<f32, TrainError> {
         self.net.set_training(true);
         let loss = self.net.forward_backward(x, targets)?;
