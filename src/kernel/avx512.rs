@@ -126,6 +126,12 @@ const NV: usize = 2;
 /// same `mc`/`nc`). Fixed, because it decides the rounding (see `kernel::cache`).
 const KC: usize = 256;
 
+// The blocking's promises, checked when the crate compiles: the C tile
+// (MR × NV accumulators), the NV B vectors and the A broadcast fit the 32 zmm
+// registers, and the kc × 16·NV B micro-panel fits 32 KiB of L1d.
+const _: () = assert!(MR * NV + NV + 1 <= 32);
+const _: () = assert!(KC * NV * 16 * std::mem::size_of::<f32>() <= 32 * 1024);
+
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches, with
 /// the B panel kept in L2: see `kernel::cache` for the rule and measurements).
 pub(crate) fn blocking() -> Blocking {

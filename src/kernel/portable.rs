@@ -101,6 +101,12 @@ const NV: usize = 1;
 /// Fixed, because it decides the rounding (see `kernel::cache`).
 const KC: usize = 256;
 
+// The blocking's promises, checked when the crate compiles: the C tile, the B
+// vector and the A broadcast fit 16 f32x8 registers (16 ymm where `wide`
+// has AVX), and the kc × 8 B micro-panel takes 8 KiB of L1d.
+const _: () = assert!(MR * NV + NV + 1 <= 16);
+const _: () = assert!(KC * NV * 8 * std::mem::size_of::<f32>() <= 8 * 1024);
+
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches).
 pub(crate) fn blocking() -> Blocking {
     static B: OnceLock<Blocking> = OnceLock::new();
