@@ -170,8 +170,11 @@ const KC: usize = 512;
 // The blocking's promises, checked when the crate compiles: the C tile
 // (MR × NV accumulators), the NV B vectors and the A broadcast fit the 16 ymm
 // registers, and the kc × 8·NV B micro-panel fits a 32 KiB L1d.
-const _: () = assert!(MR * NV + NV + 1 <= 16);
-const _: () = assert!(KC * NV * 8 * std::mem::size_of::<f32>() <= 32 * 1024);
+const _: () = {
+    let registers = MR * NV + NV + 1; // C tile, B vectors, A broadcast
+    assert!(registers <= 16);
+    assert!(KC * NV * 8 * std::mem::size_of::<f32>() <= 32 * 1024);
+};
 
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches).
 pub(crate) fn blocking() -> Blocking {

@@ -129,8 +129,11 @@ const KC: usize = 256;
 // The blocking's promises, checked when the crate compiles: the C tile
 // (MR × NV accumulators), the NV B vectors and the A broadcast fit the 32 zmm
 // registers, and the kc × 16·NV B micro-panel fits 32 KiB of L1d.
-const _: () = assert!(MR * NV + NV + 1 <= 32);
-const _: () = assert!(KC * NV * 16 * std::mem::size_of::<f32>() <= 32 * 1024);
+const _: () = {
+    let registers = MR * NV + NV + 1; // C tile, B vectors, A broadcast
+    assert!(registers <= 32);
+    assert!(KC * NV * 16 * std::mem::size_of::<f32>() <= 32 * 1024);
+};
 
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches, with
 /// the B panel kept in L2: see `kernel::cache` for the rule and measurements).

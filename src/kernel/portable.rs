@@ -104,8 +104,11 @@ const KC: usize = 256;
 // The blocking's promises, checked when the crate compiles: the C tile, the B
 // vector and the A broadcast fit 16 f32x8 registers (16 ymm where `wide`
 // has AVX), and the kc × 8 B micro-panel takes 8 KiB of L1d.
-const _: () = assert!(MR * NV + NV + 1 <= 16);
-const _: () = assert!(KC * NV * 8 * std::mem::size_of::<f32>() <= 8 * 1024);
+const _: () = {
+    let registers = MR * NV + NV + 1; // C tile, B vectors, A broadcast
+    assert!(registers <= 16);
+    assert!(KC * NV * 8 * std::mem::size_of::<f32>() <= 8 * 1024);
+};
 
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches).
 pub(crate) fn blocking() -> Blocking {
