@@ -583,3 +583,37 @@ fn forward_backward_takes_a_strided_input_into_a_dense_first_layer() {
         assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
     }
 }
+
+/// Debug and Display summarise; they never print the arrays (a 784-512-10
+/// network's derived Debug was megabytes long).
+#[test]
+fn debug_and_display_are_summaries() {
+    let net = MlpBuilder::new(784)
+        .dense(512)
+        .act(Activation::Relu)
+        .residual(|r| r.layer_norm().dense(512))
+        .dense(10)
+        .loss(Loss::SoftmaxCrossEntropy)
+        .build(0)
+        .unwrap();
+    let debug = format!("{net:?}");
+    assert!(debug.len() < 300, "{debug}");
+    assert!(
+        debug.contains(&format!("params: {}", net.num_params())),
+        "{debug}"
+    );
+    let text = net.to_string();
+    assert!(text.len() < 1000, "{text}");
+    assert!(
+        text.contains("0  dense 512 (He)  weight [512, 784], bias [512]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    2.inner.1  dense 512 (He)  weight [512, 512], bias [512]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2.inner.0  layer_norm  weight [512], bias [512]"),
+        "{text}"
+    );
+}

@@ -33,8 +33,26 @@ use crate::nn::workspace::{try_filled, Workspace};
 use crate::nn::{BatchParallelism, BuildError, Layer, Loss, StepError, Targets};
 use crate::rng::Rng;
 
+mod summary;
+
 /// A network: its layers, parameters, gradients and workspaces.
-#[derive(Debug)]
+///
+/// `Debug` and `Display` give a summary (layers, tensor shapes, parameter
+/// count), never the arrays:
+///
+/// ```
+/// use backprop::nn::{Activation, MlpBuilder};
+/// let net = MlpBuilder::new(4).dense(8).act(Activation::Relu).batch_norm().dense(3).build(0).unwrap();
+/// assert_eq!(
+///     net.to_string(),
+///     "Mlp: 4 inputs → 3 outputs, Mse loss, 83 parameters, training mode\n\
+///      \x20 0  dense 8 (He)  weight [8, 4], bias [8]\n\
+///      \x20 1  relu\n\
+///      \x20 2  batch_norm  weight [8], bias [8], running_mean [8], running_var [8]\n\
+///      \x20 3  dense 3 (He)  weight [3, 8], bias [3]\n"
+/// );
+/// assert!(format!("{net:?}").len() < 200);
+/// ```
 pub struct Mlp {
     input: usize,
     loss: Loss,
