@@ -36,6 +36,20 @@ use crate::Threads;
 /// A row-split output: `rows × width` row-major.
 pub(crate) type RowsMut<'a> = Option<(&'a mut [f32], usize)>;
 
+/// How the rows of a minibatch are spread over threads. Both give bitwise the
+/// same result for any thread count; they differ from each other in the order
+/// the batch is summed over for the weight and bias gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchParallelism {
+    /// Every GEMM splits its own output over the threads (the weight gradient
+    /// `Xᵀ·δ` over the rows/columns of `∂W`): no reduction buffers.
+    SplitGemm,
+    /// The minibatch is cut into this many fixed row shards (independent of
+    /// the thread count); each shard's dense-layer GEMMs run on one thread,
+    /// and the per-shard weight and bias gradients are summed in shard order.
+    Shards(usize),
+}
+
 /// What one piece of work is handed by [`Exec::run`].
 pub(crate) struct Piece<'s, const N: usize> {
     /// The batch rows this piece covers.
@@ -67,6 +81,12 @@ impl Exec {
             parallelism,
             partials: Vec::new(),
         }
+    }
+
+    /// The ISA of the network's elementwise loops: the one the GEMM options
+    /// force, else the active one.
+    pub(crate) fn isa(&self) -> crate::Isa {
+        self.options.isa.unwrap_or_else(crate::active_isa)
     }
 
     /// Sizes the scratch for reduced outputs of up to `len` values, so that
@@ -232,17 +252,4 @@ mod tests {
         reduce(&parts, 3, &mut out);
         assert_eq!(out, [(1e8f32 + 1.0) - 1e8]);
     }
-}
-/// How the rows of a minibatch are spread over threads. Both give bitwise the
-/// same result for any thread count; they differ from each other in the order
-/// the batch is summed over for the weight and bias gradients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BatchParallelism {
-    /// Every GEMM splits its own output over the threads (the weight gradient
-    /// `Xᵀ·δ` over the rows/columns of `∂W`): no reduction buffers.
-    SplitGemm,
-    /// The minibatch is cut into this many fixed row shards (independent of
-    /// the thread count); each shard's dense-layer GEMMs run on one thread,
-    /// and the per-shard weight and bias gradients are summed in shard order.
-    Shards(usize),
 }

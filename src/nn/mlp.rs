@@ -326,7 +326,7 @@ impl Mlp {
             return Err(StepError::BatchOfOne);
         }
         self.ensure_batch(batch)?;
-        let isa = self.exec.options.isa.unwrap_or_else(crate::active_isa);
+        let isa = self.exec.isa();
         for (i, op) in self.ops.iter().enumerate() {
             let (earlier, rest) = self.ws.out.split_at_mut(i);
             op.forward(Forward {
@@ -373,7 +373,7 @@ impl Mlp {
             d_out,
         );
         let value = self.loss.value(h, targets, Some(g))?;
-        let isa = self.exec.options.isa.unwrap_or_else(crate::active_isa);
+        let isa = self.exec.isa();
         let ws = &mut self.ws;
         for i in (0..self.ops.len()).rev() {
             let (before, rest) = ws.grad.split_at_mut(i);
