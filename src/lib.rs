@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod gemm;
+#[cfg(feature = "model-files")]
 pub mod io;
 pub mod kernel;
 pub mod matrix;

@@ -495,7 +495,7 @@ fn suspicious_inputs_are_refused_or_read_correctly() {
         );
         assert_refused(
             &run(&dir, &["--load", "/dev/zero"]),
-            "--load /dev/zero: safetensors header is not valid JSON at byte 0",
+            "--load /dev/zero: not a safetensors file: invalid JSON in header",
         );
     }
     // Gzipped IDX files under their raw names.

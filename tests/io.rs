@@ -8,7 +8,7 @@ use backprop::io::{
     checkpoint_from_safetensors, checkpoint_to_safetensors, from_bytes, load_checkpoint, load_mlp,
     load_weights_into, mlp_from_safetensors, mlp_to_safetensors, read_file, restore,
     save_checkpoint, save_mlp, to_bytes, write_atomic, write_file, IoError, SafeTensors, Tensor,
-    KEY_CHECKSUM,
+    KEY_CHECKSUM, MAX_HEADER_LEN,
 };
 use backprop::matrix::MatRef;
 use backprop::nn::{Activation, Init, Layer, Loss, Mlp, MlpBuilder, Targets};
@@ -574,230 +574,257 @@ fn tensor_header(entries: &[(&str, &str, &str, (u64, u64))]) -> String {
 fn malformed_containers_give_typed_errors() {
     let valid = to_bytes(&mlp_to_safetensors(&torch_like())).unwrap();
     let n = valid.len();
-
-    // Truncated: shorter than the length prefix, and cut inside the data.
-    assert!(matches!(
-        from_bytes(&valid[..5]),
-        Err(IoError::Truncated { len: 5 })
-    ));
-    assert!(matches!(
-        from_bytes(&[]),
-        Err(IoError::Truncated { len: 0 })
-    ));
-    let cut = from_bytes(&valid[..n - 1]).unwrap_err();
-    assert!(matches!(&cut, IoError::OffsetsOutOfBounds { .. }), "{cut}");
-    // Cut inside the header.
     let header_len = u64::from_le_bytes(valid[..8].try_into().unwrap()) as usize;
-    assert!(matches!(
-        from_bytes(&valid[..8 + header_len / 2]),
-        Err(IoError::HeaderOutOfBounds { .. })
-    ));
-
-    // Header length larger than the file, and huge.
-    let mut m = valid.clone();
-    m[..8].copy_from_slice(&((n - 8 + 1) as u64).to_le_bytes());
-    assert!(matches!(
-        from_bytes(&m),
-        Err(IoError::HeaderOutOfBounds { len, available }) if len == available + 1
-    ));
-    m[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-    assert!(matches!(
-        from_bytes(&m),
-        Err(IoError::HeaderTooLarge { len: u64::MAX })
-    ));
-    m[..8].copy_from_slice(&(100 * 1024 * 1024 + 1u64).to_le_bytes());
-    assert!(matches!(
-        from_bytes(&m),
-        Err(IoError::HeaderTooLarge { .. })
-    ));
-
-    // Invalid JSON and invalid UTF-8.
-    for bad in [
-        "{\"a\":",
-        "{\"a\":{}}}",
-        "[1]x",
-        "{\"a\":1.5}",
-        "{\"a\":true}",
-        "{\"a\":-1}",
-        "{'a':1}",
-        "",
-    ] {
-        let e = from_bytes(&file(bad, &[])).unwrap_err();
-        assert!(
-            matches!(e, IoError::HeaderJson { .. } | IoError::HeaderField { .. }),
-            "{bad}: {e}"
-        );
-    }
-    assert!(matches!(
-        from_bytes(&file("{\"a\":{", &[])),
-        Err(IoError::HeaderJson { offset: 6, .. })
-    ));
-    let mut m = file("{\"a\":{}}", &[]);
-    m[10] = 0xFF;
-    assert!(matches!(
-        from_bytes(&m),
-        Err(IoError::HeaderUtf8 { offset: 2 })
-    ));
-    assert!(matches!(
-        from_bytes(&file("[]", &[])),
-        Err(IoError::HeaderField { .. })
-    ));
-
     let data12 = f32_bytes(&[1.0, 2.0, 3.0]);
-    let check = |header: String, data: &[u8], pred: &dyn Fn(&IoError) -> bool, what: &str| {
-        let e = from_bytes(&file(&header, data)).unwrap_err();
-        assert!(pred(&e), "{what}: got {e:?}");
-        assert!(!e.to_string().is_empty());
+    let with_prefix = |len: u64| {
+        let mut m = valid.clone();
+        m[..8].copy_from_slice(&len.to_le_bytes());
+        m
     };
-    // Offsets out of bounds, or reversed.
-    check(
-        tensor_header(&[("t", "F32", "[3]", (0, 100))]),
-        &data12,
-        &|e| matches!(e, IoError::OffsetsOutOfBounds { tensor, end: 100, data_len: 12, .. } if tensor == "t"),
-        "out of bounds",
-    );
-    check(
-        tensor_header(&[("t", "F32", "[0]", (8, 4)), ("u", "F32", "[3]", (0, 12))]),
-        &data12,
-        &|e| matches!(e, IoError::OffsetsOutOfBounds { tensor, .. } if tensor == "t"),
-        "reversed",
-    );
-    // Overlap.
-    check(
-        tensor_header(&[("a", "F32", "[2]", (0, 8)), ("b", "F32", "[2]", (4, 12))]),
-        &data12,
-        &|e| matches!(e, IoError::Overlap { tensor, other } if tensor == "b" && other == "a"),
-        "overlap",
-    );
-    // A gap between tensors, at the start, and trailing bytes.
-    check(
-        tensor_header(&[("a", "F32", "[1]", (0, 4)), ("b", "F32", "[1]", (8, 12))]),
-        &data12,
-        &|e| matches!(e, IoError::Gap { after: Some(a), start: 4, end: 8 } if a == "a"),
-        "gap",
-    );
-    check(
-        tensor_header(&[("a", "F32", "[2]", (4, 12))]),
-        &data12,
-        &|e| {
-            matches!(
-                e,
-                IoError::Gap {
-                    after: None,
-                    start: 0,
-                    end: 4
-                }
-            )
-        },
-        "leading gap",
-    );
-    check(
-        tensor_header(&[("a", "F32", "[2]", (0, 8))]),
-        &data12,
-        &|e| {
-            matches!(
-                e,
-                IoError::Gap {
-                    start: 8,
-                    end: 12,
-                    ..
-                }
-            )
-        },
-        "trailing bytes",
-    );
-    // Shape against byte count, including an overflowing product.
-    check(
-        tensor_header(&[("s", "F32", "[2,2]", (0, 12))]),
-        &data12,
-        &|e| matches!(e, IoError::ByteCount { tensor, bytes: 12, .. } if tensor == "s"),
-        "shape mismatch",
-    );
-    check(
-        tensor_header(&[("s", "F32", "[18446744073709551615,2]", (0, 12))]),
-        &data12,
-        &|e| matches!(e, IoError::ByteCount { tensor, .. } if tensor == "s"),
-        "shape overflow",
-    );
-    check(
-        tensor_header(&[("s", "F64", "[3]", (0, 12))]),
-        &data12,
-        &|e| matches!(e, IoError::ByteCount { .. }),
-        "F64 size",
-    );
-    // Duplicate names (tensors and metadata keys).
-    check(
-        tensor_header(&[("d", "F32", "[1]", (0, 4)), ("d", "F32", "[2]", (4, 12))]),
-        &data12,
-        &|e| matches!(e, IoError::DuplicateName { name } if name == "d"),
-        "duplicate tensor",
-    );
-    check(
-        "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}".into(),
-        &[],
-        &|e| matches!(e, IoError::DuplicateName { name } if name == "k"),
-        "duplicate metadata key",
-    );
-    check(
-        "{\"__metadata__\":{},\"__metadata__\":{}}".into(),
-        &[],
-        &|e| matches!(e, IoError::DuplicateName { .. }),
-        "duplicate metadata",
-    );
-    // Unknown dtypes.
-    for dtype in ["BF16", "F16", "U8", "f32", ""] {
-        check(
-            tensor_header(&[("x", dtype, "[3]", (0, 12))]),
-            &data12,
-            &|e| matches!(e, IoError::UnsupportedDtype { tensor, dtype: d } if tensor == "x" && d == dtype),
-            "dtype",
-        );
-    }
-    // Malformed entries.
-    for (header, what) in [
-        (r#"{"x":{"dtype":"F32","shape":[3]}}"#, "no offsets"),
-        (r#"{"x":{"dtype":"F32","data_offsets":[0,12]}}"#, "no shape"),
-        (r#"{"x":{"shape":[3],"data_offsets":[0,12]}}"#, "no dtype"),
+    let mut bad_utf8 = file("{\"a\":{}}", &[]);
+    bad_utf8[10] = 0xFF;
+
+    // Each input is refused by the `safetensors` crate as not a valid file;
+    // the message says why.
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (valid[..5].to_vec(), "shorter than the length prefix"),
+        (Vec::new(), "empty"),
+        (valid[..n - 1].to_vec(), "cut inside the data"),
         (
-            r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,12],"extra":[]}}"#,
-            "unknown field",
+            valid[..8 + header_len / 2].to_vec(),
+            "cut inside the header",
         ),
         (
-            r#"{"x":{"dtype":"F32","shape":[3],"shape":[3],"data_offsets":[0,12]}}"#,
-            "field twice",
+            with_prefix((n - 8 + 1) as u64),
+            "header length past the end",
+        ),
+        (with_prefix(u64::MAX), "huge header length"),
+        (
+            with_prefix(MAX_HEADER_LEN + 1),
+            "header length over the limit",
+        ),
+        (file("{\"a\":", &[]), "unterminated JSON"),
+        (file("{\"a\":{}}}", &[]), "trailing brace"),
+        (file("[1]x", &[]), "not an object"),
+        (file("{\"a\":1.5}", &[]), "entry a number"),
+        (file("{'a':1}", &[]), "single quotes"),
+        (file("", &[]), "empty header"),
+        (file("[]", &[]), "an array"),
+        (bad_utf8, "invalid UTF-8"),
+        (
+            file(&tensor_header(&[("t", "F32", "[3]", (0, 100))]), &data12),
+            "offsets out of bounds",
         ),
         (
-            r#"{"x":{"dtype":"F32","shape":["3"],"data_offsets":[0,12]}}"#,
+            file(
+                &tensor_header(&[("t", "F32", "[0]", (8, 4)), ("u", "F32", "[3]", (0, 12))]),
+                &data12,
+            ),
+            "reversed offsets",
+        ),
+        (
+            file(
+                &tensor_header(&[("a", "F32", "[2]", (0, 8)), ("b", "F32", "[2]", (4, 12))]),
+                &data12,
+            ),
+            "overlap",
+        ),
+        (
+            file(
+                &tensor_header(&[("a", "F32", "[1]", (0, 4)), ("b", "F32", "[1]", (8, 12))]),
+                &data12,
+            ),
+            "gap between tensors",
+        ),
+        (
+            file(&tensor_header(&[("a", "F32", "[2]", (4, 12))]), &data12),
+            "leading gap",
+        ),
+        (
+            file(&tensor_header(&[("a", "F32", "[2]", (0, 8))]), &data12),
+            "trailing bytes",
+        ),
+        (
+            file(&tensor_header(&[("s", "F32", "[2,2]", (0, 12))]), &data12),
+            "shape against byte count",
+        ),
+        (
+            file(
+                &tensor_header(&[("s", "F32", "[18446744073709551615,2]", (0, 12))]),
+                &data12,
+            ),
+            "overflowing shape",
+        ),
+        (
+            file(&tensor_header(&[("s", "F64", "[3]", (0, 12))]), &data12),
+            "F64 size",
+        ),
+        (
+            file(&tensor_header(&[("x", "f32", "[3]", (0, 12))]), &data12),
+            "unknown dtype spelling",
+        ),
+        (
+            file(r#"{"x":{"dtype":"F32","shape":[3]}}"#, &data12),
+            "no offsets",
+        ),
+        (
+            file(r#"{"x":{"dtype":"F32","data_offsets":[0,12]}}"#, &data12),
+            "no shape",
+        ),
+        (
+            file(r#"{"x":{"shape":[3],"data_offsets":[0,12]}}"#, &data12),
+            "no dtype",
+        ),
+        (
+            file(
+                r#"{"x":{"dtype":"F32","shape":["3"],"data_offsets":[0,12]}}"#,
+                &data12,
+            ),
             "string dim",
         ),
         (
-            r#"{"x":{"dtype":"F32","shape":3,"data_offsets":[0,12]}}"#,
-            "scalar shape",
-        ),
-        (
-            r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,12,12]}}"#,
+            file(
+                r#"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,12,12]}}"#,
+                &data12,
+            ),
             "three offsets",
         ),
+        (file(r#"{"x":[]}"#, &data12), "entry not an object"),
         (
-            r#"{"x":{"dtype":3,"shape":[3],"data_offsets":[0,12]}}"#,
-            "dtype number",
+            file(r#"{"__metadata__":{"k":1}}"#, &[]),
+            "metadata value not a string",
         ),
-        (r#"{"x":[]}"#, "entry not an object"),
-        (r#"{"__metadata__":{"k":1}}"#, "metadata not a string"),
-        (r#"{"__metadata__":[]}"#, "metadata not an object"),
-    ] {
-        let data: &[u8] = if header.contains("__metadata__") {
-            &[]
-        } else {
-            &data12
-        };
-        check(
-            header.into(),
-            data,
-            &|e| matches!(e, IoError::HeaderField { name, .. } if name == "x" || name == "__metadata__"),
-            what,
+        (
+            file(r#"{"__metadata__":[]}"#, &[]),
+            "metadata not an object",
+        ),
+    ];
+    for (bytes, what) in cases {
+        match from_bytes(&bytes) {
+            Err(IoError::Format { message }) => {
+                let e = IoError::Format { message };
+                assert!(
+                    e.to_string().starts_with("not a safetensors file: "),
+                    "{what}: {e}"
+                );
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+
+    // Valid files with a dtype this crate does not read: typed, naming it.
+    for dtype in ["U8", "I32", "BOOL"] {
+        let size = if dtype == "I32" { 4 } else { 1 };
+        let data = vec![0u8; 3 * size];
+        let bytes = file(
+            &tensor_header(&[("x", dtype, "[3]", (0, 3 * size as u64))]),
+            &data,
+        );
+        let e = from_bytes(&bytes).unwrap_err();
+        assert!(
+            matches!(&e, IoError::UnsupportedDtype { tensor, dtype: d } if tensor == "x" && d == dtype),
+            "{dtype}: {e:?}"
         );
     }
+}
+
+/// Half-precision and double files (as PyTorch writes them after
+/// `model.half()`, `model.bfloat16()` or `model.double()`), made by the
+/// `safetensors` crate's own writer, load converted to `f32`.
+#[test]
+fn half_bfloat_and_double_tensors_are_converted_on_load() {
+    use safetensors::tensor::TensorView;
+    use safetensors::Dtype;
+    // f16 bit patterns and the f32 each stands for exactly.
+    let f16: [(u16, f32); 8] = [
+        (0x3c00, 1.0),
+        (0xc000, -2.0),
+        (0x7bff, 65504.0),
+        (0x0001, 5.960_464_5e-8),
+        (0x8400, -6.103_515_6e-5),
+        (0x3555, 0.333_251_95),
+        (0x0000, 0.0),
+        (0x7c00, f32::INFINITY),
+    ];
+    let f16_bytes: Vec<u8> = f16.iter().flat_map(|(b, _)| b.to_le_bytes()).collect();
+    let bf16_values = [1.0f32, -3.5, 2f32.powi(100), 0.15625];
+    let bf16_bytes: Vec<u8> = bf16_values
+        .iter()
+        .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+        .collect();
+    let f64_values = [0.1f64, -1.0e-3, 12345.678];
+    let f64_bytes: Vec<u8> = f64_values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let views = [
+        (
+            "h",
+            TensorView::new(Dtype::F16, vec![2, 4], &f16_bytes).unwrap(),
+        ),
+        (
+            "b",
+            TensorView::new(Dtype::BF16, vec![4], &bf16_bytes).unwrap(),
+        ),
+        (
+            "d",
+            TensorView::new(Dtype::F64, vec![3, 1], &f64_bytes).unwrap(),
+        ),
+    ];
+    let bytes = safetensors::serialize(views, None).unwrap();
+    let st = from_bytes(&bytes).unwrap();
+    assert_eq!(st.tensors["h"].shape, [2, 4]);
+    let want: Vec<f32> = f16.iter().map(|&(_, v)| v).collect();
+    assert_eq!(bits(&st.tensors["h"].data), bits(&want));
+    assert_eq!(bits(&st.tensors["b"].data), bits(&bf16_values));
+    let want: Vec<f32> = f64_values.iter().map(|&v| v as f32).collect();
+    assert_eq!(st.tensors["d"], Tensor::new(vec![3, 1], want));
+
+    // Every finite f16 against its value computed from the definition.
+    let all: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+    let views = [(
+        "all",
+        TensorView::new(Dtype::F16, vec![1 << 16], &all).unwrap(),
+    )];
+    let st = from_bytes(&safetensors::serialize(views, None).unwrap()).unwrap();
+    for (h, &got) in (0..=u16::MAX).zip(&st.tensors["all"].data) {
+        let (sign, exp, man) = (h >> 15, i32::from((h >> 10) & 0x1f), f64::from(h & 0x3ff));
+        let magnitude = match exp {
+            0 => man * 2f64.powi(-24),
+            31 if man == 0.0 => f64::INFINITY,
+            31 => f64::NAN,
+            _ => (1.0 + man / 1024.0) * 2f64.powi(exp - 15),
+        };
+        let want = if sign == 1 { -magnitude } else { magnitude };
+        if want.is_nan() {
+            assert!(got.is_nan(), "{h:#06x}");
+        } else {
+            assert_eq!(got.to_bits(), (want as f32).to_bits(), "{h:#06x}");
+        }
+    }
+}
+
+/// What `to_bytes` writes, the `safetensors` crate reads back as the same
+/// tensors and metadata, and equal contents give equal bytes.
+#[test]
+fn files_written_here_read_back_through_the_crate_and_are_deterministic() {
+    let mut st = mlp_to_safetensors(&torch_like());
+    st.metadata
+        .insert("note".into(), "é \"quoted\" \\ \n".into());
+    let bytes = to_bytes(&st).unwrap();
+    let parsed = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(parsed.len(), st.tensors.len());
+    for (name, t) in &st.tensors {
+        let view = parsed.tensor(name).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::F32);
+        assert_eq!(view.shape(), &t.shape[..]);
+        assert_eq!(view.data(), &f32_bytes(&t.data)[..]);
+    }
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().as_ref().unwrap();
+    assert_eq!(meta.len(), st.metadata.len());
+    for (k, v) in &st.metadata {
+        assert_eq!(&meta[k.as_str()], v);
+    }
+    assert_eq!(to_bytes(&st.clone()).unwrap(), bytes);
+    assert_eq!(to_bytes(&from_bytes(&bytes).unwrap()).unwrap(), bytes);
 }
 
 #[test]
@@ -1674,7 +1701,7 @@ fn write_errors_name_the_callers_path_and_can_be_checked_up_front() {
 fn read_file_allocates_only_what_the_file_holds() {
     if Path::new("/dev/zero").exists() {
         let e = read_file("/dev/zero").unwrap_err();
-        assert!(matches!(e, IoError::HeaderJson { .. }), "{e}");
+        assert!(matches!(e, IoError::Format { .. }), "{e}");
     }
     let dir = temp_dir("read-bounded");
     let path = dir.join("huge.safetensors");
@@ -1685,9 +1712,6 @@ fn read_file_allocates_only_what_the_file_holds() {
     bytes.extend_from_slice(&[0; 16]);
     std::fs::write(&path, &bytes).unwrap();
     let e = read_file(&path).unwrap_err();
-    assert!(
-        matches!(e, IoError::OffsetsOutOfBounds { data_len: 16, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, IoError::Format { .. }), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

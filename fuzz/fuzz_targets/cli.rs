@@ -60,18 +60,72 @@ struct Input {
 }
 
 const FLAGS: &[&str] = &[
-    "--data", "--layers", "--act", "--norm", "--residual", "--loss", "--opt", "--lr",
-    "--weight-decay", "--schedule", "--init", "--batch", "--epochs", "--threads", "--seed",
-    "--save", "--load", "--checkpoint", "--resume", "--plot", "--json", "--bogus",
+    "--data",
+    "--layers",
+    "--act",
+    "--norm",
+    "--residual",
+    "--loss",
+    "--opt",
+    "--lr",
+    "--weight-decay",
+    "--schedule",
+    "--init",
+    "--batch",
+    "--epochs",
+    "--threads",
+    "--seed",
+    "--save",
+    "--load",
+    "--checkpoint",
+    "--resume",
+    "--plot",
+    "--json",
+    "--bogus",
 ];
 
 const SPECIALS: &[&str] = &[
-    "nan", "inf", "-inf", "-1", "0", "1", "2", "1e40", "-0", "18446744073709551615",
-    "4294967296", "", "4,8,3", "4,0,3", "4", "4,18446744073709551615,3", "4,4294967296,3",
-    "adam", "adamw", "sgd", "momentum", "batch", "layer", "mse", "logistic", "softmax-ce",
-    "constant:0.01", "step_decay:0.01:1e32:1", "cosine:1:0:0", "warmup:1:0.5:constant:0.1",
-    "csv:d.csv", "mnist:m", "synthetic", "csv:/dev/zero", "csv:missing.csv",
-    "net.st", "ck.st", "out/x.st", "nodir/x.st", "out", "/dev/zero",
+    "nan",
+    "inf",
+    "-inf",
+    "-1",
+    "0",
+    "1",
+    "2",
+    "1e40",
+    "-0",
+    "18446744073709551615",
+    "4294967296",
+    "",
+    "4,8,3",
+    "4,0,3",
+    "4",
+    "4,18446744073709551615,3",
+    "4,4294967296,3",
+    "adam",
+    "adamw",
+    "sgd",
+    "momentum",
+    "batch",
+    "layer",
+    "mse",
+    "logistic",
+    "softmax-ce",
+    "constant:0.01",
+    "step_decay:0.01:1e32:1",
+    "cosine:1:0:0",
+    "warmup:1:0.5:constant:0.1",
+    "csv:d.csv",
+    "mnist:m",
+    "synthetic",
+    "csv:/dev/zero",
+    "csv:missing.csv",
+    "net.st",
+    "ck.st",
+    "out/x.st",
+    "nodir/x.st",
+    "out",
+    "/dev/zero",
 ];
 
 /// The scratch directory of this process (fuzzing runs one input at a time).
@@ -140,8 +194,11 @@ fn write_files(input: &Input) {
     for set in ["train", "t10k"] {
         let images = edited(idx(&[6, 2, 2], &pixels), &input.edits);
         std::fs::write(dir.join(format!("m/{set}-images-idx3-ubyte")), images).expect("writing");
-        std::fs::write(dir.join(format!("m/{set}-labels-idx1-ubyte")), idx(&[6], &labels))
-            .expect("writing");
+        std::fs::write(
+            dir.join(format!("m/{set}-labels-idx1-ubyte")),
+            idx(&[6], &labels),
+        )
+        .expect("writing");
     }
     let _ = std::fs::remove_file(dir.join("out/x.st"));
 }

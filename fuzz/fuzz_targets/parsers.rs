@@ -14,12 +14,18 @@
 //!   is then read as a network ([`mlp_from_safetensors`]) and a checkpoint
 //!   ([`checkpoint_from_safetensors`]). A network that loads must save and
 //!   load back bitwise, and (if small) run a forward pass in eval mode.
+//! * The model metadata on its own: the input as text (`input_dim`, a
+//!   newline, the layer list) becomes the architecture of an otherwise valid
+//!   network file, resealed so its checksum holds, and goes through
+//!   [`mlp_from_safetensors`] like a parsed file. Bytes rarely make a valid
+//!   container, so this is what reaches the layer-list reader, the names and
+//!   the shape checks.
 
 #![no_main]
 
 use backprop::io::{
-    checkpoint_from_safetensors, from_bytes, mlp_from_safetensors, mlp_to_safetensors, to_bytes,
-    Checkpoint, SafeTensors,
+    checkpoint_from_safetensors, checksum, from_bytes, mlp_from_safetensors, mlp_to_safetensors,
+    to_bytes, Checkpoint, SafeTensors, KEY_CHECKSUM,
 };
 use backprop::matrix::MatRef;
 use backprop::nn::Mlp;
@@ -36,6 +42,7 @@ fuzz_target!(|data: &[u8]| {
     idx(data);
     csv(data);
     safetensors(data);
+    model_metadata(data);
 });
 
 // ---------------------------------------------------------------- IDX
@@ -156,6 +163,36 @@ fn safetensors(data: &[u8]) {
     }
     if let Ok(ckpt) = checkpoint_from_safetensors(&st) {
         check_checkpoint(ckpt, &st);
+    }
+}
+
+fn model_metadata(data: &[u8]) {
+    use backprop::nn::{Activation, MlpBuilder};
+    use std::sync::OnceLock;
+    // The tensors of a network that uses every tensor-holding layer kind.
+    static TEMPLATE: OnceLock<SafeTensors> = OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        let net = MlpBuilder::new(4)
+            .dense(8)
+            .act(Activation::Relu)
+            .batch_norm()
+            .layer_norm()
+            .dense(3)
+            .build(1)
+            .expect("the template builds");
+        mlp_to_safetensors(&net)
+    });
+    let text = String::from_utf8_lossy(data);
+    let (input, layers) = text.split_once('\n').unwrap_or(("4", &text));
+    let mut st = template.clone();
+    st.metadata
+        .insert("backprop.input_dim".into(), input.to_string());
+    st.metadata
+        .insert("backprop.layers".into(), layers.to_string());
+    let sum = checksum(&st);
+    st.metadata.insert(KEY_CHECKSUM.into(), sum);
+    if let Ok(net) = mlp_from_safetensors(&st) {
+        check_net(net, &st);
     }
 }
 

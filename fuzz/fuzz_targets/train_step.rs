@@ -122,7 +122,8 @@ fuzz_target!(|inp: Input| {
             .collect()
     };
     let params: Vec<f64> = net.params().iter().map(|&p| p as f64).collect();
-    let (want, want_g) = mlp_loss_and_grads(input, &layers, loss, &params, &rows(&x, input), targets);
+    let (want, want_g) =
+        mlp_loss_and_grads(input, &layers, loss, &params, &rows(&x, input), targets);
     // A norm over a feature that is (nearly) constant across the batch or the
     // sample — which narrow or saturated layers upstream easily produce —
     // divides f32 rounding noise by √ε, so neither the loss nor the gradients

@@ -4,11 +4,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::json::{self, Value};
+use super::container::{read_file, SafeTensors, Tensor};
 use super::network::{
     check_finite, meta, mlp_from_safetensors, mlp_to_safetensors, seal, write_finite,
 };
-use super::safetensors::{read_file, SafeTensors, Tensor};
 use super::IoError;
 use crate::nn::Mlp;
 use crate::optim::{OptimState, Optimizer, Schedule};
@@ -113,10 +112,9 @@ pub fn checkpoint_to_safetensors(trainer: &Trainer) -> SafeTensors {
             format!("{OPT_PREFIX}{name}"),
             Tensor::new(vec![buf.len()], buf.to_vec()),
         );
-        list.push(Value::String(name.to_string()));
+        list.push(*name);
     }
-    let mut names_json = String::new();
-    json::write_value(&mut names_json, &Value::Array(list));
+    let names_json = serde_json::to_string(&list).expect("a list of strings serialises");
     let m = &mut st.metadata;
     m.insert(KEY_VERSION.into(), CHECKPOINT_VERSION.into());
     m.insert(KEY_OPT_STEPS.into(), state.steps.to_string());
@@ -175,22 +173,8 @@ pub fn checkpoint_from_safetensors(st: &SafeTensors) -> Result<Checkpoint, IoErr
         key: KEY_OPT_BUFFERS.into(),
         message,
     };
-    let names = match json::parse(names_text) {
-        Ok(Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                v => Err(bad(format!("holds {}, not a string", v.kind()))),
-            })
-            .collect::<Result<Vec<String>, IoError>>()?,
-        Ok(v) => return Err(bad(format!("is {}, not an array", v.kind()))),
-        Err(e) => {
-            return Err(bad(format!(
-                "invalid JSON at byte {}: {}",
-                e.offset, e.message
-            )))
-        }
-    };
+    let names: Vec<String> = serde_json::from_str(names_text)
+        .map_err(|e| bad(format!("not a JSON array of strings: {e}")))?;
     let mut buffers = Vec::with_capacity(names.len());
     let mut listed = BTreeSet::new();
     for name in &names {

@@ -1,9 +1,10 @@
 //! Model files and training checkpoints in the [safetensors] format, with the
 //! tensor names a PyTorch `nn.Sequential` would use.
 //!
-//! * [`safetensors`](mod@safetensors): the container format itself — a strict,
-//!   bounds-checked reader ([`from_bytes`]), a writer ([`to_bytes`]) and
-//!   [`write_atomic`], which never leaves a half-written file behind.
+//! * The container: [`from_bytes`] reads a safetensors file through the
+//!   `safetensors` crate (the format's own implementation, strict and
+//!   bounds-checked), [`to_bytes`] writes one with equal bytes for equal
+//!   contents, and [`write_atomic`] never leaves a half-written file behind.
 //! * [`save_mlp`] / [`load_mlp`]: a network's parameters and BatchNorm running
 //!   statistics as `layers.{i}.weight`, `layers.{i}.bias`, … (see
 //!   [`mlp_to_safetensors`] for the names and shapes), plus its architecture
@@ -37,12 +38,53 @@
 //! std::fs::remove_file(&path).unwrap();
 //! ```
 //!
+//! # The container
+//!
+//! ## Format
+//! ```text
+//! [8 bytes]  N, little-endian u64: the header's length
+//! [N bytes]  UTF-8 JSON header (may end in spaces, used as padding)
+//! [rest]     the data section: raw little-endian tensor bytes
+//! ```
+//! The header is one JSON object. The optional key `__metadata__` maps to an
+//! object of string keys to string values; every other key is a tensor name
+//! mapping to `{"dtype": "F32", "shape": [d0, d1, …], "data_offsets": [begin,
+//! end]}`, offsets in bytes relative to the data section's start. Tensors are
+//! row-major (C order), contiguous, do not overlap, and together cover the
+//! data section exactly.
+//!
+//! ## Reading
+//! [`from_bytes`] hands the bytes to `safetensors::SafeTensors::read_metadata`,
+//! which checks, before anything is allocated from a header field: the header
+//! length (≤ [`MAX_HEADER_LEN`], within the input), UTF-8 and JSON, every
+//! entry's fields and dtype, shape products and byte lengths with checked
+//! arithmetic, and that the tensors cover the data section in order without
+//! gaps or overlaps. A malformed file is [`IoError::Format`] with that
+//! crate's reason. Tensor data is then converted to `f32`, one allocation per
+//! tensor of at most the data section's size: F32 as is; F64, F16 and BF16
+//! rounded to the nearest `f32` (exact for F16 and BF16); I64 converted
+//! (exact up to 2²⁴), so that files PyTorch writes in those dtypes (a
+//! half-precision model, BatchNorm's `num_batches_tracked`) load. Other
+//! dtypes give [`IoError::UnsupportedDtype`].
+//!
+//! ## Writing
+//! [`to_bytes`] writes F32 only: the metadata first (omitted when empty),
+//! then the tensors in name order, their data in the same order. The header
+//! is serialised by `serde_json` and padded with spaces so the data section
+//! starts at a multiple of 8 bytes, as the reference implementation does.
+//! The writer is ours, not the `safetensors` crate's `serialize`, for one
+//! reason: that function takes the metadata as a `HashMap`, whose iteration
+//! order changes from run to run, so the same network would give files that
+//! differ in their bytes. Here equal contents give equal files, which is what
+//! a user comparing checkpoints with `cmp` or a hash expects. The reader is
+//! the crate's, and tests check that it reads back every file written here.
+//!
 //! [safetensors]: https://github.com/huggingface/safetensors
 
+mod arch;
 mod checkpoint;
-mod json;
+mod container;
 mod network;
-pub mod safetensors;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -54,13 +96,13 @@ pub use checkpoint::{
     checkpoint_from_safetensors, checkpoint_to_safetensors, load_checkpoint, restore,
     save_checkpoint, Checkpoint, OptimizerSnapshot, CHECKPOINT_VERSION,
 };
+pub use container::{
+    check_writable, from_bytes, read_file, to_bytes, write_atomic, write_file, SafeTensors, Tensor,
+    MAX_HEADER_LEN, MAX_STREAM_LEN,
+};
 pub use network::{
     checksum, load_mlp, load_weights_into, mlp_from_safetensors, mlp_to_safetensors, save_mlp,
     FORMAT_VERSION, KEY_CHECKSUM,
-};
-pub use safetensors::{
-    check_writable, from_bytes, read_file, to_bytes, write_atomic, write_file, SafeTensors, Tensor,
-    MAX_HEADER_LEN, MAX_STREAM_LEN,
 };
 
 /// Why a file could not be read, written or turned into a network or a
@@ -75,92 +117,30 @@ pub enum IoError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The input is shorter than the 8-byte header-length prefix.
-    Truncated {
-        /// Bytes present.
-        len: usize,
+    /// The bytes are not a safetensors file: the `safetensors` crate refused
+    /// them (a truncated input, a header that is not UTF-8 JSON or not a
+    /// valid header, offsets that overlap, leave a gap or disagree with a
+    /// shape, …).
+    Format {
+        /// The reason the `safetensors` crate gives.
+        message: String,
     },
-    /// The header-length prefix exceeds [`MAX_HEADER_LEN`] (100 MiB).
+    /// The header-length prefix exceeds [`MAX_HEADER_LEN`] (10⁸ bytes).
     HeaderTooLarge {
         /// The length the prefix states (or a writer would need).
         len: u64,
     },
-    /// The header-length prefix points past the end of the input.
-    HeaderOutOfBounds {
-        /// The length the prefix states.
-        len: u64,
-        /// Bytes available after the prefix.
-        available: u64,
-    },
-    /// The header is not valid UTF-8.
-    HeaderUtf8 {
-        /// Offset of the first invalid byte, counted from the header's start.
-        offset: usize,
-    },
-    /// The header is not JSON of the supported subset (objects, arrays,
-    /// strings, non-negative integers).
-    HeaderJson {
-        /// Byte offset of the problem, counted from the header's start.
-        offset: usize,
-        /// What was wrong.
-        message: &'static str,
-    },
-    /// The header is valid JSON but not a valid safetensors header (a
-    /// missing or mistyped field, an unknown field, …).
-    HeaderField {
-        /// The tensor name, `__metadata__`, or `(header)` for the top level.
-        name: String,
-        /// What was wrong.
-        message: String,
-    },
-    /// Two tensors (or two metadata keys) have the same name.
+    /// A checkpoint lists an optimizer buffer name twice.
     DuplicateName {
         /// The repeated name.
         name: String,
     },
-    /// A tensor's dtype is not F32, F64 or I64.
+    /// A tensor's dtype is not F32, F64, F16, BF16 or I64.
     UnsupportedDtype {
         /// The tensor.
         tensor: String,
         /// The dtype it declares.
         dtype: String,
-    },
-    /// A tensor's `data_offsets` are reversed or end past the data section.
-    OffsetsOutOfBounds {
-        /// The tensor.
-        tensor: String,
-        /// Its begin offset.
-        begin: u64,
-        /// Its end offset.
-        end: u64,
-        /// Length of the data section.
-        data_len: u64,
-    },
-    /// Two tensors' byte ranges overlap.
-    Overlap {
-        /// One tensor.
-        tensor: String,
-        /// The tensor it overlaps.
-        other: String,
-    },
-    /// Bytes of the data section belong to no tensor.
-    Gap {
-        /// The tensor the uncovered bytes follow (`None`: the section's start).
-        after: Option<String>,
-        /// First uncovered byte.
-        start: u64,
-        /// One past the last uncovered byte.
-        end: u64,
-    },
-    /// A tensor's byte length is not its element count times the dtype's
-    /// size (or the element count overflows).
-    ByteCount {
-        /// The tensor.
-        tensor: String,
-        /// Its shape.
-        shape: Vec<usize>,
-        /// Its byte length (`end − begin`).
-        bytes: u64,
     },
     /// [`to_bytes`] was given a tensor whose data length is not the product
     /// of its shape.
@@ -243,65 +223,15 @@ impl fmt::Display for IoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IoError::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            IoError::Truncated { len } => write!(
-                f,
-                "safetensors input is {len} bytes long, shorter than its 8-byte header length"
-            ),
+            IoError::Format { message } => write!(f, "not a safetensors file: {message}"),
             IoError::HeaderTooLarge { len } => write!(
                 f,
                 "safetensors header length {len} exceeds the limit of {MAX_HEADER_LEN} bytes"
             ),
-            IoError::HeaderOutOfBounds { len, available } => write!(
-                f,
-                "safetensors header length {len} exceeds the {available} bytes that follow it"
-            ),
-            IoError::HeaderUtf8 { offset } => {
-                write!(f, "safetensors header is not UTF-8 (byte {offset})")
-            }
-            IoError::HeaderJson { offset, message } => {
-                write!(
-                    f,
-                    "safetensors header is not valid JSON at byte {offset}: {message}"
-                )
-            }
-            IoError::HeaderField { name, message } => {
-                write!(f, "safetensors header entry {name:?}: {message}")
-            }
             IoError::DuplicateName { name } => write!(f, "duplicate name {name:?}"),
             IoError::UnsupportedDtype { tensor, dtype } => write!(
                 f,
-                "tensor {tensor:?} has dtype {dtype:?}; only F32, F64 and I64 are supported"
-            ),
-            IoError::OffsetsOutOfBounds {
-                tensor,
-                begin,
-                end,
-                data_len,
-            } => write!(
-                f,
-                "tensor {tensor:?} has data_offsets [{begin}, {end}], not an ordered range \
-                 within the {data_len}-byte data section"
-            ),
-            IoError::Overlap { tensor, other } => {
-                write!(
-                    f,
-                    "tensors {other:?} and {tensor:?} overlap in the data section"
-                )
-            }
-            IoError::Gap { after, start, end } => match after {
-                Some(t) => write!(
-                    f,
-                    "data bytes {start}..{end} after tensor {t:?} belong to no tensor"
-                ),
-                None => write!(f, "data bytes {start}..{end} belong to no tensor"),
-            },
-            IoError::ByteCount {
-                tensor,
-                shape,
-                bytes,
-            } => write!(
-                f,
-                "tensor {tensor:?} has shape {shape:?}, which does not match its {bytes} bytes"
+                "tensor {tensor:?} has dtype {dtype:?}; only F32, F64, F16, BF16 and I64 are supported"
             ),
             IoError::DataLength { tensor, shape, len } => write!(
                 f,

@@ -3,11 +3,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::json::{self, Value};
-use super::safetensors::{read_file, write_file, SafeTensors, Tensor};
+use super::arch;
+use super::container::{read_file, write_file, SafeTensors, Tensor};
 use super::IoError;
 use crate::nn::layer::{self, Compiled, Layout, Slot, Store};
-use crate::nn::{Activation, Init, Layer, Loss, Mlp};
+use crate::nn::{Layer, Loss, Mlp};
 
 /// The network file format version, stored under `backprop.format_version`.
 ///
@@ -238,11 +238,14 @@ impl Plan {
 /// The layer list is a JSON array of objects with a `"type"`:
 /// `{"type":"dense","units":8,"init":"he"}` (init `he`, `xavier`,
 /// `xavier_uniform`, `lecun`, or `normal` with `"std":"0.02"`);
-/// `{"type":"activation","name":"relu"}` (names as [`Activation::name`];
+/// `{"type":"activation","name":"relu"}` (names as [`Activation::name`](crate::nn::Activation::name);
 /// `leaky_relu` adds `"slope":"0.01"`); `{"type":"batch_norm"}`;
 /// `{"type":"layer_norm"}`; `{"type":"residual","layers":[…]}`. Integers are
-/// JSON integers; `f32` values are strings in Rust's shortest round-trip
-/// decimal form, so they load bit for bit.
+/// JSON integers; `f32` values are written as strings in Rust's shortest
+/// round-trip decimal form, so they load bit for bit, and are read from a
+/// string or a JSON number (`"slope":0.01`). When reading, a dense layer's
+/// `init` may be left out (He; it matters only for re-initialising) and so
+/// may `slope` (0.01, PyTorch's default). Unknown keys are refused.
 ///
 /// ```
 /// use backprop::io::mlp_to_safetensors;
@@ -288,9 +291,7 @@ fn write_architecture(net: &Mlp, st: &mut SafeTensors) {
     m.insert(KEY_VERSION.into(), FORMAT_VERSION.into());
     m.insert(KEY_INPUT.into(), net.input_dim().to_string());
     m.insert(KEY_LOSS.into(), loss_name(net.loss_kind()).into());
-    let mut text = String::new();
-    json::write_value(&mut text, &encode_layers(net.layers()));
-    m.insert(KEY_LAYERS.into(), text);
+    m.insert(KEY_LAYERS.into(), arch::encode(net.layers()));
 }
 
 /// Rebuilds a network from tensors and metadata made by
@@ -337,9 +338,7 @@ pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
         key: KEY_LAYERS.into(),
         message,
     };
-    let value = json::parse(layers_text)
-        .map_err(|e| bad_layers(format!("invalid JSON at byte {}: {}", e.offset, e.message)))?;
-    let layers = decode_layers(&value).map_err(bad_layers)?;
+    let layers = arch::decode(layers_text).map_err(bad_layers)?;
     let (params, buffers) = Plan::new(input, &layers)?.gather(st)?;
     Ok(Mlp::from_parts(input, &layers, loss, params, buffers)?)
 }
@@ -438,191 +437,5 @@ fn parse_loss(s: &str) -> Option<Loss> {
         "logistic" => Some(Loss::Logistic),
         "softmax_cross_entropy" => Some(Loss::SoftmaxCrossEntropy),
         _ => None,
-    }
-}
-
-fn s(x: &str) -> Value {
-    Value::String(x.to_string())
-}
-
-/// `f32` as its shortest round-trip decimal string.
-fn float(v: f32) -> Value {
-    Value::String(v.to_string())
-}
-
-fn encode_layers(layers: &[Layer]) -> Value {
-    Value::Array(layers.iter().map(encode_layer).collect())
-}
-
-fn encode_layer(layer: &Layer) -> Value {
-    let mut m: Vec<(String, Value)> = Vec::new();
-    let mut put = |k: &str, v: Value| m.push((k.to_string(), v));
-    match layer {
-        Layer::Dense { units, init } => {
-            put("type", s("dense"));
-            put("units", Value::UInt(*units as u64));
-            let name = match init {
-                Init::He => "he",
-                Init::Xavier => "xavier",
-                Init::XavierUniform => "xavier_uniform",
-                Init::LeCun => "lecun",
-                Init::Normal(_) => "normal",
-            };
-            put("init", s(name));
-            if let Init::Normal(std) = init {
-                put("std", float(*std));
-            }
-        }
-        Layer::Act(act) => {
-            put("type", s("activation"));
-            put("name", s(act.name()));
-            if let Activation::LeakyRelu { slope } = act {
-                put("slope", float(*slope));
-            }
-        }
-        Layer::BatchNorm => put("type", s("batch_norm")),
-        Layer::LayerNorm => put("type", s("layer_norm")),
-        Layer::Residual(inner) => {
-            put("type", s("residual"));
-            put("layers", encode_layers(inner));
-        }
-    }
-    Value::Object(m)
-}
-
-fn decode_layers(v: &Value) -> Result<Vec<Layer>, String> {
-    let Value::Array(items) = v else {
-        return Err(format!("the layer list is {}, not an array", v.kind()));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| decode_layer(item).map_err(|e| format!("layer {i}: {e}")))
-        .collect()
-}
-
-fn decode_layer(v: &Value) -> Result<Layer, String> {
-    let Value::Object(members) = v else {
-        return Err(format!("is {}, not an object", v.kind()));
-    };
-    let get = |key: &str| members.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-    let string = |key: &str| match get(key) {
-        Some(Value::String(s)) => Ok(s.as_str()),
-        Some(v) => Err(format!("{key:?} is {}, not a string", v.kind())),
-        None => Err(format!("missing {key:?}")),
-    };
-    let number = |key: &str| -> Result<f32, String> {
-        let t = string(key)?;
-        t.parse::<f32>()
-            .map_err(|_| format!("{key:?} = {t:?} is not a number"))
-    };
-    let kind = string("type")?;
-    let (layer, allowed): (Layer, &[&str]) = match kind {
-        "dense" => {
-            let units = match get("units") {
-                Some(Value::UInt(u)) => usize::try_from(*u)
-                    .map_err(|_| format!("\"units\" = {u} does not fit in usize"))?,
-                Some(v) => return Err(format!("\"units\" is {}, not an integer", v.kind())),
-                None => return Err("missing \"units\"".to_string()),
-            };
-            let (init, allowed): (Init, &[&str]) = match string("init")? {
-                "he" => (Init::He, &["type", "units", "init"]),
-                "xavier" => (Init::Xavier, &["type", "units", "init"]),
-                "xavier_uniform" => (Init::XavierUniform, &["type", "units", "init"]),
-                "lecun" => (Init::LeCun, &["type", "units", "init"]),
-                "normal" => (
-                    Init::Normal(number("std")?),
-                    &["type", "units", "init", "std"],
-                ),
-                other => return Err(format!("unknown init {other:?}")),
-            };
-            (Layer::Dense { units, init }, allowed)
-        }
-        "activation" => {
-            let name = string("name")?;
-            let act = match name {
-                "identity" => Activation::Identity,
-                "relu" => Activation::Relu,
-                "leaky_relu" => Activation::LeakyRelu {
-                    slope: number("slope")?,
-                },
-                "tanh" => Activation::Tanh,
-                "sigmoid" => Activation::Sigmoid,
-                "gelu" => Activation::Gelu,
-                "softplus" => Activation::Softplus,
-                other => return Err(format!("unknown activation {other:?}")),
-            };
-            let allowed: &[&str] = if name == "leaky_relu" {
-                &["type", "name", "slope"]
-            } else {
-                &["type", "name"]
-            };
-            (Layer::Act(act), allowed)
-        }
-        "batch_norm" => (Layer::BatchNorm, &["type"]),
-        "layer_norm" => (Layer::LayerNorm, &["type"]),
-        "residual" => {
-            let inner = get("layers").ok_or("missing \"layers\"")?;
-            let inner = decode_layers(inner).map_err(|e| format!("residual block: {e}"))?;
-            (Layer::Residual(inner), &["type", "layers"])
-        }
-        other => return Err(format!("unknown layer type {other:?}")),
-    };
-    for (i, (k, _)) in members.iter().enumerate() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(format!("unknown key {k:?}"));
-        }
-        if members[..i].iter().any(|(prev, _)| prev == k) {
-            return Err(format!("key {k:?} given twice"));
-        }
-    }
-    Ok(layer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layer_descriptions_round_trip() {
-        let layers = vec![
-            Layer::Dense {
-                units: 3,
-                init: Init::Normal(0.0123),
-            },
-            Layer::Act(Activation::LeakyRelu { slope: 1e-30 }),
-            Layer::Residual(vec![
-                Layer::LayerNorm,
-                Layer::Dense {
-                    units: 3,
-                    init: Init::XavierUniform,
-                },
-                Layer::Residual(vec![Layer::Act(Activation::Gelu), Layer::BatchNorm]),
-            ]),
-        ];
-        let mut text = String::new();
-        json::write_value(&mut text, &encode_layers(&layers));
-        let back = decode_layers(&json::parse(&text).unwrap()).unwrap();
-        assert_eq!(back, layers);
-    }
-
-    #[test]
-    fn layer_decoding_is_strict() {
-        for bad in [
-            r#"{}"#,
-            r#"[{"type":"dense"}]"#,
-            r#"[{"type":"dense","units":"3","init":"he"}]"#,
-            r#"[{"type":"dense","units":3,"init":"he","extra":"1"}]"#,
-            r#"[{"type":"dense","units":3,"init":"he","init":"he"}]"#,
-            r#"[{"type":"activation","name":"leaky_relu"}]"#,
-            r#"[{"type":"activation","name":"swish"}]"#,
-            r#"[{"type":"activation","name":"relu","slope":"1"}]"#,
-            r#"[{"type":"residual"}]"#,
-            r#"[{"type":"conv"}]"#,
-            r#"[3]"#,
-        ] {
-            let v = json::parse(bad).unwrap();
-            assert!(decode_layers(&v).is_err(), "{bad}");
-        }
     }
 }

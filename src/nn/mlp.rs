@@ -159,6 +159,7 @@ impl Mlp {
         &self.layers
     }
     /// The arena layout: every tensor the layers declared, in arena order.
+    #[cfg_attr(not(feature = "model-files"), allow(dead_code))]
     pub(crate) fn slots(&self) -> &[Slot] {
         &self.slots
     }
