@@ -13,7 +13,7 @@ use backprop::io::{
 use backprop::matrix::MatRef;
 use backprop::nn::{Activation, Init, Layer, Loss, Mlp, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule, Sgd, SgdConfig, WeightDecay};
-use backprop::train::{Dataset, Labels, Trainer};
+use backprop::train::{Dataset, Trainer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -1102,7 +1102,7 @@ fn dataset() -> Dataset {
             usize::from(r[0] + r[1] > 0.0) + usize::from(r[2] > 0.3)
         })
         .collect();
-    Dataset::new(x, n, d, Labels::Classes(c)).unwrap()
+    Dataset::new(x, n, d, Targets::Classes(&c)).unwrap()
 }
 
 fn optimizer(kind: OptKind, n: usize) -> Box<dyn Optimizer + Send> {

@@ -3,9 +3,10 @@
 //! thread counts, and stops cleanly on divergence.
 
 use backprop::gemm::GemmOptions;
-use backprop::nn::{Activation, BatchParallelism, Init, Loss, MlpBuilder};
+use backprop::matrix::MatRef;
+use backprop::nn::{Activation, BatchParallelism, Init, Loss, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Schedule, Sgd, SgdConfig, WeightDecay};
-use backprop::train::{DataError, Dataset, Labels, TrainError, Trainer};
+use backprop::train::{DataError, Dataset, TrainError, Trainer};
 use backprop::Threads;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -13,7 +14,7 @@ use rand::{Rng, SeedableRng};
 #[test]
 fn learns_xor_with_logistic_loss() {
     let x = vec![0., 0., 0., 1., 1., 0., 1., 1.];
-    let data = Dataset::new(x, 4, 2, Labels::Signs(vec![-1., 1., 1., -1.])).unwrap();
+    let data = Dataset::new(x, 4, 2, Targets::Signs(&[-1., 1., 1., -1.])).unwrap();
     let net = MlpBuilder::new(2)
         .dense(8)
         .act(Activation::Tanh)
@@ -37,7 +38,7 @@ fn fits_a_nonlinear_regression() {
     let n = 256;
     let xs: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
     let ys: Vec<f32> = xs.iter().map(|x| (3.0 * x).sin()).collect();
-    let data = Dataset::new(xs, n, 1, Labels::Values { data: ys, width: 1 }).unwrap();
+    let data = Dataset::new(xs, n, 1, Targets::Values(MatRef::from_slice(&ys, n, 1))).unwrap();
     let net = MlpBuilder::new(1)
         .init(Init::Xavier)
         .dense(32)
@@ -85,7 +86,7 @@ fn classifies_spirals_with_batch_norm_and_momentum() {
             y.push(c);
         }
     }
-    let data = Dataset::new(x, per * classes, 2, Labels::Classes(y)).unwrap();
+    let data = Dataset::new(x, per * classes, 2, Targets::Classes(&y)).unwrap();
     let net = MlpBuilder::new(2)
         .dense(64)
         .batch_norm()
@@ -127,7 +128,7 @@ fn training_is_bitwise_identical_for_1_2_3_threads() {
     let y: Vec<usize> = (0..n)
         .map(|i| (x[i * d] > 0.0) as usize + (x[i * d + 1] > 0.0) as usize)
         .collect();
-    let data = Dataset::new(x, n, d, Labels::Classes(y)).unwrap();
+    let data = Dataset::new(x, n, d, Targets::Classes(&y)).unwrap();
     let mut finals = Vec::new();
     for (threads, mode) in [1, 2, 3].into_iter().flat_map(|t| {
         [
@@ -183,7 +184,7 @@ fn divergence_stops_before_the_bad_update() {
     let mut rng = StdRng::seed_from_u64(2);
     let x: Vec<f32> = (0..64 * 4).map(|_| rng.random_range(-1.0..1.0)).collect();
     let y: Vec<f32> = (0..64).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let data = Dataset::new(x, 64, 4, Labels::Values { data: y, width: 1 }).unwrap();
+    let data = Dataset::new(x, 64, 4, Targets::Values(MatRef::from_slice(&y, 64, 1))).unwrap();
     let net = MlpBuilder::new(4)
         .dense(16)
         .act(Activation::Relu)
@@ -245,7 +246,7 @@ fn datasets_refuse_bad_values_naming_the_row() {
         vec![0.0, 1.0, f32::INFINITY, 2.0],
         2,
         2,
-        Labels::Classes(vec![0, 1]),
+        Targets::Classes(&[0, 1]),
     )
     .unwrap_err();
     assert_eq!(
@@ -256,9 +257,9 @@ fn datasets_refuse_bad_values_naming_the_row() {
             what: "feature"
         }
     );
-    let e = Dataset::new(vec![0.0; 4], 2, 2, Labels::Signs(vec![1.0, 0.0])).unwrap_err();
+    let e = Dataset::new(vec![0.0; 4], 2, 2, Targets::Signs(&[1.0, 0.0])).unwrap_err();
     assert_eq!(e, DataError::BadSign { row: 1, value: 0.0 });
-    let e = Dataset::new(vec![0.0; 4], 2, 2, Labels::Classes(vec![1])).unwrap_err();
+    let e = Dataset::new(vec![0.0; 4], 2, 2, Targets::Classes(&[1])).unwrap_err();
     assert_eq!(
         e,
         DataError::LabelCount {

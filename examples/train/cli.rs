@@ -14,10 +14,10 @@
 use std::path::{Path, PathBuf};
 
 use backprop::io::{check_writable, load_checkpoint, load_mlp, save_checkpoint, Checkpoint};
-use backprop::nn::{Activation, Init, Layer, Loss, Mlp, MlpBuilder};
+use backprop::nn::{Activation, Init, Layer, Loss, Mlp, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule, Sgd, SgdConfig, WeightDecay};
 use backprop::train::csv::{read_csv, LabelKind};
-use backprop::train::{Dataset, Labels, TrainError, Trainer};
+use backprop::train::{Dataset, TrainError, Trainer};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use rand::rngs::StdRng;
@@ -292,9 +292,9 @@ pub fn setup(args: &Args) -> Result<Setup, String> {
         return Err(format!("--data {}: the test set is empty", args.data));
     }
     let loss = given_loss.unwrap_or(match train.labels() {
-        Labels::Classes(_) => Loss::SoftmaxCrossEntropy,
-        Labels::Signs(_) => Loss::Logistic,
-        Labels::Values { .. } => Loss::Mse,
+        Targets::Classes(_) => Loss::SoftmaxCrossEntropy,
+        Targets::Signs(_) => Loss::Logistic,
+        Targets::Values(_) => Loss::Mse,
     });
     let trainer = match resume {
         Some(ckpt) => {
@@ -468,15 +468,8 @@ pub fn load_data(args: &Args, loss: Option<Loss>) -> Result<(Dataset, Dataset), 
 fn subset(d: &Dataset, lo: usize, hi: usize) -> Result<Dataset, String> {
     let f = d.features();
     let x = d.x_data()[lo * f..hi * f].to_vec();
-    let labels = match d.labels() {
-        Labels::Classes(c) => Labels::Classes(c[lo..hi].to_vec()),
-        Labels::Signs(s) => Labels::Signs(s[lo..hi].to_vec()),
-        Labels::Values { data, width } => Labels::Values {
-            data: data[lo * width..hi * width].to_vec(),
-            width: *width,
-        },
-    };
-    Dataset::new(x, hi - lo, f, labels).map_err(|e| e.to_string())
+    let (_, targets) = d.slice(lo, hi);
+    Dataset::new(x, hi - lo, f, targets).map_err(|e| e.to_string())
 }
 
 /// Five interleaved noisy spirals in the plane, wound two times: a small
@@ -493,7 +486,7 @@ fn spirals(n: usize, seed: u64) -> Dataset {
         x.push(r * a.sin());
         y.push(c);
     }
-    Dataset::new(x, n, 2, Labels::Classes(y)).expect("generated data is finite")
+    Dataset::new(x, n, 2, Targets::Classes(&y)).expect("generated data is finite")
 }
 
 /// The network `--layers`, `--act`, `--norm`, `--residual` and `--init`
@@ -501,9 +494,9 @@ fn spirals(n: usize, seed: u64) -> Dataset {
 pub fn build_net(args: &Args, train: &Dataset, loss: Loss) -> Result<Mlp, String> {
     let classes = match train.labels() {
         // Labels are below `csv::MAX_CLASSES` (or 10 for MNIST): no overflow.
-        Labels::Classes(c) => c.iter().max().map_or(1, |m| m.saturating_add(1)),
-        Labels::Values { width, .. } => *width,
-        Labels::Signs(_) => 1,
+        Targets::Classes(c) => c.iter().max().map_or(1, |m| m.saturating_add(1)),
+        Targets::Values(y) => y.cols(),
+        Targets::Signs(_) => 1,
     };
     let layers = args
         .layers

@@ -32,7 +32,8 @@ use backprop::nn::Mlp;
 use backprop::optim::{Adam, AdamConfig, Optimizer, Sgd, SgdConfig};
 use backprop::train::csv::{parse_csv, LabelKind};
 use backprop::train::idx::{mnist_dataset, parse_idx, IdxArray};
-use backprop::train::{Dataset, Labels};
+use backprop::nn::Targets;
+use backprop::train::Dataset;
 use libfuzzer_sys::fuzz_target;
 
 /// Networks up to this many parameters (and this input width) are run.
@@ -93,10 +94,10 @@ fn mnist_checked(images: &IdxArray, labels: &IdxArray) {
     check_dataset(&d);
     assert!(d.x_data().iter().all(|v| (0.0..=1.0).contains(v)));
     match d.labels() {
-        Labels::Classes(c) => {
+        Targets::Classes(c) => {
             assert!(c.iter().all(|&c| c < 10));
             let want: Vec<usize> = labels.data.iter().map(|&l| usize::from(l)).collect();
-            assert_eq!(c, &want);
+            assert_eq!(c, &want[..]);
         }
         other => panic!("MNIST labels are not classes: {other:?}"),
     }
@@ -114,13 +115,14 @@ fn csv(data: &[u8]) {
         assert!(d.features() >= 1, "a parsed CSV has a feature column");
         check_dataset(&d);
         match (kind, d.labels()) {
-            (LabelKind::Class, Labels::Classes(c)) => assert_eq!(c.len(), d.len()),
-            (LabelKind::Sign, Labels::Signs(s)) => {
+            (LabelKind::Class, Targets::Classes(c)) => assert_eq!(c.len(), d.len()),
+            (LabelKind::Sign, Targets::Signs(s)) => {
                 assert_eq!(s.len(), d.len());
                 assert!(s.iter().all(|&v| v == 1.0 || v == -1.0), "{s:?}");
             }
-            (LabelKind::Value, Labels::Values { data, width }) => {
-                assert_eq!(*width, 1);
+            (LabelKind::Value, Targets::Values(y)) => {
+                let (data, width) = (y.to_vec(), y.cols());
+                assert_eq!(width, 1);
                 assert_eq!(data.len(), d.len());
                 assert!(data.iter().all(|v| v.is_finite()), "{data:?}");
             }

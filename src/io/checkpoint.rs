@@ -245,10 +245,11 @@ fn meta_u64(st: &SafeTensors, key: &'static str) -> Result<u64, IoError> {
 /// use backprop::io::{load_checkpoint, restore, save_checkpoint};
 /// use backprop::nn::{Activation, Loss, MlpBuilder};
 /// use backprop::optim::{Adam, AdamConfig, Schedule};
-/// use backprop::train::{Dataset, Labels, Trainer};
+/// use backprop::nn::Targets;
+/// use backprop::train::{Dataset, Trainer};
 ///
 /// let x = vec![0., 0., 0., 1., 1., 0., 1., 1.];
-/// let data = Dataset::new(x, 4, 2, Labels::Signs(vec![-1., 1., 1., -1.])).unwrap();
+/// let data = Dataset::new(x, 4, 2, Targets::Signs(&[-1., 1., 1., -1.])).unwrap();
 /// let make = || {
 ///     let net = MlpBuilder::new(2).dense(8).act(Activation::Tanh).dense(1)
 ///         .loss(Loss::Logistic).build(1).unwrap();

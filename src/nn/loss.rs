@@ -111,7 +111,9 @@ impl fmt::Display for LossError {
 
 impl std::error::Error for LossError {}
 
-/// Targets of a batch, one kind per loss.
+/// Targets, one kind per loss: what the losses, the network, the reference
+/// network and the trainer take, and what a [`Dataset`](crate::train::Dataset)
+/// is built from and lends out. It borrows; a dataset keeps its own copy.
 #[derive(Clone, Copy, Debug)]
 pub enum Targets<'a> {
     /// Regression targets, `batch × outputs` ([`Loss::Mse`]).
@@ -120,6 +122,22 @@ pub enum Targets<'a> {
     Signs(&'a [f32]),
     /// Class indices ([`Loss::SoftmaxCrossEntropy`]).
     Classes(&'a [usize]),
+}
+
+impl Targets<'_> {
+    /// The number of samples (rows of `Values`).
+    pub fn len(&self) -> usize {
+        match self {
+            Targets::Values(y) => y.rows(),
+            Targets::Signs(s) => s.len(),
+            Targets::Classes(c) => c.len(),
+        }
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Loss {

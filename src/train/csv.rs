@@ -15,7 +15,9 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
-use crate::train::{Dataset, Labels};
+use crate::matrix::MatRef;
+use crate::nn::Targets;
+use crate::train::Dataset;
 
 /// The largest CSV file [`read_csv`] reads: 1 GiB.
 pub const MAX_CSV_BYTES: u64 = 1 << 30;
@@ -257,12 +259,9 @@ pub fn parse_csv(text: &str, kind: LabelKind) -> Result<Dataset, CsvError> {
         return Err(CsvError::Empty);
     };
     let labels = match kind {
-        LabelKind::Class => Labels::Classes(classes),
-        LabelKind::Sign => Labels::Signs(values),
-        LabelKind::Value => Labels::Values {
-            data: values,
-            width: 1,
-        },
+        LabelKind::Class => Targets::Classes(&classes),
+        LabelKind::Sign => Targets::Signs(&values),
+        LabelKind::Value => Targets::Values(MatRef::from_slice(&values, rows, 1)),
     };
     // Every value was checked above, so the dataset's own checks pass.
     Ok(Dataset::new(x, rows, w - 1, labels).expect("checked while parsing"))
@@ -290,13 +289,10 @@ mod tests {
     fn regression_and_header() {
         let d = parse_csv("a,b,t\n1,2,0.5\n3,4,-1.5\n", LabelKind::Value).unwrap();
         assert_eq!(d.x_data(), &[1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(
-            d.labels(),
-            &Labels::Values {
-                data: vec![0.5, -1.5],
-                width: 1
-            }
-        );
+        let Targets::Values(y) = d.labels() else {
+            panic!("{:?}", d.labels());
+        };
+        assert_eq!((y.cols(), y.to_vec()), (1, vec![0.5, -1.5]));
     }
 
     /// The first line is a header only if every field is a name: a typo, a

@@ -6,31 +6,24 @@ use std::fmt;
 use crate::matrix::MatRef;
 use crate::nn::Targets;
 
-/// The labels of a dataset, one kind per loss: the owned form of
-/// [`Targets`], which [`Dataset::slice`] and [`Dataset::gather`] lend out
-/// (the same three kinds, the one borrowed description the losses, the
-/// network and the reference take).
+/// A dataset's own copy of its targets (what [`Dataset::new`] was given as
+/// [`Targets`], made contiguous), lent out as [`Targets`] again.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Labels {
-    /// Regression targets: `samples × width`, row-major.
-    Values {
-        /// The targets.
-        data: Vec<f32>,
-        /// Outputs per sample.
-        width: usize,
-    },
-    /// Binary labels, each −1 or +1.
+enum Stored {
+    Values { data: Vec<f32>, width: usize },
     Signs(Vec<f32>),
-    /// Class indices.
     Classes(Vec<usize>),
 }
 
-impl Labels {
-    fn count(&self) -> usize {
-        match self {
-            Labels::Values { data, width } => data.len() / (*width).max(1),
-            Labels::Signs(v) => v.len(),
-            Labels::Classes(v) => v.len(),
+impl Stored {
+    fn copy(t: Targets<'_>) -> Stored {
+        match t {
+            Targets::Values(y) => Stored::Values {
+                data: y.to_vec(),
+                width: y.cols(),
+            },
+            Targets::Signs(s) => Stored::Signs(s.to_vec()),
+            Targets::Classes(c) => Stored::Classes(c.to_vec()),
         }
     }
 }
@@ -100,27 +93,29 @@ pub struct Dataset {
     x: Vec<f32>,
     rows: usize,
     cols: usize,
-    labels: Labels,
+    labels: Stored,
 }
 
 impl Dataset {
-    /// A dataset of `rows` samples of `cols` features (`x` row-major).
+    /// A dataset of `rows` samples of `cols` features (`x` row-major) and
+    /// their targets, one per sample (copied: the dataset owns its data).
     ///
     /// # Errors
     /// [`DataError`] naming the row for a NaN/∞ feature or target, a label that
     /// is not ±1 for binary labels, or counts that disagree.
     ///
     /// ```
-    /// use backprop::train::{Dataset, Labels};
-    /// let d = Dataset::new(vec![0.0, 1.0, 2.0, 3.0], 2, 2, Labels::Classes(vec![0, 1])).unwrap();
+    /// use backprop::nn::Targets;
+    /// use backprop::train::Dataset;
+    /// let d = Dataset::new(vec![0.0, 1.0, 2.0, 3.0], 2, 2, Targets::Classes(&[0, 1])).unwrap();
     /// assert_eq!(d.len(), 2);
-    /// assert!(Dataset::new(vec![0.0, f32::NAN], 1, 2, Labels::Classes(vec![0])).is_err());
+    /// assert!(Dataset::new(vec![0.0, f32::NAN], 1, 2, Targets::Classes(&[0])).is_err());
     /// ```
     pub fn new(
         x: Vec<f32>,
         rows: usize,
         cols: usize,
-        labels: Labels,
+        targets: Targets<'_>,
     ) -> Result<Dataset, DataError> {
         let expected = rows.saturating_mul(cols);
         if x.len() != expected {
@@ -129,18 +124,10 @@ impl Dataset {
                 got: x.len(),
             });
         }
-        if let Labels::Values { data, width } = &labels {
-            if data.len() != rows * width {
-                return Err(DataError::LabelCount {
-                    samples: rows,
-                    labels: data.len() / (*width).max(1),
-                });
-            }
-        }
-        if labels.count() != rows {
+        if targets.len() != rows {
             return Err(DataError::LabelCount {
                 samples: rows,
-                labels: labels.count(),
+                labels: targets.len(),
             });
         }
         if let Some(k) = x.iter().position(|v| !v.is_finite()) {
@@ -150,30 +137,32 @@ impl Dataset {
                 what: "feature",
             });
         }
-        match &labels {
-            Labels::Values { data, width } => {
-                if let Some(k) = data.iter().position(|v| !v.is_finite()) {
-                    return Err(DataError::NonFinite {
-                        row: k / width,
-                        col: k % width,
-                        what: "target",
-                    });
+        match targets {
+            Targets::Values(y) => {
+                for row in 0..y.rows() {
+                    if let Some(col) = (0..y.cols()).find(|&c| !y.get(row, c).is_finite()) {
+                        return Err(DataError::NonFinite {
+                            row,
+                            col,
+                            what: "target",
+                        });
+                    }
                 }
             }
-            Labels::Signs(s) => {
+            Targets::Signs(s) => {
                 if let Some((row, &value)) =
                     s.iter().enumerate().find(|(_, &v)| v != 1.0 && v != -1.0)
                 {
                     return Err(DataError::BadSign { row, value });
                 }
             }
-            Labels::Classes(_) => {}
+            Targets::Classes(_) => {}
         }
         Ok(Dataset {
             x,
             rows,
             cols,
-            labels,
+            labels: Stored::copy(targets),
         })
     }
 
@@ -193,21 +182,21 @@ impl Dataset {
     pub fn x(&self) -> MatRef<'_> {
         MatRef::from_slice(&self.x, self.rows, self.cols)
     }
-    /// The labels.
-    pub fn labels(&self) -> &Labels {
-        &self.labels
+    /// The targets of every sample.
+    pub fn labels(&self) -> Targets<'_> {
+        self.slice(0, self.rows).1
     }
     /// Samples `lo..hi` as a feature view and targets.
     pub fn slice(&self, lo: usize, hi: usize) -> (MatRef<'_>, Targets<'_>) {
         let x = MatRef::from_slice(&self.x[lo * self.cols..hi * self.cols], hi - lo, self.cols);
         let t = match &self.labels {
-            Labels::Values { data, width } => Targets::Values(MatRef::from_slice(
+            Stored::Values { data, width } => Targets::Values(MatRef::from_slice(
                 &data[lo * width..hi * width],
                 hi - lo,
                 *width,
             )),
-            Labels::Signs(s) => Targets::Signs(&s[lo..hi]),
-            Labels::Classes(c) => Targets::Classes(&c[lo..hi]),
+            Stored::Signs(s) => Targets::Signs(&s[lo..hi]),
+            Stored::Classes(c) => Targets::Classes(&c[lo..hi]),
         };
         (x, t)
     }
@@ -225,8 +214,8 @@ impl Dataset {
     ///
     /// ```
     /// use backprop::nn::Targets;
-    /// use backprop::train::{Batch, Dataset, Labels};
-    /// let data = Dataset::new(vec![0., 1., 2., 3., 4., 5.], 3, 2, Labels::Classes(vec![7, 8, 9])).unwrap();
+    /// use backprop::train::{Batch, Dataset};
+    /// let data = Dataset::new(vec![0., 1., 2., 3., 4., 5.], 3, 2, Targets::Classes(&[7, 8, 9])).unwrap();
     /// let mut buf = Batch::default();
     /// let (x, t) = data.gather(&[2, 0], &mut buf);
     /// assert_eq!(x.as_row_major_slice().unwrap(), &[4., 5., 0., 1.]);
@@ -239,7 +228,7 @@ impl Dataset {
             buf.x.extend_from_slice(&self.x[i * d..(i + 1) * d]);
         }
         let targets = match &self.labels {
-            Labels::Values { data, width } => {
+            Stored::Values { data, width } => {
                 buf.values.clear();
                 for &i in idx {
                     buf.values
@@ -247,12 +236,12 @@ impl Dataset {
                 }
                 Targets::Values(MatRef::from_slice(&buf.values, b, *width))
             }
-            Labels::Signs(s) => {
+            Stored::Signs(s) => {
                 buf.signs.clear();
                 buf.signs.extend(idx.iter().map(|&i| s[i]));
                 Targets::Signs(&buf.signs)
             }
-            Labels::Classes(c) => {
+            Stored::Classes(c) => {
                 buf.classes.clear();
                 buf.classes.extend(idx.iter().map(|&i| c[i]));
                 Targets::Classes(&buf.classes)

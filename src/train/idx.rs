@@ -13,7 +13,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::train::{Dataset, Labels};
+use crate::nn::Targets;
+use crate::train::Dataset;
 
 /// The most bytes a (decompressed) IDX file may hold: 1 GiB.
 pub const MAX_IDX_BYTES: u64 = 1 << 30;
@@ -306,7 +307,7 @@ pub fn mnist_dataset(images: &IdxArray, labels: &IdxArray) -> Result<Dataset, Id
     }
     let x: Vec<f32> = images.data.iter().map(|&p| p as f32 / 255.0).collect();
     let y: Vec<usize> = labels.data.iter().map(|&l| l as usize).collect();
-    Dataset::new(x, n, features, Labels::Classes(y)).map_err(|e| mismatch(e.to_string()))
+    Dataset::new(x, n, features, Targets::Classes(&y)).map_err(|e| mismatch(e.to_string()))
 }
 
 /// Loads MNIST from `dir`: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,

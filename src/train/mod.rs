@@ -10,5 +10,5 @@ pub mod data;
 pub mod idx;
 pub mod trainer;
 
-pub use data::{Batch, DataError, Dataset, Labels};
+pub use data::{Batch, DataError, Dataset};
 pub use trainer::{EpochStats, TrainError, Trainer};

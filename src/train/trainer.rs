@@ -68,10 +68,11 @@ pub struct EpochStats {
 /// ```
 /// use backprop::nn::{Activation, Loss, MlpBuilder};
 /// use backprop::optim::{Adam, AdamConfig, Schedule};
-/// use backprop::train::{Dataset, Labels, Trainer};
+/// use backprop::nn::Targets;
+/// use backprop::train::{Dataset, Trainer};
 /// // XOR with ±1 labels.
 /// let x = vec![0., 0., 0., 1., 1., 0., 1., 1.];
-/// let data = Dataset::new(x, 4, 2, Labels::Signs(vec![-1., 1., 1., -1.])).unwrap();
+/// let data = Dataset::new(x, 4, 2, Targets::Signs(&[-1., 1., 1., -1.])).unwrap();
 /// let net = MlpBuilder::new(2).dense(8).act(Activation::Tanh).dense(1)
 ///     .loss(Loss::Logistic).build(1).unwrap();
 /// let opt = Adam::new(net.num_params(), AdamConfig::default());

@@ -14,7 +14,7 @@ use backprop::matrix::{MatMut, MatRef};
 use backprop::nn::{Activation, Init, Loss, Mlp, MlpBuilder, Targets};
 use backprop::optim::{Schedule, Sgd, SgdConfig};
 use backprop::reference::mlp_loss_and_grads;
-use backprop::train::{Dataset, Labels, Trainer};
+use backprop::train::{Dataset, Trainer};
 use backprop::{Isa, Threads};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -873,7 +873,7 @@ pub fn train_curve(
     );
     let mut t = Trainer::new(net, Box::new(sgd), Schedule::constant(lr), seed);
     let d = train.features();
-    let Labels::Classes(labels) = train.labels() else {
+    let Targets::Classes(labels) = train.labels() else {
         panic!("train_curve: classification data expected");
     };
     let mut rng = StdRng::seed_from_u64(seed);
