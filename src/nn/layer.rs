@@ -24,9 +24,11 @@ use std::fmt;
 use crate::kernel::{Activation, Isa};
 use crate::matrix::MatRef;
 use crate::nn::exec::Exec;
+use crate::nn::workspace::try_filled;
 use crate::nn::{
     activation, batch_norm, dense, layer_norm, residual, BuildError, Init, MAX_ELEMENTS,
 };
+use crate::rng::Rng;
 
 /// One layer of a network description.
 #[derive(Clone, Debug, PartialEq)]
@@ -263,6 +265,45 @@ pub(crate) struct Compiled {
     /// Names (paths included) a file may carry that hold nothing the network
     /// keeps, accepted and ignored on load (BatchNorm's `num_batches_tracked`).
     pub ignored: Vec<String>,
+}
+
+/// A network's arenas, sized and initialised from its declarations.
+pub(crate) struct Arenas {
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    pub buffers: Vec<f32>,
+}
+
+impl Compiled {
+    /// Allocates the arenas (checked: `None` if one cannot be allocated) and
+    /// fills each declared tensor: its constant, or its draw from a generator
+    /// seeded with `seed`, in arena order. With `seed` `None` every value
+    /// stays zero.
+    pub fn arenas(&self, seed: Option<u64>) -> Option<Arenas> {
+        let mut params = try_filled(self.params, 0.0)?;
+        let mut buffers = try_filled(self.buffers, 0.0)?;
+        let grads = try_filled(self.params, 0.0)?;
+        if let Some(seed) = seed {
+            let mut rng = Rng::seed_from_u64(seed);
+            for s in &self.slots {
+                let arena = match s.tensor.store {
+                    Store::Param => &mut params[s.range()],
+                    Store::Buffer => &mut buffers[s.range()],
+                };
+                match s.tensor.fill {
+                    Fill::Const(v) => arena.fill(v),
+                    Fill::Draw(init, fan_in, fan_out) => {
+                        init.fill(arena, fan_in, fan_out, &mut rng)
+                    }
+                }
+            }
+        }
+        Some(Arenas {
+            params,
+            grads,
+            buffers,
+        })
+    }
 }
 
 /// Walks a description: widths, declarations, ops.

@@ -28,12 +28,14 @@ use std::ops::Range;
 use crate::gemm::GemmOptions;
 use crate::matrix::MatRef;
 use crate::nn::exec::Exec;
-use crate::nn::layer::{self, Backward, Fill, Forward, Layout, Op, Slot, Store};
-use crate::nn::workspace::{try_filled, Workspace};
+use crate::nn::layer::{self, Backward, Forward, Layout, Op, Slot};
+use crate::nn::workspace::Workspace;
 use crate::nn::{BatchParallelism, BuildError, Layer, Loss, StepError, Targets};
-use crate::rng::Rng;
 
+mod eval;
 mod summary;
+
+pub use eval::Evaluation;
 
 /// A network: its layers, parameters, gradients and workspaces.
 ///
@@ -112,27 +114,9 @@ impl Mlp {
         if !ok {
             return Err(BuildError::OutputForLoss { loss, width });
         }
-        let too_large = BuildError::TooLarge {
+        let arenas = c.arenas(seed).ok_or(BuildError::TooLarge {
             layer: layers.len() - 1,
-        };
-        let mut params = try_filled(c.params, 0.0).ok_or(too_large.clone())?;
-        let mut buffers = try_filled(c.buffers, 0.0).ok_or(too_large.clone())?;
-        let grads = try_filled(c.params, 0.0).ok_or(too_large)?;
-        if let Some(seed) = seed {
-            let mut rng = Rng::seed_from_u64(seed);
-            for s in &c.slots {
-                let arena = match s.tensor.store {
-                    Store::Param => &mut params[s.range()],
-                    Store::Buffer => &mut buffers[s.range()],
-                };
-                match s.tensor.fill {
-                    Fill::Const(v) => arena.fill(v),
-                    Fill::Draw(init, fan_in, fan_out) => {
-                        init.fill(arena, fan_in, fan_out, &mut rng)
-                    }
-                }
-            }
-        }
+        })?;
         Ok(Mlp {
             input,
             loss,
@@ -140,9 +124,9 @@ impl Mlp {
             ops: c.ops,
             dims: c.dims,
             slots: c.slots,
-            params,
-            grads,
-            buffers,
+            params: arenas.params,
+            grads: arenas.grads,
+            buffers: arenas.buffers,
             training: true,
             exec: Exec::new(GemmOptions::default(), BatchParallelism::SplitGemm),
             ws: Workspace::default(),
@@ -399,32 +383,6 @@ impl Mlp {
         }
         Ok(value)
     }
-
-    /// The loss's inference on `x` in evaluation mode: the mean loss over the
-    /// batch and, for classification, the number of correct predictions by
-    /// the loss's rule ([`Loss::correct`]). The training mode is restored
-    /// afterwards.
-    ///
-    /// # Errors
-    /// As [`Mlp::forward_backward`].
-    pub fn evaluate(
-        &mut self,
-        x: MatRef<'_>,
-        targets: Targets<'_>,
-    ) -> Result<Evaluation, StepError> {
-        let was = self.training;
-        self.training = false;
-        let loss = self.loss;
-        let result = self.forward(x).and_then(|h| {
-            Ok(Evaluation {
-                loss: loss.value(h, targets, None)?,
-                correct: loss.correct(h, targets)?,
-                samples: h.rows(),
-            })
-        });
-        self.training = was;
-        result
-    }
 }
 
 /// The input of op `i`: the output of op `i − 1`, or the network's `x`.
@@ -438,23 +396,5 @@ fn input_of<'a>(
     match i.checked_sub(1) {
         Some(j) => MatRef::from_slice(&outs[j][..batch * dims[j]], batch, dims[j]),
         None => x,
-    }
-}
-
-/// Result of [`Mlp::evaluate`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Evaluation {
-    /// Mean loss over the samples.
-    pub loss: f32,
-    /// Correct predictions (classification losses only).
-    pub correct: Option<usize>,
-    /// Samples evaluated.
-    pub samples: usize,
-}
-
-impl Evaluation {
-    /// `correct / samples`, for classification losses.
-    pub fn accuracy(&self) -> Option<f32> {
-        self.correct.map(|c| c as f32 / self.samples.max(1) as f32)
     }
 }
