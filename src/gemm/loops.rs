@@ -275,7 +275,7 @@ struct PackB<'a> {
 impl KernelOp for PackB<'_> {
     type Output = ();
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, bl: &Blocking) {
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S, bl: &Blocking) {
         let b = self.block;
         let p = b.p;
         let nr = NV * S::LANES;
@@ -302,7 +302,7 @@ impl KernelOp for PackB<'_> {
                         let src =
                             p.b.offset((pc + p0) as isize * p.rsb + (b.jc + j0) as isize * p.csb);
                         let dst = b.bbuf.add(b.b_offset(pc, nr) + t * nr * kcb + p0 * nr);
-                        pack_b_panel::<S>(nr, cols, rows, src, p.rsb, p.csb, dst);
+                        pack_b_panel(s, nr, cols, rows, src, p.rsb, p.csb, dst);
                     }
                 }
             }
@@ -324,7 +324,7 @@ struct Compute<'a> {
 impl KernelOp for Compute<'_> {
     type Output = ();
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, bl: &Blocking) {
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S, bl: &Blocking) {
         let b = self.block;
         let p = b.p;
         let nr = NV * S::LANES;
@@ -337,7 +337,7 @@ impl KernelOp for Compute<'_> {
         // SAFETY: A is read at rows of `self.rows` and k inside the group, C is
         // written at those rows and the block's columns (this piece's alone);
         // abuf holds one packed A block (≤ MC rounded to MR, × kc_max); B panels
-        // are read where PackB wrote them; S's features are present.
+        // are read where PackB wrote them.
         unsafe {
             for pc in (b.k0..b.k0 + b.kg).step_by(bl.kc) {
                 let kcb = bl.kc.min(b.k0 + b.kg - pc);
@@ -349,7 +349,7 @@ impl KernelOp for Compute<'_> {
                 for ic in (self.rows.start..self.rows.end).step_by(bl.mc) {
                     let mcb = bl.mc.min(self.rows.end - ic);
                     let a_src = p.a.offset(ic as isize * p.rsa + pc as isize * p.csa);
-                    pack_a::<S>(MR, mcb, kcb, a_src, p.rsa, p.csa, abuf);
+                    pack_a(s, MR, mcb, kcb, a_src, p.rsa, p.csa, abuf);
                     for jr in (0..b.ncb).step_by(nr) {
                         let b_panel = bblock.add(jr * kcb);
                         for ir in (0..mcb).step_by(MR) {
@@ -359,9 +359,10 @@ impl KernelOp for Compute<'_> {
                                 .offset((ic + ir) as isize * p.rsc + (b.jc + jr) as isize * p.csc);
                             let (m_eff, n_eff) = (MR.min(mcb - ir), nr.min(b.ncb - jr));
                             if beta != 0.0 {
-                                prefetch_tile::<S>(c_tile, p.rsc, p.csc, m_eff, n_eff);
+                                prefetch_tile(s, c_tile, p.rsc, p.csc, m_eff, n_eff);
                             }
                             let acc = accumulate::<S, MR, NV>(
+                                s,
                                 kcb,
                                 a_panel,
                                 1,
@@ -375,7 +376,7 @@ impl KernelOp for Compute<'_> {
                                 Epilogue::None
                             };
                             store_tile::<S, MR, NV>(
-                                &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
+                                s, &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
                             );
                         }
                     }
@@ -404,7 +405,7 @@ pub(crate) struct Direct<'a> {
 impl KernelOp for Direct<'_> {
     type Output = ();
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, _: &Blocking) {
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S, _: &Blocking) {
         let p = self.problem;
         let nr = NV * S::LANES;
         let k = p.k;
@@ -419,7 +420,7 @@ impl KernelOp for Direct<'_> {
         unsafe {
             if m_full < p.m {
                 let a_src = p.a.offset(m_full as isize * p.rsa);
-                pack_a_panel::<S>(edge_h, p.m - m_full, k, a_src, p.rsa, p.csa, a_edge);
+                pack_a_panel(s, edge_h, p.m - m_full, k, a_src, p.rsa, p.csa, a_edge);
             }
             let strip = Strip {
                 p,
@@ -431,9 +432,9 @@ impl KernelOp for Direct<'_> {
             for jr in (0..p.n).step_by(nr) {
                 let n_eff = nr.min(p.n - jr);
                 if NV > 1 && n_eff <= S::LANES {
-                    direct_strip::<S, MR, 1>(&strip, jr, n_eff);
+                    direct_strip::<S, MR, 1>(s, &strip, jr, n_eff);
                 } else {
-                    direct_strip::<S, MR, NV>(&strip, jr, n_eff);
+                    direct_strip::<S, MR, NV>(s, &strip, jr, n_eff);
                 }
             }
         }
@@ -468,10 +469,10 @@ struct Strip<'a> {
 /// `MR × NV·LANES` tiles, the bottom edge on an `edge_h`-row tile.
 ///
 /// # Safety
-/// The CPU supports `S`; `strip` describes a valid problem with its edge rows
-/// packed; `jr < n`.
+/// `strip` describes a valid problem with its edge rows packed; `jr < n`.
 #[inline(always)]
 unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
+    s: S,
     strip: &Strip<'_>,
     jr: usize,
     n_eff: usize,
@@ -487,21 +488,21 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
         let (b_panel, b_rs) = if n_eff == nr && p.csb == 1 {
             (b_src, p.rsb)
         } else {
-            pack_b_panel::<S>(nr, n_eff, p.k, b_src, p.rsb, p.csb, strip.b_strip);
+            pack_b_panel(s, nr, n_eff, p.k, b_src, p.rsb, p.csb, strip.b_strip);
             (strip.b_strip as *const f32, nr as isize)
         };
         let b = (b_panel, b_rs);
         for ir in (0..strip.m_full).step_by(MR) {
             let a = (p.a.offset(ir as isize * p.rsa), p.rsa, p.csa);
-            direct_tile::<S, MR, NV>(p, MR, ir, jr, n_eff, a, b);
+            direct_tile::<S, MR, NV>(s, p, MR, ir, jr, n_eff, a, b);
         }
         if strip.m_full < p.m {
             // The packed edge panel: A[i, p] at a_edge + p·h + i.
             let (ir, ae) = (strip.m_full, strip.a_edge);
             match strip.edge_h {
-                4 if MR > 4 => direct_tile::<S, 4, NV>(p, MR, ir, jr, n_eff, (ae, 1, 4), b),
-                8 if MR > 8 => direct_tile::<S, 8, NV>(p, MR, ir, jr, n_eff, (ae, 1, 8), b),
-                _ => direct_tile::<S, MR, NV>(p, MR, ir, jr, n_eff, (ae, 1, MR as isize), b),
+                4 if MR > 4 => direct_tile::<S, 4, NV>(s, p, MR, ir, jr, n_eff, (ae, 1, 4), b),
+                8 if MR > 8 => direct_tile::<S, 8, NV>(s, p, MR, ir, jr, n_eff, (ae, 1, 8), b),
+                _ => direct_tile::<S, MR, NV>(s, p, MR, ir, jr, n_eff, (ae, 1, MR as isize), b),
             }
         }
     }
@@ -512,11 +513,13 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
 /// which indexes the epilogue's per-strip sums).
 ///
 /// # Safety
-/// The CPU supports `S`; `a = (ptr, a_rs, a_cs)` holds R rows and `b = (ptr,
-/// b_rs)` NV·LANES columns readable for k steps (module contract of the
-/// kernels); the tile's `min(R, m − ir) × n_eff` corner is inside C.
+/// `a = (ptr, a_rs, a_cs)` holds R rows and `b = (ptr, b_rs)` NV·LANES columns
+/// readable for k steps (module contract of the kernels); the tile's
+/// `min(R, m − ir) × n_eff` corner is inside C.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize>(
+    s: S,
     p: &Problem,
     mr: usize,
     ir: usize,
@@ -527,12 +530,12 @@ unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize>(
 ) {
     // SAFETY: as the caller guarantees.
     unsafe {
-        let acc = accumulate::<S, R, NV>(p.k, a.0, a.1, a.2, b.0, b.1);
+        let acc = accumulate::<S, R, NV>(s, p.k, a.0, a.1, a.2, b.0, b.1);
         let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
         let m_eff = R.min(p.m - ir);
         let epi = p.epi.at(ir, jr, mr);
         store_tile::<S, R, NV>(
-            &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
+            s, &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
         );
     }
 }

@@ -27,11 +27,12 @@ use crate::kernel::Simd;
 /// micro-panel at `dst`, zero-filling rows `rows..mr`.
 ///
 /// # Safety
-/// The CPU supports `S`; `a + i·rsa + p·csa` is readable for `i < rows, p < kc`;
-/// `dst` is writable for `mr·kc` floats and does not overlap A.
+/// `a + i·rsa + p·csa` is readable for `i < rows, p < kc`; `dst` is writable
+/// for `mr·kc` floats and does not overlap A.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pack_a_panel<S: Simd>(
+    s: S,
     mr: usize,
     rows: usize,
     kc: usize,
@@ -41,7 +42,7 @@ pub(crate) unsafe fn pack_a_panel<S: Simd>(
     dst: *mut f32,
 ) {
     // SAFETY: forwarded; the lines of the panel are the rows of A.
-    unsafe { pack_panel::<S>(mr, rows, kc, a, rsa, csa, dst) }
+    unsafe { pack_panel(s, mr, rows, kc, a, rsa, csa, dst) }
 }
 
 /// Packs an `mc × kc` block of A into `ceil(mc / mr)` micro-panels at `dst`.
@@ -51,6 +52,7 @@ pub(crate) unsafe fn pack_a_panel<S: Simd>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pack_a<S: Simd>(
+    s: S,
     mr: usize,
     mc: usize,
     kc: usize,
@@ -64,7 +66,16 @@ pub(crate) unsafe fn pack_a<S: Simd>(
         // block and the t-th mr·kc slice of `dst`.
         unsafe {
             let src = a.offset(i0 as isize * rsa);
-            pack_a_panel::<S>(mr, mr.min(mc - i0), kc, src, rsa, csa, dst.add(t * mr * kc));
+            pack_a_panel(
+                s,
+                mr,
+                mr.min(mc - i0),
+                kc,
+                src,
+                rsa,
+                csa,
+                dst.add(t * mr * kc),
+            );
         }
     }
 }
@@ -73,10 +84,12 @@ pub(crate) unsafe fn pack_a<S: Simd>(
 /// micro-panel at `dst`, zero-filling columns `cols..nr`.
 ///
 /// # Safety
-/// The CPU supports `S`; `b + p·rsb + j·csb` is readable for `p < kc, j < cols`;
-/// `dst` is writable for `nr·kc` floats and does not overlap B.
+/// `b + p·rsb + j·csb` is readable for `p < kc, j < cols`; `dst` is writable
+/// for `nr·kc` floats and does not overlap B.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn pack_b_panel<S: Simd>(
+    s: S,
     nr: usize,
     cols: usize,
     kc: usize,
@@ -86,7 +99,7 @@ pub(crate) unsafe fn pack_b_panel<S: Simd>(
     dst: *mut f32,
 ) {
     // SAFETY: forwarded; the lines of the panel are the columns of B.
-    unsafe { pack_panel::<S>(nr, cols, kc, b, csb, rsb, dst) }
+    unsafe { pack_panel(s, nr, cols, kc, b, csb, rsb, dst) }
 }
 
 /// Packs a `w`-wide panel: line `l < lines` of the source has its step `p` at
@@ -94,10 +107,12 @@ pub(crate) unsafe fn pack_b_panel<S: Simd>(
 /// and zeros at `dst[p·w + l]` for `lines ≤ l < w`.
 ///
 /// # Safety
-/// The CPU supports `S`; the `lines × kc` source elements are readable; `dst`
-/// is writable for `w·kc` floats and does not overlap the source.
+/// The `lines × kc` source elements are readable; `dst` is writable for `w·kc`
+/// floats and does not overlap the source.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pack_panel<S: Simd>(
+    s: S,
     w: usize,
     lines: usize,
     kc: usize,
@@ -111,7 +126,8 @@ unsafe fn pack_panel<S: Simd>(
     unsafe {
         if line_stride == 1 {
             for p in 0..kc {
-                copy_step::<S>(
+                copy_step(
+                    s,
                     src.offset(p as isize * step_stride),
                     lines,
                     dst.add(p * w),
@@ -119,7 +135,7 @@ unsafe fn pack_panel<S: Simd>(
                 );
             }
         } else if step_stride == 1 {
-            transpose_lines::<S>(w, lines, kc, src, line_stride, dst);
+            transpose_lines(s, w, lines, kc, src, line_stride, dst);
         } else {
             for p in 0..kc {
                 let d = dst.add(p * w);
@@ -137,15 +153,15 @@ unsafe fn pack_panel<S: Simd>(
 /// vectors of `S`, then quads, then single floats; zeros up to `w`.
 ///
 /// # Safety
-/// The CPU supports `S`; `src` readable for `len` floats, `dst` writable for
-/// `w ≥ len` floats; no overlap.
+/// `src` readable for `len` floats, `dst` writable for `w ≥ len` floats; no
+/// overlap.
 #[inline(always)]
-unsafe fn copy_step<S: Simd>(src: *const f32, len: usize, dst: *mut f32, w: usize) {
+unsafe fn copy_step<S: Simd>(s: S, src: *const f32, len: usize, dst: *mut f32, w: usize) {
     // SAFETY: every access is below `len` (reads) or `w` (writes).
     unsafe {
         let mut j = 0;
         while j + S::LANES <= len {
-            S::store(dst.add(j), S::load(src.add(j)));
+            s.store(dst.add(j), s.load(src.add(j)));
             j += S::LANES;
         }
         quad::copy(src.add(j), dst.add(j), len - j);
@@ -162,6 +178,7 @@ unsafe fn copy_step<S: Simd>(src: *const f32, len: usize, dst: *mut f32, w: usiz
 /// As [`pack_panel`] with a unit step stride.
 #[inline(always)]
 unsafe fn transpose_lines<S: Simd>(
+    s: S,
     w: usize,
     lines: usize,
     kc: usize,
@@ -175,20 +192,20 @@ unsafe fn transpose_lines<S: Simd>(
     // kc; the quads stay inside their lines and the panel (see `quads`).
     unsafe {
         while l0 + 8 <= lines && l0 + 8 <= w {
-            let s = src.offset(l0 as isize * line_stride);
+            let sl = src.offset(l0 as isize * line_stride);
             for p0 in (0..kc8).step_by(8) {
-                S::transpose8x8(s.add(p0), line_stride, dst.add(p0 * w + l0), w);
+                s.transpose8x8(sl.add(p0), line_stride, dst.add(p0 * w + l0), w);
             }
             for half in [0, 4] {
-                let s = src.offset((l0 + half) as isize * line_stride);
-                quads(s, line_stride, 4, kc8, kc, dst.add(l0 + half), w, 4);
+                let sl = src.offset((l0 + half) as isize * line_stride);
+                quads(sl, line_stride, 4, kc8, kc, dst.add(l0 + half), w, 4);
             }
             l0 += 8;
         }
         while l0 < w {
             let n = lines.saturating_sub(l0).min(4);
-            let s = src.offset(l0.min(lines) as isize * line_stride);
-            quads(s, line_stride, n, 0, kc, dst.add(l0), w, (w - l0).min(4));
+            let sl = src.offset(l0.min(lines) as isize * line_stride);
+            quads(sl, line_stride, n, 0, kc, dst.add(l0), w, (w - l0).min(4));
             l0 += 4;
         }
     }
@@ -270,11 +287,12 @@ mod tests {
     impl KernelOp for PackPanel<'_> {
         type Output = ();
         #[inline(always)]
-        unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, _: &Blocking) {
+        unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S, _: &Blocking) {
             // SAFETY: the test sizes `src` to hold every element the strides
             // reach from `origin` and `dst` to hold w·kc floats.
             unsafe {
-                pack_panel::<S>(
+                pack_panel(
+                    s,
                     self.w,
                     self.lines,
                     self.kc,

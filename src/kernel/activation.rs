@@ -206,189 +206,156 @@ fn sigmoid(z: f32) -> f32 {
 /// (truncation error < 6·10⁻⁹ relative). NaN lanes give an unspecified value;
 /// callers patch them.
 #[inline(always)]
-pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
-    // SAFETY: only register arithmetic; S's features are present (caller).
-    unsafe {
-        let x = S::min(S::max(x, S::splat(-87.3)), S::splat(87.3));
-        let n = S::round(S::mul(x, S::splat(std::f32::consts::LOG2_E)));
-        // ln 2 split in two so n·ln2_hi is exact: r = x − n·ln 2 to ~1 ulp.
-        let r = S::fmadd(n, S::splat(-0.693_359_4), x);
-        let r = S::fmadd(n, S::splat(2.121_944_4e-4), r);
-        let mut p = S::splat(1.0 / 5040.0);
-        for c in [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ] {
-            p = S::fmadd(p, r, S::splat(c));
-        }
-        S::mul(p, S::pow2i(n))
+pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
+    let x = s.min(s.max(x, s.splat(-87.3)), s.splat(87.3));
+    let n = s.round(s.mul(x, s.splat(std::f32::consts::LOG2_E)));
+    // ln 2 split in two so n·ln2_hi is exact: r = x − n·ln 2 to ~1 ulp.
+    let r = s.fmadd(n, s.splat(-0.693_359_4), x);
+    let r = s.fmadd(n, s.splat(2.121_944_4e-4), r);
+    let mut p = s.splat(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = s.fmadd(p, r, s.splat(c));
     }
+    s.mul(p, s.pow2i(n))
 }
 
-/// ln(1 + y) for y in [0, 1], as 2·atanh(s) with s = y / (2 + y) ∈ [0, 1/3]:
-/// the odd series 2s·Σ s²ᵏ/(2k + 1) to k = 7 (error < 2·10⁻⁹ relative), exact
+/// ln(1 + y) for y in [0, 1], as 2·atanh(t) with t = y / (2 + y) ∈ [0, 1/3]:
+/// the odd series 2t·Σ t²ᵏ/(2k + 1) to k = 7 (error < 2·10⁻⁹ relative), exact
 /// in relative terms for tiny y (no 1 + y rounding).
 #[inline(always)]
-unsafe fn log1p_unit<S: Simd>(y: S::V) -> S::V {
-    // SAFETY: only register arithmetic; S's features are present (caller).
-    unsafe {
-        let s = S::div(y, S::add(S::splat(2.0), y));
-        let s2 = S::mul(s, s);
-        let mut p = S::splat(1.0 / 15.0);
-        for c in [
-            1.0 / 13.0,
-            1.0 / 11.0,
-            1.0 / 9.0,
-            1.0 / 7.0,
-            1.0 / 5.0,
-            1.0 / 3.0,
-            1.0,
-        ] {
-            p = S::fmadd(p, s2, S::splat(c));
-        }
-        S::mul(S::add(s, s), p)
+fn log1p_unit<S: Simd>(s: S, y: S::V) -> S::V {
+    let t = s.div(y, s.add(s.splat(2.0), y));
+    let t2 = s.mul(t, t);
+    let mut p = s.splat(1.0 / 15.0);
+    for c in [
+        1.0 / 13.0,
+        1.0 / 11.0,
+        1.0 / 9.0,
+        1.0 / 7.0,
+        1.0 / 5.0,
+        1.0 / 3.0,
+        1.0,
+    ] {
+        p = s.fmadd(p, t2, s.splat(c));
     }
+    s.mul(s.add(t, t), p)
 }
 
 /// tanh x: (1 − e)/(1 + e) with e = e^(−2|x|) and the sign restored; below
 /// |x| = 1/16 the odd Taylor polynomial to x⁷ avoids the cancellation in 1 − e.
 #[inline(always)]
-unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
-    // SAFETY: only register arithmetic; S's features are present (caller).
-    unsafe {
-        let a = S::abs(x);
-        let e = exp::<S>(S::mul(a, S::splat(-2.0)));
-        let one = S::splat(1.0);
-        let big = S::div(S::sub(one, e), S::add(one, e));
-        let a2 = S::mul(a, a);
-        let mut p = S::splat(-17.0 / 315.0);
-        for c in [2.0 / 15.0, -1.0 / 3.0, 1.0] {
-            p = S::fmadd(p, a2, S::splat(c));
-        }
-        let small = S::mul(a, p);
-        let t = S::select(S::lt(a, S::splat(0.0625)), small, big);
-        S::select(S::lt(x, S::splat(0.0)), S::sub(S::splat(0.0), t), t)
+fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
+    let a = s.abs(x);
+    let e = exp(s, s.mul(a, s.splat(-2.0)));
+    let one = s.splat(1.0);
+    let big = s.div(s.sub(one, e), s.add(one, e));
+    let a2 = s.mul(a, a);
+    let mut p = s.splat(-17.0 / 315.0);
+    for c in [2.0 / 15.0, -1.0 / 3.0, 1.0] {
+        p = s.fmadd(p, a2, s.splat(c));
     }
+    let small = s.mul(a, p);
+    let t = s.select(s.lt(a, s.splat(0.0625)), small, big);
+    s.select(s.lt(x, s.splat(0.0)), s.sub(s.splat(0.0), t), t)
 }
 
 /// 1 / (1 + e^(−x)); saturates to ~1e−38 and 1 at the ends.
 #[inline(always)]
-unsafe fn sigmoid_v<S: Simd>(x: S::V) -> S::V {
-    // SAFETY: only register arithmetic; S's features are present (caller).
-    unsafe {
-        let one = S::splat(1.0);
-        S::div(one, S::add(one, exp::<S>(S::sub(S::splat(0.0), x))))
-    }
+fn sigmoid_v<S: Simd>(s: S, x: S::V) -> S::V {
+    let one = s.splat(1.0);
+    s.div(one, s.add(one, exp(s, s.sub(s.splat(0.0), x))))
 }
 
 /// Patches NaN lanes of `x` into `y` (the NaN policy).
 #[inline(always)]
-unsafe fn keep_nan<S: Simd>(x: S::V, y: S::V) -> S::V {
-    // SAFETY: only register arithmetic; S's features are present (caller).
-    unsafe { S::select(S::is_nan(x), x, y) }
+fn keep_nan<S: Simd>(s: S, x: S::V, y: S::V) -> S::V {
+    s.select(s.is_nan(x), x, y)
 }
 
 /// φ(z) on one vector.
-///
-/// # Safety
-/// The CPU supports `S`.
 #[inline(always)]
-pub(crate) unsafe fn forward<S: Simd>(act: Activation, z: S::V) -> S::V {
-    // SAFETY: only register arithmetic; S's features are present (caller).
-    unsafe {
-        let zero = S::splat(0.0);
-        match act {
-            Activation::Identity => z,
-            // `z < 0 ? 0 : z` keeps NaN (the comparison is false for NaN).
-            Activation::Relu => S::select(S::lt(z, zero), zero, z),
-            Activation::LeakyRelu { slope } => {
-                S::select(S::lt(z, zero), S::mul(S::splat(slope), z), z)
-            }
-            Activation::Tanh => keep_nan::<S>(z, tanh::<S>(z)),
-            Activation::Sigmoid => keep_nan::<S>(z, sigmoid_v::<S>(z)),
-            Activation::Gelu => {
-                // z·½(1 + tanh u) = z·σ(2u), without the cancellation of 1 + t.
-                let z2 = S::mul(z, z);
-                let inner = S::fmadd(S::mul(S::splat(GELU_A), z2), z, z);
-                let s = sigmoid_v::<S>(S::mul(S::splat(2.0 * GELU_C), inner));
-                keep_nan::<S>(z, S::mul(z, s))
-            }
-            Activation::Softplus => {
-                let pos = S::select(S::gt(z, zero), z, zero);
-                let e = exp::<S>(S::sub(zero, S::abs(z)));
-                keep_nan::<S>(z, S::add(pos, log1p_unit::<S>(e)))
-            }
+pub(crate) fn forward<S: Simd>(s: S, act: Activation, z: S::V) -> S::V {
+    let zero = s.splat(0.0);
+    match act {
+        Activation::Identity => z,
+        // `z < 0 ? 0 : z` keeps NaN (the comparison is false for NaN).
+        Activation::Relu => s.select(s.lt(z, zero), zero, z),
+        Activation::LeakyRelu { slope } => s.select(s.lt(z, zero), s.mul(s.splat(slope), z), z),
+        Activation::Tanh => keep_nan(s, z, tanh(s, z)),
+        Activation::Sigmoid => keep_nan(s, z, sigmoid_v(s, z)),
+        Activation::Gelu => {
+            // z·½(1 + tanh u) = z·σ(2u), without the cancellation of 1 + t.
+            let z2 = s.mul(z, z);
+            let inner = s.fmadd(s.mul(s.splat(GELU_A), z2), z, z);
+            let sg = sigmoid_v(s, s.mul(s.splat(2.0 * GELU_C), inner));
+            keep_nan(s, z, s.mul(z, sg))
+        }
+        Activation::Softplus => {
+            let pos = s.select(s.gt(z, zero), z, zero);
+            let e = exp(s, s.sub(zero, s.abs(z)));
+            keep_nan(s, z, s.add(pos, log1p_unit(s, e)))
         }
     }
 }
 
 /// φ′(z) on one vector, from the pre-activation.
-///
-/// # Safety
-/// The CPU supports `S`.
 #[inline(always)]
-pub(crate) unsafe fn derivative<S: Simd>(act: Activation, z: S::V) -> S::V {
-    // SAFETY: only register arithmetic; S's features are present (caller).
-    unsafe {
-        let zero = S::splat(0.0);
-        let one = S::splat(1.0);
-        let d = match act {
-            Activation::Identity => one,
-            Activation::Relu => S::select(S::gt(z, zero), one, zero),
-            Activation::LeakyRelu { slope } => S::select(S::gt(z, zero), one, S::splat(slope)),
-            Activation::Tanh => {
-                let t = tanh::<S>(z);
-                S::sub(one, S::mul(t, t))
-            }
-            Activation::Sigmoid => {
-                let s = sigmoid_v::<S>(z);
-                S::mul(s, S::sub(one, s))
-            }
-            Activation::Gelu => {
-                // s = σ(2u) = ½(1 + tanh u); φ′ = s + z·2s(1 − s)·u′, u′ = c(1 + 3a·z²).
-                let z2 = S::mul(z, z);
-                let inner = S::fmadd(S::mul(S::splat(GELU_A), z2), z, z);
-                let s = sigmoid_v::<S>(S::mul(S::splat(2.0 * GELU_C), inner));
-                // Beyond |z| = 20, s(1 − s) is 0 in f32; clamping keeps z·u′ finite
-                // there so the second term is 0, not ∞·0.
-                let zc = S::min(S::max(z, S::splat(-20.0)), S::splat(20.0));
-                let zc2 = S::mul(zc, zc);
-                let three_a = S::splat(3.0 * GELU_A);
-                let du2 = S::mul(S::splat(2.0 * GELU_C), S::fmadd(three_a, zc2, one));
-                S::fmadd(S::mul(S::mul(zc, s), S::sub(one, s)), du2, s)
-            }
-            Activation::Softplus => sigmoid_v::<S>(z),
-        };
-        keep_nan::<S>(z, d)
-    }
+pub(crate) fn derivative<S: Simd>(s: S, act: Activation, z: S::V) -> S::V {
+    let zero = s.splat(0.0);
+    let one = s.splat(1.0);
+    let d = match act {
+        Activation::Identity => one,
+        Activation::Relu => s.select(s.gt(z, zero), one, zero),
+        Activation::LeakyRelu { slope } => s.select(s.gt(z, zero), one, s.splat(slope)),
+        Activation::Tanh => {
+            let t = tanh(s, z);
+            s.sub(one, s.mul(t, t))
+        }
+        Activation::Sigmoid => {
+            let sg = sigmoid_v(s, z);
+            s.mul(sg, s.sub(one, sg))
+        }
+        Activation::Gelu => {
+            // sg = σ(2u) = ½(1 + tanh u); φ′ = sg + z·2sg(1 − sg)·u′, u′ = c(1 + 3a·z²).
+            let z2 = s.mul(z, z);
+            let inner = s.fmadd(s.mul(s.splat(GELU_A), z2), z, z);
+            let sg = sigmoid_v(s, s.mul(s.splat(2.0 * GELU_C), inner));
+            // Beyond |z| = 20, sg(1 − sg) is 0 in f32; clamping keeps z·u′ finite
+            // there so the second term is 0, not ∞·0.
+            let zc = s.min(s.max(z, s.splat(-20.0)), s.splat(20.0));
+            let zc2 = s.mul(zc, zc);
+            let three_a = s.splat(3.0 * GELU_A);
+            let du2 = s.mul(s.splat(2.0 * GELU_C), s.fmadd(three_a, zc2, one));
+            s.fmadd(s.mul(s.mul(zc, sg), s.sub(one, sg)), du2, sg)
+        }
+        Activation::Softplus => sigmoid_v(s, z),
+    };
+    keep_nan(s, z, d)
 }
 
 /// φ′ on one vector, from the output a = φ(z); only for activations with
 /// [`Activation::has_output_derivative`] (others fall back to the identity's 1,
 /// which the safe API never lets happen).
-///
-/// # Safety
-/// The CPU supports `S`.
 #[inline(always)]
-pub(crate) unsafe fn derivative_from_output<S: Simd>(act: Activation, a: S::V) -> S::V {
-    // SAFETY: only register arithmetic; S's features are present (caller).
-    unsafe {
-        let zero = S::splat(0.0);
-        let one = S::splat(1.0);
-        let d = match act {
-            Activation::Relu => S::select(S::gt(a, zero), one, zero),
-            Activation::LeakyRelu { slope } => S::select(S::gt(a, zero), one, S::splat(slope)),
-            Activation::Tanh => S::sub(one, S::mul(a, a)),
-            Activation::Sigmoid => S::mul(a, S::sub(one, a)),
-            _ => one,
-        };
-        keep_nan::<S>(a, d)
-    }
+pub(crate) fn derivative_from_output<S: Simd>(s: S, act: Activation, a: S::V) -> S::V {
+    let zero = s.splat(0.0);
+    let one = s.splat(1.0);
+    let d = match act {
+        Activation::Relu => s.select(s.gt(a, zero), one, zero),
+        Activation::LeakyRelu { slope } => s.select(s.gt(a, zero), one, s.splat(slope)),
+        Activation::Tanh => s.sub(one, s.mul(a, a)),
+        Activation::Sigmoid => s.mul(a, s.sub(one, a)),
+        _ => one,
+    };
+    keep_nan(s, a, d)
 }
 
 /// Applies φ (or φ′) to a slice, one vector at a time.
@@ -409,25 +376,31 @@ enum Mode {
 impl super::KernelOp for Map<'_> {
     type Output = ();
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, _: &super::Blocking) {
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S, _: &super::Blocking) {
+        // No requirement (`run` is unsafe for the GEMM ops): the map holds
+        // slices, and the lengths are checked here (`map` checked them already,
+        // with a message). The tail buffer below holds one vector.
+        const { assert!(S::LANES <= 16) };
         let n = self.input.len();
+        assert_eq!(self.out.len(), n);
         let full = n - n % S::LANES;
-        // SAFETY: full vectors stay below `full ≤ n`; the tail goes through a
-        // zero-padded local buffer; `out` has the same length as `input`.
-        unsafe {
-            for i in (0..full).step_by(S::LANES) {
-                let y = apply::<S>(self.act, self.mode, S::load(self.input.as_ptr().add(i)));
-                S::store(self.out.as_mut_ptr().add(i), y);
-            }
-            if full < n {
-                let mut buf = [0f32; 16];
-                buf[..n - full].copy_from_slice(&self.input[full..]);
-                S::store(
-                    buf.as_mut_ptr(),
-                    apply::<S>(self.act, self.mode, S::load(buf.as_ptr())),
-                );
-                self.out[full..].copy_from_slice(&buf[..n - full]);
-            }
+        for i in (0..full).step_by(S::LANES) {
+            // SAFETY: i + LANES ≤ full ≤ n = input.len().
+            let x = unsafe { s.load(self.input.as_ptr().add(i)) };
+            let y = apply(s, self.act, self.mode, x);
+            // SAFETY: as above; `out` has the same length as `input`.
+            unsafe { s.store(self.out.as_mut_ptr().add(i), y) };
+        }
+        if full < n {
+            // The tail through a zero-padded local buffer.
+            let mut buf = [0f32; 16];
+            buf[..n - full].copy_from_slice(&self.input[full..]);
+            // SAFETY: `buf` holds 16 ≥ LANES floats.
+            let x = unsafe { s.load(buf.as_ptr()) };
+            let y = apply(s, self.act, self.mode, x);
+            // SAFETY: as above.
+            unsafe { s.store(buf.as_mut_ptr(), y) };
+            self.out[full..].copy_from_slice(&buf[..n - full]);
         }
     }
 }
@@ -435,18 +408,12 @@ impl super::KernelOp for Map<'_> {
 /// φ, φ′ or φ′ from the output of one vector, as `mode` says. A function, not
 /// a closure: closures do not inherit the caller's `#[target_feature]`s, and
 /// the vector code would be compiled as out-of-line calls.
-///
-/// # Safety
-/// The CPU supports `S`.
 #[inline(always)]
-unsafe fn apply<S: Simd>(act: Activation, mode: Mode, x: S::V) -> S::V {
-    // SAFETY: register arithmetic only; S's features are present.
-    unsafe {
-        match mode {
-            Mode::Forward => forward::<S>(act, x),
-            Mode::Derivative => derivative::<S>(act, x),
-            Mode::DerivativeFromOutput => derivative_from_output::<S>(act, x),
-        }
+fn apply<S: Simd>(s: S, act: Activation, mode: Mode, x: S::V) -> S::V {
+    match mode {
+        Mode::Forward => forward(s, act, x),
+        Mode::Derivative => derivative(s, act, x),
+        Mode::DerivativeFromOutput => derivative_from_output(s, act, x),
     }
 }
 

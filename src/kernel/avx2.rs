@@ -9,123 +9,158 @@ use std::sync::OnceLock;
 
 use super::{Blocking, KernelOp, Simd};
 
-/// Token for the AVX2 + FMA instruction set.
+/// Token for the AVX2 + FMA instruction set: a value exists only where the
+/// running CPU has both (the field is private; see [`Avx2::new`]).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx2;
+pub(crate) struct Avx2 {
+    _private: (),
+}
 
-impl Simd for Avx2 {
+impl Avx2 {
+    /// The token, if the running CPU has AVX2 and FMA.
+    #[inline]
+    pub(crate) fn new() -> Option<Self> {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: both features were just detected.
+            Some(unsafe { Self::new_unchecked() })
+        } else {
+            None
+        }
+    }
+
+    /// The token, without checking.
+    ///
+    /// # Safety
+    /// The running CPU supports AVX2 and FMA.
+    #[inline(always)]
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        Avx2 { _private: () }
+    }
+}
+
+// SAFETY: `Avx2` values exist only where the CPU has AVX2 and FMA (private
+// field, checked or unsafe constructors), the only features the methods use
+// (AVX2 implies AVX); __m256 is eight f32 lanes in order.
+unsafe impl Simd for Avx2 {
     const LANES: usize = 8;
     type V = __m256;
+    type M = __m256;
     #[inline(always)]
-    unsafe fn splat(x: f32) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA and valid pointers (trait contract).
+    fn splat(self, x: f32) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_set1_ps(x) }
     }
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA and valid pointers (trait contract).
+    unsafe fn load(self, p: *const f32) -> __m256 {
+        // SAFETY: `self` proves AVX2+FMA (type invariant); the caller
+        // guarantees LANES readable floats at `p`.
         unsafe { _mm256_loadu_ps(p) }
     }
     #[inline(always)]
-    unsafe fn store(p: *mut f32, v: __m256) {
-        // SAFETY: the caller guarantees AVX2+FMA and valid pointers (trait contract).
+    unsafe fn store(self, p: *mut f32, v: __m256) {
+        // SAFETY: `self` proves AVX2+FMA (type invariant); the caller
+        // guarantees LANES writable floats at `p`.
         unsafe { _mm256_storeu_ps(p, v) }
     }
     #[inline(always)]
-    unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA and valid pointers (trait contract).
+    fn fmadd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
-    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA and valid pointers (trait contract).
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_mul_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn add(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_add_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn sub(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_sub_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn div(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_div_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn min(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn min(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_min_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn max(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_max_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn abs(a: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn abs(self, a: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
     }
     #[inline(always)]
-    unsafe fn round(a: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn round(self, a: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
     }
     #[inline(always)]
-    unsafe fn pow2i(n: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract); n + 127 is a
-        // valid biased exponent for n in [-126, 127].
+    fn pow2i(self, n: __m256) -> __m256 {
+        // n + 127 is a valid biased exponent for n in [-126, 127].
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe {
             let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
             _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e))
         }
     }
-    type M = __m256;
     #[inline(always)]
-    unsafe fn lt(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn lt(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
     }
     #[inline(always)]
-    unsafe fn gt(a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn gt(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a, b) }
     }
     #[inline(always)]
-    unsafe fn is_nan(a: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn is_nan(self, a: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a) }
     }
     #[inline(always)]
-    unsafe fn select(m: __m256, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: the caller guarantees AVX2+FMA (trait contract).
+    fn select(self, m: __m256, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: `self` exists only where the CPU has AVX2+FMA (type invariant).
         unsafe { _mm256_blendv_ps(b, a, m) }
     }
     #[inline(always)]
-    unsafe fn transpose8x8(src: *const f32, src_rs: isize, dst: *mut f32, dst_rs: usize) {
-        // SAFETY: the caller guarantees AVX2 and the 64 elements (trait contract).
-        unsafe { transpose8x8_avx(src, src_rs, dst, dst_rs) }
+    unsafe fn transpose8x8(self, src: *const f32, src_rs: isize, dst: *mut f32, dst_rs: usize) {
+        // SAFETY: the caller guarantees the 64 elements.
+        unsafe { transpose8x8_avx(self, src, src_rs, dst, dst_rs) }
     }
 }
 
 /// 8 × 8 transpose in registers: unpack pairs of rows, shuffle quads, swap
 /// 128-bit halves (24 shuffles for 64 elements instead of 64 scalar moves).
 ///
+/// Takes the AVX2 token (AVX would do) as proof of the instructions.
+///
 /// # Safety
-/// AVX is available; as `Simd::transpose8x8`.
+/// As `Simd::transpose8x8`: the 64 source elements are readable and the 64
+/// destination elements writable; they do not overlap.
 #[inline(always)]
 pub(crate) unsafe fn transpose8x8_avx(
+    _: Avx2,
     src: *const f32,
     src_rs: isize,
     dst: *mut f32,
     dst_rs: usize,
 ) {
-    // SAFETY: all loads and stores address the caller's 8 × 8 blocks.
+    // SAFETY: the token proves AVX2, hence AVX; all loads and stores address
+    // the caller's 8 × 8 blocks.
     unsafe {
         let r = |i: isize| _mm256_loadu_ps(src.offset(i * src_rs));
         let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
@@ -188,8 +223,10 @@ pub(crate) fn blocking() -> Blocking {
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
-    // SAFETY: AVX2 and FMA are enabled here and guaranteed by the caller (KernelOp::run's
-    // requirement); each op's pointer requirements are established where the
-    // crate builds it (GEMM problems from checked views or sgemm's contract).
-    unsafe { op.run::<Avx2, MR, NV>(&blocking()) }
+    // SAFETY: this function's target features (AVX2, FMA) are guaranteed by
+    // its caller.
+    let s = unsafe { Avx2::new_unchecked() };
+    // SAFETY: each op's data requirements are established where the crate
+    // builds it (GEMM problems from checked views or sgemm's contract).
+    unsafe { op.run::<Avx2, MR, NV>(s, &blocking()) }
 }

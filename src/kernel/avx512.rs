@@ -7,111 +7,154 @@
 use core::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::avx2::{transpose8x8_avx, Avx2};
 use super::{Blocking, KernelOp, Simd};
 
-/// Token for the AVX-512F instruction set.
+/// Token for the AVX-512F instruction set (with AVX2 and FMA, which every
+/// AVX-512F CPU has and the kernels' entry point enables too): a value exists
+/// only where the running CPU has all three (the field is private; see
+/// [`Avx512::new`]).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Avx512;
+pub(crate) struct Avx512 {
+    _private: (),
+}
 
-impl Simd for Avx512 {
+impl Avx512 {
+    /// The token, if the running CPU has AVX-512F, AVX2 and FMA.
+    #[inline]
+    pub(crate) fn new() -> Option<Self> {
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the three features were just detected.
+            Some(unsafe { Self::new_unchecked() })
+        } else {
+            None
+        }
+    }
+
+    /// The token, without checking.
+    ///
+    /// # Safety
+    /// The running CPU supports AVX-512F, AVX2 and FMA.
+    #[inline(always)]
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        Avx512 { _private: () }
+    }
+
+    /// The AVX2 token this one implies.
+    #[inline(always)]
+    pub(crate) fn avx2(self) -> Avx2 {
+        // SAFETY: an `Avx512` exists only where the CPU has AVX2 and FMA too
+        // (type invariant).
+        unsafe { Avx2::new_unchecked() }
+    }
+}
+
+// SAFETY: `Avx512` values exist only where the CPU has AVX-512F, AVX2 and FMA
+// (private field, checked or unsafe constructors), which cover every
+// instruction the methods use; __m512 is sixteen f32 lanes in order.
+unsafe impl Simd for Avx512 {
     const LANES: usize = 16;
     type V = __m512;
+    type M = __mmask16;
     #[inline(always)]
-    unsafe fn splat(x: f32) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+    fn splat(self, x: f32) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_set1_ps(x) }
     }
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+    unsafe fn load(self, p: *const f32) -> __m512 {
+        // SAFETY: `self` proves AVX-512F (type invariant); the caller
+        // guarantees LANES readable floats at `p`.
         unsafe { _mm512_loadu_ps(p) }
     }
     #[inline(always)]
-    unsafe fn store(p: *mut f32, v: __m512) {
-        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+    unsafe fn store(self, p: *mut f32, v: __m512) {
+        // SAFETY: `self` proves AVX-512F (type invariant); the caller
+        // guarantees LANES writable floats at `p`.
         unsafe { _mm512_storeu_ps(p, v) }
     }
     #[inline(always)]
-    unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+    fn fmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
-    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F and valid pointers (trait contract).
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_mul_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn add(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_add_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_sub_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn div(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_div_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn min(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn min(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_min_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn max(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_max_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn abs(a: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn abs(self, a: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_abs_ps(a) }
     }
     #[inline(always)]
-    unsafe fn round(a: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn round(self, a: __m512) -> __m512 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
     }
     #[inline(always)]
-    unsafe fn pow2i(n: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract); n + 127 is a
-        // valid biased exponent for n in [-126, 127].
+    fn pow2i(self, n: __m512) -> __m512 {
+        // n + 127 is a valid biased exponent for n in [-126, 127].
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe {
             let e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
             _mm512_castsi512_ps(_mm512_slli_epi32::<23>(e))
         }
     }
-    type M = __mmask16;
     #[inline(always)]
-    unsafe fn lt(a: __m512, b: __m512) -> __mmask16 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn lt(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
     }
     #[inline(always)]
-    unsafe fn gt(a: __m512, b: __m512) -> __mmask16 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn gt(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, b) }
     }
     #[inline(always)]
-    unsafe fn is_nan(a: __m512) -> __mmask16 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract).
+    fn is_nan(self, a: __m512) -> __mmask16 {
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a) }
     }
     #[inline(always)]
-    unsafe fn select(m: __mmask16, a: __m512, b: __m512) -> __m512 {
-        // SAFETY: the caller guarantees AVX-512F (trait contract). mask_blend
-        // takes the second vector where the mask is set.
+    fn select(self, m: __mmask16, a: __m512, b: __m512) -> __m512 {
+        // mask_blend takes the second vector where the mask is set.
+        // SAFETY: `self` exists only where the CPU has AVX-512F (type invariant).
         unsafe { _mm512_mask_blend_ps(m, b, a) }
     }
     #[inline(always)]
-    unsafe fn transpose8x8(src: *const f32, src_rs: isize, dst: *mut f32, dst_rs: usize) {
-        // SAFETY: AVX-512F implies AVX (the dispatch enables both); the caller
-        // guarantees the 64 elements (trait contract).
-        unsafe { super::avx2::transpose8x8_avx(src, src_rs, dst, dst_rs) }
+    unsafe fn transpose8x8(self, src: *const f32, src_rs: isize, dst: *mut f32, dst_rs: usize) {
+        // SAFETY: the caller guarantees the 64 elements.
+        unsafe { transpose8x8_avx(self.avx2(), src, src_rs, dst, dst_rs) }
     }
 }
 
@@ -148,8 +191,10 @@ pub(crate) fn blocking() -> Blocking {
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
-    // SAFETY: AVX-512F, AVX2 and FMA are enabled here and guaranteed by the caller (KernelOp::run's
-    // requirement); each op's pointer requirements are established where the
-    // crate builds it (GEMM problems from checked views or sgemm's contract).
-    unsafe { op.run::<Avx512, MR, NV>(&blocking()) }
+    // SAFETY: this function's target features (AVX-512F, AVX2, FMA) are
+    // guaranteed by its caller.
+    let s = unsafe { Avx512::new_unchecked() };
+    // SAFETY: each op's data requirements are established where the crate
+    // builds it (GEMM problems from checked views or sgemm's contract).
+    unsafe { op.run::<Avx512, MR, NV>(s, &blocking()) }
 }

@@ -36,18 +36,15 @@ impl Isa {
         }
     }
 
-    /// Whether the running CPU supports this path.
+    /// Whether the running CPU supports this path (whether its SIMD token can
+    /// be made: the tokens' constructors hold the feature checks).
     pub fn is_available(self) -> bool {
         match self {
-            Isa::Portable => true,
+            Isa::Portable => portable::Portable::new().is_some(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Avx2 => super::avx2::Avx2::new().is_some(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
-                is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx2")
-                    && is_x86_feature_detected!("fma")
-            }
+            Isa::Avx512 => super::avx512::Avx512::new().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }

@@ -14,32 +14,36 @@ struct Probe {
 impl KernelOp for Probe {
     type Output = (u64, f32);
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, _: &Blocking) -> (u64, f32) {
-        // SAFETY: register arithmetic only, plus stores into the local `out`
-        // array (16 floats ≥ LANES); S's features are the caller's guarantee.
-        unsafe {
-            // Opaque inputs that are not a fixed point of a ← a·x + y, so no
-            // iteration can be folded or hoisted.
-            let mut acc = [S::splat(std::hint::black_box(1.0)); CHAINS];
-            let x = S::splat(std::hint::black_box(0.999));
-            let y = S::splat(std::hint::black_box(0.0011));
-            // The chains are serial dependencies the compiler may not reassociate, so
-            // every FMA is executed; the opaque count keeps the loop from being folded.
-            let iterations = std::hint::black_box(self.iterations);
-            for _ in 0..iterations {
-                for a in acc.iter_mut() {
-                    *a = S::fmadd(*a, x, y);
-                }
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(
+        self,
+        s: S,
+        _: &Blocking,
+    ) -> (u64, f32) {
+        // No requirement: register arithmetic and stores into a local array.
+        // The array below holds one vector.
+        const { assert!(S::LANES <= 16) };
+        // Opaque inputs that are not a fixed point of a ← a·x + y, so no
+        // iteration can be folded or hoisted.
+        let mut acc = [s.splat(std::hint::black_box(1.0)); CHAINS];
+        let x = s.splat(std::hint::black_box(0.999));
+        let y = s.splat(std::hint::black_box(0.0011));
+        // The chains are serial dependencies the compiler may not reassociate, so
+        // every FMA is executed; the opaque count keeps the loop from being folded.
+        let iterations = std::hint::black_box(self.iterations);
+        for _ in 0..iterations {
+            for a in acc.iter_mut() {
+                *a = s.fmadd(*a, x, y);
             }
-            let mut sum = 0.0;
-            let mut out = [0f32; 16];
-            for a in acc {
-                S::store(out.as_mut_ptr(), a);
-                sum += out[..S::LANES].iter().sum::<f32>();
-            }
-            let flops = iterations * (CHAINS * S::LANES * 2) as u64;
-            (flops, sum)
         }
+        let mut sum = 0.0;
+        let mut out = [0f32; 16];
+        for a in acc {
+            // SAFETY: `out` holds 16 ≥ LANES floats.
+            unsafe { s.store(out.as_mut_ptr(), a) };
+            sum += out[..S::LANES].iter().sum::<f32>();
+        }
+        let flops = iterations * (CHAINS * S::LANES * 2) as u64;
+        (flops, sum)
     }
 }
 

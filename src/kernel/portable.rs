@@ -11,85 +11,108 @@ use wide::f32x8;
 
 use super::{Blocking, KernelOp, Simd};
 
-/// Token for the portable instruction set.
+/// Token for the portable instruction set: `wide` code compiled for the
+/// build's baseline, so every CPU that runs the crate supports it.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Portable;
+pub(crate) struct Portable {
+    _private: (),
+}
 
-impl Simd for Portable {
+impl Portable {
+    /// The token; always available.
+    #[inline]
+    pub(crate) fn new() -> Option<Self> {
+        Some(Portable { _private: () })
+    }
+
+    /// The token, for symmetry with the ISA tokens.
+    ///
+    /// # Safety
+    /// None: the portable code needs no CPU feature beyond the build's baseline.
+    #[inline(always)]
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        Portable { _private: () }
+    }
+}
+
+// SAFETY: the methods use only `wide` operations, which are compiled for the
+// build's own target features and so run on any CPU that runs the crate; f32x8
+// is eight f32 lanes in order, with no padding.
+unsafe impl Simd for Portable {
     const LANES: usize = 8;
     type V = f32x8;
+    type M = f32x8;
     #[inline(always)]
-    unsafe fn splat(x: f32) -> f32x8 {
+    fn splat(self, x: f32) -> f32x8 {
         f32x8::splat(x)
     }
     #[inline(always)]
-    unsafe fn load(p: *const f32) -> f32x8 {
-        // SAFETY: the caller guarantees LANES valid floats at `p` (trait contract).
+    unsafe fn load(self, p: *const f32) -> f32x8 {
+        // SAFETY: the caller guarantees LANES readable floats at `p`.
         unsafe { f32x8::from(core::ptr::read_unaligned(p as *const [f32; 8])) }
     }
     #[inline(always)]
-    unsafe fn store(p: *mut f32, v: f32x8) {
-        // SAFETY: the caller guarantees LANES valid floats at `p` (trait contract).
+    unsafe fn store(self, p: *mut f32, v: f32x8) {
+        // SAFETY: the caller guarantees LANES writable floats at `p`.
         unsafe { core::ptr::write_unaligned(p as *mut [f32; 8], v.to_array()) }
     }
     #[inline(always)]
-    unsafe fn fmadd(a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
+    fn fmadd(self, a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
         a.mul_add(b, c)
     }
     #[inline(always)]
-    unsafe fn mul(a: f32x8, b: f32x8) -> f32x8 {
+    fn mul(self, a: f32x8, b: f32x8) -> f32x8 {
         a * b
     }
     #[inline(always)]
-    unsafe fn add(a: f32x8, b: f32x8) -> f32x8 {
+    fn add(self, a: f32x8, b: f32x8) -> f32x8 {
         a + b
     }
     #[inline(always)]
-    unsafe fn sub(a: f32x8, b: f32x8) -> f32x8 {
+    fn sub(self, a: f32x8, b: f32x8) -> f32x8 {
         a - b
     }
     #[inline(always)]
-    unsafe fn div(a: f32x8, b: f32x8) -> f32x8 {
+    fn div(self, a: f32x8, b: f32x8) -> f32x8 {
         a / b
     }
     #[inline(always)]
-    unsafe fn min(a: f32x8, b: f32x8) -> f32x8 {
+    fn min(self, a: f32x8, b: f32x8) -> f32x8 {
         a.fast_min(b)
     }
     #[inline(always)]
-    unsafe fn max(a: f32x8, b: f32x8) -> f32x8 {
+    fn max(self, a: f32x8, b: f32x8) -> f32x8 {
         a.fast_max(b)
     }
     #[inline(always)]
-    unsafe fn abs(a: f32x8) -> f32x8 {
+    fn abs(self, a: f32x8) -> f32x8 {
         a.abs()
     }
     #[inline(always)]
-    unsafe fn round(a: f32x8) -> f32x8 {
+    fn round(self, a: f32x8) -> f32x8 {
         a.round()
     }
     #[inline(always)]
-    unsafe fn pow2i(n: f32x8) -> f32x8 {
+    fn pow2i(self, n: f32x8) -> f32x8 {
         // The bit pattern of 2ⁿ is (n + 127)·2²³ as an integer; computed in
         // float (exact: < 2³¹ and a multiple of 2²³) and converted.
         let bits = ((n + f32x8::splat(127.0)) * f32x8::splat(8_388_608.0)).round_int();
         wide::bytemuck::cast(bits)
     }
-    type M = f32x8;
     #[inline(always)]
-    unsafe fn lt(a: f32x8, b: f32x8) -> f32x8 {
+    fn lt(self, a: f32x8, b: f32x8) -> f32x8 {
         a.simd_lt(b)
     }
     #[inline(always)]
-    unsafe fn gt(a: f32x8, b: f32x8) -> f32x8 {
+    fn gt(self, a: f32x8, b: f32x8) -> f32x8 {
         a.simd_gt(b)
     }
     #[inline(always)]
-    unsafe fn is_nan(a: f32x8) -> f32x8 {
+    fn is_nan(self, a: f32x8) -> f32x8 {
         a.is_nan()
     }
     #[inline(always)]
-    unsafe fn select(m: f32x8, a: f32x8, b: f32x8) -> f32x8 {
+    fn select(self, m: f32x8, a: f32x8, b: f32x8) -> f32x8 {
         m.select(a, b)
     }
 }
@@ -121,8 +144,9 @@ pub(crate) fn blocking() -> Blocking {
 /// # Safety
 /// Always sound to call; `unsafe` only to share the signature of the ISA entry points.
 pub(crate) unsafe fn dispatch<Op: KernelOp>(op: Op) -> Op::Output {
-    // SAFETY: the portable token needs no CPU feature (KernelOp::run's
-    // requirement); each op's pointer requirements are established where the
-    // crate builds it (GEMM problems from checked views or sgemm's contract).
-    unsafe { op.run::<Portable, MR, NV>(&blocking()) }
+    // SAFETY: the portable token needs no CPU feature.
+    let s = unsafe { Portable::new_unchecked() };
+    // SAFETY: each op's data requirements are established where the crate
+    // builds it (GEMM problems from checked views or sgemm's contract).
+    unsafe { op.run::<Portable, MR, NV>(s, &blocking()) }
 }

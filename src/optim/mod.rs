@@ -447,6 +447,7 @@ impl<F: FnOnce()> crate::kernel::KernelOp for Vectorized<F> {
     #[inline(always)]
     unsafe fn run<S: crate::kernel::Simd, const MR: usize, const NV: usize>(
         self,
+        _: S,
         _: &crate::kernel::Blocking,
     ) {
         let _flush = crate::kernel::subnormal::FlushSubnormals::new();
