@@ -720,3 +720,69 @@ fn kill_9_during_checkpointing_loses_no_work() {
     eprintln!("{kills} kills, {temps_seen} temporary files seen after them");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A saved network evaluated as it is (`--load m --epochs 0`), and its
+/// predictions for the test set written with `--predict` (issue 14, item 7).
+#[test]
+fn a_loaded_network_is_evaluated_and_predicts_without_training() {
+    let dir = scratch("load-eval-predict");
+    write_csv(&dir.join("d.csv"), 100);
+    let common = ["--data", "csv:d.csv", "--layers", "4,8,3", "--seed", "3"];
+    let trained = run(
+        &dir,
+        &[&common[..], &["--epochs", "2", "--save", "m.st", "--json"]].concat(),
+    );
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    let o = run(
+        &dir,
+        &[
+            &common[..],
+            &[
+                "--load",
+                "m.st",
+                "--epochs",
+                "0",
+                "--predict",
+                "p.csv",
+                "--json",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("no epoch to train; test loss "), "{err}");
+    assert!(err.contains("test accuracy"), "{err}");
+    // Nothing trained: the same weights, and the same final test figures.
+    assert_eq!(params_checksum(&o), params_checksum(&trained));
+    let field = |o: &Output, key: &str| {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let at = out.rfind(key).unwrap_or_else(|| panic!("{key} in {out}")) + key.len();
+        out[at..].split([',', '}']).next().unwrap().to_string()
+    };
+    assert_eq!(
+        field(&o, "\"test_loss\":"),
+        field(&trained, "\"test_loss\":")
+    );
+    // One line per test row (the last 20 %: 20 rows): target, class, p0..p2.
+    let csv = std::fs::read_to_string(dir.join("p.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "target,prediction,p0,p1,p2");
+    assert_eq!(lines.len(), 21);
+    let mut right = 0;
+    for line in &lines[1..] {
+        let f: Vec<f32> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(f.len(), 5);
+        let p = &f[2..];
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{line}");
+        let best = (0..3).fold(0, |b, j| if p[j] > p[b] { j } else { b });
+        assert_eq!(best as f32, f[1], "{line}");
+        right += usize::from(f[0] == f[1]);
+    }
+    let acc = field(&o, "\"test_accuracy\":").parse::<f64>().unwrap();
+    assert!(
+        (acc - right as f64 / 20.0).abs() < 1e-6,
+        "{acc} vs {right}/20"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -219,7 +219,8 @@ fn round_trips_every_layer_kind_in_memory_and_on_disk() {
             "{name}: file = to_bytes"
         );
         let mut loaded = load_mlp(&path).unwrap();
-        assert!(loaded.is_training());
+        // Loaded for use: evaluation mode (issue 14).
+        assert!(!loaded.is_training());
         assert_same_net(&mut net, &mut loaded, name);
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -1401,6 +1402,9 @@ fn corrupt_checkpoints_give_typed_errors() {
 fn loaded_network_steps_like_the_original() {
     let (_, mut a) = zoo().swap_remove(2);
     let mut b = mlp_from_safetensors(&mlp_to_safetensors(&a)).unwrap();
+    // Loaded networks are in evaluation mode; training resumes in training mode.
+    assert!(!b.is_training());
+    b.set_training(true);
     let x = random_input(6, 4, 5);
     let c = [0usize, 1, 2, 0, 1, 2];
     let la = a
@@ -1412,6 +1416,30 @@ fn loaded_network_steps_like_the_original() {
     assert_eq!(la.to_bits(), lb.to_bits());
     assert_eq!(bits(a.grads()), bits(b.grads()));
     assert_eq!(bits(a.buffers()), bits(b.buffers()));
+}
+
+/// A loaded network is ready for use: evaluation mode, so a BatchNorm
+/// network predicts a single sample (issue 14, item 2), with the bits of the
+/// saved network in evaluation mode.
+#[test]
+fn loaded_networks_are_in_evaluation_mode_and_predict_one_sample() {
+    let mut net = torch_like();
+    warm_up_stats(&mut net, 9);
+    let dir = temp_dir("eval-mode");
+    let path = dir.join("m.safetensors");
+    save_mlp(&net, &path).unwrap();
+    let back = load_mlp(&path).unwrap();
+    assert!(!back.is_training());
+    let x = random_input(1, 4, 3);
+    let p = back.predict(MatRef::from_slice(&x, 1, 4)).unwrap();
+    assert_eq!(p.len(), 1);
+    let mut ws = backprop::nn::Inference::default();
+    let h = back
+        .infer(MatRef::from_slice(&x, 1, 4), &mut ws)
+        .unwrap()
+        .to_vec();
+    assert_eq!(bits(&h), bits(&eval_output(&mut net, &x, 1)));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Regression (found by reviewing the `parsers` fuzz target): a checkpoint

@@ -101,6 +101,11 @@ pub struct Args {
     /// Write an SVG of the loss and accuracy curves.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write the trained (or loaded) network's prediction for every test-set row to this CSV
+    /// file, by the loss's rule (class, sign or values), beside the row's target; with
+    /// softmax or logistic loss also the probabilities.
+    #[arg(long)]
+    pub predict: Option<PathBuf>,
     /// Print one JSON object with the run's results on stdout.
     #[arg(long)]
     pub json: bool,
@@ -249,6 +254,7 @@ pub fn check_outputs(args: &Args) -> Result<(), String> {
         ("--save", &args.save),
         ("--checkpoint", &args.checkpoint),
         ("--plot", &args.plot),
+        ("--predict", &args.predict),
     ] {
         if let Some(p) = path {
             check_writable(p).map_err(|e| format!("{name}: {e}"))?;
@@ -718,4 +724,59 @@ pub fn train_epochs(
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// The CSV `--predict` writes: a header, then one line per row of `data`
+/// with the target, the prediction and (softmax, logistic) the probabilities.
+/// Runs in chunks of 1000 rows, through one inference workspace.
+pub fn predictions_csv(net: &Mlp, data: &Dataset) -> Result<String, String> {
+    use backprop::nn::{Inference, Prediction};
+    use std::fmt::Write as _;
+    let fail = |e: backprop::nn::StepError| format!("--predict: {e}");
+    let loss = net.loss_kind();
+    let k = net.output_dim();
+    let names = |what: &str, n: usize| -> Vec<String> {
+        match n {
+            1 => vec![what.to_string()],
+            _ => (0..n).map(|j| format!("{what}{j}")).collect(),
+        }
+    };
+    let w = if loss == Loss::Mse { k } else { 1 };
+    let mut header = names("target", w);
+    header.extend(names("prediction", w));
+    match loss {
+        Loss::Mse => {}
+        Loss::Logistic => header.push("p_positive".into()),
+        Loss::SoftmaxCrossEntropy => header.extend((0..k).map(|j| format!("p{j}"))),
+    }
+    let mut s = header.join(",") + "\n";
+    let mut ws = Inference::default();
+    for lo in (0..data.len()).step_by(1000) {
+        let hi = (lo + 1000).min(data.len());
+        let (x, targets) = data.slice(lo, hi);
+        let pred = net.predict_with(x, &mut ws).map_err(fail)?;
+        let proba = match loss {
+            Loss::Mse => Vec::new(),
+            _ => net.predict_proba(x).map_err(fail)?,
+        };
+        let per = proba.len() / (hi - lo);
+        for i in 0..hi - lo {
+            let mut fields: Vec<String> = Vec::new();
+            match targets {
+                Targets::Classes(c) => fields.push(c[i].to_string()),
+                Targets::Signs(t) => fields.push(t[i].to_string()),
+                Targets::Values(y) => fields.extend((0..y.cols()).map(|j| y.get(i, j).to_string())),
+            }
+            match &pred {
+                Prediction::Classes(c) => fields.push(c[i].to_string()),
+                Prediction::Signs(t) => fields.push(t[i].to_string()),
+                Prediction::Values { data, width } => {
+                    fields.extend(data[i * width..(i + 1) * width].iter().map(f32::to_string))
+                }
+            }
+            fields.extend(proba[i * per..(i + 1) * per].iter().map(f32::to_string));
+            let _ = writeln!(s, "{}", fields.join(","));
+        }
+    }
+    Ok(s)
 }

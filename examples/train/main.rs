@@ -15,8 +15,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
-use backprop::io::save_mlp;
-use backprop::nn::Mlp;
+use backprop::io::{save_mlp, write_atomic};
+use backprop::nn::{Evaluation, Mlp};
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod cli;
@@ -107,7 +107,27 @@ fn run(args: &cli::Args) -> Result<(), String> {
         bar.finish_and_clear();
     }
     let rows = result?;
+    // The final network on the test set: printed when no epoch ran (a loaded
+    // or resumed network evaluated as it is), reported in --json always.
+    let final_eval = setup
+        .trainer
+        .evaluate(&setup.test, 1000)
+        .map_err(|e| format!("evaluation: {e}"))?;
+    if rows.is_empty() {
+        eprintln!(
+            "no epoch to train; test loss {:.4}{}",
+            final_eval.loss,
+            final_eval.accuracy().map_or(String::new(), |a| format!(
+                ", test accuracy {:.2} %",
+                100.0 * a
+            ))
+        );
+    }
     let net = setup.trainer.net();
+    if let Some(path) = &args.predict {
+        let csv = cli::predictions_csv(net, &setup.test)?;
+        write_atomic(path, csv.as_bytes()).map_err(|e| format!("--predict: {e}"))?;
+    }
     if let Some(path) = &args.save {
         save_mlp(net, path).map_err(|e| format!("--save: {e}"))?;
     }
@@ -115,7 +135,7 @@ fn run(args: &cli::Args) -> Result<(), String> {
         write_plot(path, &rows).map_err(|e| format!("--plot {}: {e}", path.display()))?;
     }
     if args.json {
-        println!("{}", json_report(&rows, net));
+        println!("{}", json_report(&rows, net, &final_eval));
     }
     Ok(())
 }
@@ -148,7 +168,7 @@ fn json_number(x: f64) -> String {
     }
 }
 
-fn json_report(rows: &[EpochRow], net: &Mlp) -> String {
+fn json_report(rows: &[EpochRow], net: &Mlp, last: &Evaluation) -> String {
     let mut s = String::from("{\"epochs\":[");
     for (i, r) in rows.iter().enumerate() {
         if i > 0 {
@@ -167,7 +187,9 @@ fn json_report(rows: &[EpochRow], net: &Mlp) -> String {
     }
     let _ = write!(
         s,
-        "],\"threads\":{},\"isa\":\"{}\",\"params_checksum\":\"{}\",\"peak_rss_mb\":{}}}",
+        "],\"test_loss\":{},\"test_accuracy\":{},\"threads\":{},\"isa\":\"{}\",\"params_checksum\":\"{}\",\"peak_rss_mb\":{}}}",
+        json_number(last.loss as f64),
+        last.accuracy().map_or("null".into(), |a| json_number(a as f64)),
         backprop::num_threads(),
         backprop::active_isa(),
         checksum(net.params()),

@@ -298,6 +298,7 @@ fn write_architecture(net: &Mlp, st: &mut SafeTensors) {
 /// [`mlp_to_safetensors`] (or by PyTorch, with the metadata added). Tensors
 /// outside `layers.` (e.g. a checkpoint's `optimizer.*`) are ignored; within
 /// it, every tensor must belong to the architecture.
+/// The network is in evaluation mode, as [`load_mlp`] says.
 ///
 /// # Errors
 /// [`IoError::MissingMetadata`] / [`IoError::Metadata`] for an absent or
@@ -340,7 +341,11 @@ pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
     };
     let layers = arch::decode(layers_text).map_err(bad_layers)?;
     let (params, buffers) = Plan::new(input, &layers)?.gather(st)?;
-    Ok(Mlp::from_parts(input, &layers, loss, params, buffers)?)
+    let mut net = Mlp::from_parts(input, &layers, loss, params, buffers)?;
+    // A saved network is for use: BatchNorm with its running averages, so
+    // one sample can go through it. Training switches the mode back.
+    net.set_training(false);
+    Ok(net)
 }
 
 /// Copies parameters and BatchNorm statistics from `st` into `net`, by the
@@ -404,8 +409,10 @@ pub(crate) fn write_finite(st: &SafeTensors, path: &Path) -> Result<(), IoError>
     write_file(st, path)
 }
 
-/// Loads a network saved by [`save_mlp`] (or a checkpoint's network). The
-/// network is in training mode, as a freshly built one.
+/// Loads a network saved by [`save_mlp`] (or a checkpoint's network), in
+/// evaluation mode ([`Mlp::is_training`] is false: BatchNorm uses its running
+/// averages, so it predicts from a single sample). A [`Trainer`](crate::train::Trainer)
+/// switches it to training mode at its first step.
 ///
 /// # Errors
 /// [`IoError::Io`] if the file cannot be read, the errors of

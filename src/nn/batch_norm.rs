@@ -16,7 +16,9 @@
 //! ignored.
 
 use crate::nn::layer::contiguous;
-use crate::nn::layer::{Backward, Compiler, Fill, Forward, Layout, Op, Scratch, Store, Tensor};
+use crate::nn::layer::{
+    Backward, Buffers, Compiler, Fill, Forward, Layout, Op, Scratch, Store, Tensor,
+};
 use crate::nn::BuildError;
 
 /// PyTorch's default ε.
@@ -85,17 +87,20 @@ impl Op for BatchNorm {
         let y = &mut cx.out[..b * d];
         let gamma = &cx.params[self.gamma..self.gamma + d];
         let beta = &cx.params[self.beta..self.beta + d];
-        if !cx.training {
-            let rm = &cx.buffers[self.mean..self.mean + d];
-            let rv = &cx.buffers[self.var..self.var + d];
-            for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-                for j in 0..d {
-                    let s = gamma[j] / (rv[j] + EPS).sqrt();
-                    yr[j] = s * (xr[j] - rm[j]) + beta[j];
+        let buffers = match cx.buffers {
+            Buffers::Train(buffers) => buffers,
+            Buffers::Eval(buffers) => {
+                let rm = &buffers[self.mean..self.mean + d];
+                let rv = &buffers[self.var..self.var + d];
+                for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+                    for j in 0..d {
+                        let s = gamma[j] / (rv[j] + EPS).sqrt();
+                        yr[j] = s * (xr[j] - rm[j]) + beta[j];
+                    }
                 }
+                return;
             }
-            return;
-        }
+        };
         assert!(
             b >= 2,
             "batch_norm: training needs a batch of at least 2, got {b}"
@@ -118,7 +123,7 @@ impl Op for BatchNorm {
             }
         }
         let unbias = b as f32 / (b as f32 - 1.0);
-        let (rm, rv) = cx.buffers.split_at_mut(self.var);
+        let (rm, rv) = buffers.split_at_mut(self.var);
         let (rm, rv) = (&mut rm[self.mean..self.mean + d], &mut rv[..d]);
         for j in 0..d {
             let var = inv_std[j] * inv_b;

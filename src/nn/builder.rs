@@ -102,6 +102,16 @@ impl MlpBuilder {
     /// network is empty, the output width does not suit the loss (logistic
     /// needs 1 output, softmax cross-entropy at least 1), or a layer takes the
     /// parameters past [`MAX_ELEMENTS`](crate::nn::MAX_ELEMENTS) ([`BuildError::TooLarge`]).
+    ///
+    /// ```
+    /// use backprop::nn::{Activation, BuildError, Loss, MlpBuilder};
+    /// let net = MlpBuilder::new(784).dense(128).act(Activation::Relu).dense(10)
+    ///     .loss(Loss::SoftmaxCrossEntropy).build(0).unwrap();
+    /// assert_eq!(net.num_params(), 784 * 128 + 128 + 128 * 10 + 10);
+    /// // Logistic regression needs one output.
+    /// let e = MlpBuilder::new(4).dense(2).loss(Loss::Logistic).build(0).unwrap_err();
+    /// assert!(matches!(e, BuildError::OutputForLoss { width: 2, .. }));
+    /// ```
     pub fn build(self, seed: u64) -> Result<Mlp, BuildError> {
         Mlp::new(self.input, &self.layers, self.loss, Some(seed))
     }

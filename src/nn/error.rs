@@ -105,6 +105,11 @@ pub enum StepError {
         /// The batch size asked for.
         batch: usize,
     },
+    /// Probabilities were asked of a loss that models none (MSE).
+    NoProbabilities {
+        /// The network's loss.
+        loss: Loss,
+    },
 }
 
 impl fmt::Display for StepError {
@@ -129,6 +134,10 @@ impl fmt::Display for StepError {
                 f,
                 "a batch of {batch} samples needs activation workspaces larger than \
                  {MAX_ELEMENTS} values (or than the memory available); use a smaller batch"
+            ),
+            StepError::NoProbabilities { loss } => write!(
+                f,
+                "a {loss:?} loss models no probabilities (softmax cross-entropy and logistic do)"
             ),
         }
     }

@@ -149,14 +149,22 @@ pub(crate) struct Forward<'a> {
     pub x: MatRef<'a>,
     /// The parameter arena.
     pub params: &'a [f32],
-    /// The buffer arena (BatchNorm updates its running averages).
-    pub buffers: &'a mut [f32],
-    /// Batch statistics (training) or running averages (evaluation).
-    pub training: bool,
+    /// The buffer arena, and with it the mode.
+    pub buffers: Buffers<'a>,
     /// Vector code for elementwise loops.
     pub isa: Isa,
     /// The thread decomposition for batch-wide GEMMs.
     pub exec: &'a mut Exec,
+}
+
+/// The buffer arena as a forward pass may use it: the mode of the pass.
+pub(crate) enum Buffers<'a> {
+    /// Training: BatchNorm normalises with batch statistics and updates its
+    /// running averages.
+    Train(&'a mut [f32]),
+    /// Evaluation: BatchNorm reads its running averages; nothing is written,
+    /// so a shared network can run it.
+    Eval(&'a [f32]),
 }
 
 /// What a backward pass hands an op.

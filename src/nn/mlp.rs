@@ -23,19 +23,22 @@
 //! for any thread count. Workspaces are sized for the largest batch seen and
 //! reused: a step at a batch size seen before allocates nothing.
 
-use std::ops::Range;
-
 use crate::gemm::GemmOptions;
 use crate::matrix::MatRef;
 use crate::nn::exec::Exec;
-use crate::nn::layer::{self, Backward, Forward, Layout, Op, Slot};
+use crate::nn::layer::{self, Backward, Buffers, Forward, Op, Slot};
 use crate::nn::workspace::Workspace;
 use crate::nn::{BatchParallelism, BuildError, Layer, Loss, StepError, Targets};
 
+mod access;
 mod eval;
+mod infer;
+mod params;
 mod summary;
 
 pub use eval::Evaluation;
+pub use infer::{Inference, Prediction};
+pub use params::TensorInfo;
 
 /// A network: its layers, parameters, gradients and workspaces.
 ///
@@ -171,93 +174,6 @@ impl Mlp {
         net.buffers = buffers;
         Ok(net)
     }
-    /// Input features.
-    pub fn input_dim(&self) -> usize {
-        self.input
-    }
-    /// Output width (columns of `h`).
-    pub fn output_dim(&self) -> usize {
-        *self.dims.last().expect("a built network has layers")
-    }
-    /// The loss the network trains with.
-    pub fn loss_kind(&self) -> Loss {
-        self.loss
-    }
-    /// Number of trainable parameters.
-    pub fn num_params(&self) -> usize {
-        self.params.len()
-    }
-    /// The parameter arena (see the module docs for the layout).
-    pub fn params(&self) -> &[f32] {
-        &self.params
-    }
-    /// Mutable parameter arena.
-    pub fn params_mut(&mut self) -> &mut [f32] {
-        &mut self.params
-    }
-    /// The gradient arena of the last [`Mlp::forward_backward`], same layout as the parameters.
-    pub fn grads(&self) -> &[f32] {
-        &self.grads
-    }
-    /// Parameters and gradients together, for an optimizer step (and
-    /// gradient clipping, which rescales the gradients in place).
-    pub fn params_and_grads(&mut self) -> (&mut [f32], &mut [f32]) {
-        (&mut self.params, &mut self.grads)
-    }
-    /// Non-trainable state: BatchNorm running means and variances.
-    pub fn buffers(&self) -> &[f32] {
-        &self.buffers
-    }
-    /// Mutable non-trainable state.
-    pub fn buffers_mut(&mut self) -> &mut [f32] {
-        &mut self.buffers
-    }
-    /// Switches BatchNorm between batch statistics (training, the default)
-    /// and running averages (evaluation).
-    pub fn set_training(&mut self, training: bool) {
-        self.training = training;
-    }
-    /// Whether the network is in training mode.
-    pub fn is_training(&self) -> bool {
-        self.training
-    }
-    /// GEMM options (thread count, ISA) used by every layer.
-    pub fn set_gemm_options(&mut self, options: GemmOptions) {
-        self.exec.options = options;
-    }
-    /// How minibatch rows are spread over threads (default
-    /// [`BatchParallelism::SplitGemm`]).
-    ///
-    /// # Panics
-    /// On `Shards(0)`.
-    pub fn set_parallelism(&mut self, parallelism: BatchParallelism) {
-        assert!(
-            parallelism != BatchParallelism::Shards(0),
-            "set_parallelism: at least one shard"
-        );
-        self.exec = Exec::new(self.exec.options, parallelism);
-        self.ws = Workspace::default(); // resized with the shard buffers on the next step
-    }
-    /// The current [`BatchParallelism`].
-    pub fn parallelism(&self) -> BatchParallelism {
-        self.exec.parallelism
-    }
-
-    /// Per dense layer: the parameter ranges of `W` (`fan_in × fan_out`,
-    /// row-major) and `b`, with the fan-in and fan-out.
-    pub fn dense_layers(&self) -> Vec<(Range<usize>, Range<usize>, usize, usize)> {
-        self.slots
-            .iter()
-            .zip(self.slots.iter().skip(1))
-            .filter_map(|(w, b)| match w.tensor.layout {
-                Layout::Transposed { fan_in, fan_out } => {
-                    Some((w.range(), b.range(), fan_in, fan_out))
-                }
-                Layout::Plain => None,
-            })
-            .collect()
-    }
-
     /// Sizes the workspaces for batches of up to `batch` rows (no-op when
     /// they are large enough already). Every size is checked against
     /// [`MAX_ELEMENTS`](crate::nn::MAX_ELEMENTS) before anything is allocated.
@@ -266,7 +182,8 @@ impl Mlp {
             return Ok(());
         }
         let cap = batch.max(self.ws.batch);
-        let ws = Workspace::new(&self.ops, &self.dims, cap).ok_or(StepError::TooLarge { batch })?;
+        let ws = Workspace::new(&self.ops, &self.dims, cap, true)
+            .ok_or(StepError::TooLarge { batch })?;
         // Shard partials of the largest parameter tensor (a W or a b).
         let widest = self.slots.iter().map(|s| s.len).max().unwrap_or(0);
         self.exec
@@ -287,6 +204,16 @@ impl Mlp {
     ///
     /// # Panics
     /// If `x` is not contiguous row-major and the first layer is not dense.
+    ///
+    /// ```
+    /// use backprop::matrix::MatRef;
+    /// use backprop::nn::{Activation, MlpBuilder};
+    /// let mut net = MlpBuilder::new(3).dense(5).act(Activation::Tanh).dense(2).build(1).unwrap();
+    /// let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    /// // Any strides: the transpose of a 3 × 2 buffer is a 2 × 3 input.
+    /// let h = net.forward(MatRef::from_slice(&x, 3, 2).t()).unwrap();
+    /// assert_eq!((h.rows(), h.cols()), (2, 2));
+    /// ```
     pub fn forward(&mut self, x: MatRef<'_>) -> Result<MatRef<'_>, StepError> {
         let batch = x.rows();
         self.forward_inner(x)?;
@@ -300,34 +227,35 @@ impl Mlp {
     }
 
     fn forward_inner(&mut self, x: MatRef<'_>) -> Result<(), StepError> {
+        self.check_input(x, self.training)?;
+        self.ensure_batch(x.rows())?;
+        let buffers = match self.training {
+            true => Buffers::Train(&mut self.buffers),
+            false => Buffers::Eval(&self.buffers),
+        };
+        run_forward(
+            &self.ops,
+            &self.dims,
+            &self.params,
+            buffers,
+            x,
+            &mut self.ws,
+            &mut self.exec,
+        );
+        Ok(())
+    }
+
+    /// Checks `x`'s width, and refuses a batch of one where a layer needs
+    /// batch statistics (BatchNorm in training mode).
+    pub(crate) fn check_input(&self, x: MatRef<'_>, training: bool) -> Result<(), StepError> {
         if x.cols() != self.input {
             return Err(StepError::InputWidth {
                 expected: self.input,
                 got: x.cols(),
             });
         }
-        let batch = x.rows();
-        if self.training && batch == 1 && self.ops.iter().any(|op| op.needs_batch_statistics()) {
+        if training && x.rows() == 1 && self.ops.iter().any(|op| op.needs_batch_statistics()) {
             return Err(StepError::BatchOfOne);
-        }
-        self.ensure_batch(batch)?;
-        let isa = self.exec.isa();
-        for (i, op) in self.ops.iter().enumerate() {
-            let (earlier, rest) = self.ws.out.split_at_mut(i);
-            op.forward(Forward {
-                batch,
-                input: input_of(x, earlier, &self.dims, i, batch),
-                out: &mut rest[0],
-                aux: &mut self.ws.aux[i],
-                stat: &mut self.ws.stat[i],
-                earlier,
-                x,
-                params: &self.params,
-                buffers: &mut self.buffers,
-                training: self.training,
-                isa,
-                exec: &mut self.exec,
-            });
         }
         Ok(())
     }
@@ -341,6 +269,27 @@ impl Mlp {
     ///
     /// # Panics
     /// As [`Mlp::forward`].
+    ///
+    /// A training loop of one's own, with any [`Optimizer`](crate::optim::Optimizer):
+    ///
+    /// ```
+    /// use backprop::matrix::MatRef;
+    /// use backprop::nn::{Loss, MlpBuilder, Targets};
+    /// use backprop::optim::{Optimizer, Sgd, SgdConfig};
+    /// let mut net = MlpBuilder::new(2).dense(1).loss(Loss::Mse).build(0).unwrap();
+    /// let mut opt = Sgd::new(net.num_params(), SgdConfig::default());
+    /// let (x, y) = ([1.0f32, 0.0, 0.0, 1.0], [2.0f32, -1.0]);
+    /// let mut first = None;
+    /// for _ in 0..50 {
+    ///     let y = Targets::Values(MatRef::from_slice(&y, 2, 1));
+    ///     let loss = net.forward_backward(MatRef::from_slice(&x, 2, 2), y).unwrap();
+    ///     first.get_or_insert(loss);
+    ///     let (params, grads) = net.params_and_grads();
+    ///     opt.step(params, grads, 0.5);
+    /// }
+    /// let y = Targets::Values(MatRef::from_slice(&y, 2, 1));
+    /// assert!(net.forward_backward(MatRef::from_slice(&x, 2, 2), y).unwrap() < 1e-3 * first.unwrap());
+    /// ```
     pub fn forward_backward(
         &mut self,
         x: MatRef<'_>,
@@ -382,6 +331,39 @@ impl Mlp {
             });
         }
         Ok(value)
+    }
+}
+
+/// Runs every op forward on `x` into `ws` (sized for `x`'s rows).
+pub(crate) fn run_forward(
+    ops: &[Box<dyn Op>],
+    dims: &[usize],
+    params: &[f32],
+    mut buffers: Buffers<'_>,
+    x: MatRef<'_>,
+    ws: &mut Workspace,
+    exec: &mut Exec,
+) {
+    let batch = x.rows();
+    let isa = exec.isa();
+    for (i, op) in ops.iter().enumerate() {
+        let (earlier, rest) = ws.out.split_at_mut(i);
+        op.forward(Forward {
+            batch,
+            input: input_of(x, earlier, dims, i, batch),
+            out: &mut rest[0],
+            aux: &mut ws.aux[i],
+            stat: &mut ws.stat[i],
+            earlier,
+            x,
+            params,
+            buffers: match &mut buffers {
+                Buffers::Train(b) => Buffers::Train(b),
+                Buffers::Eval(b) => Buffers::Eval(b),
+            },
+            isa,
+            exec,
+        });
     }
 }
 

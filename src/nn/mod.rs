@@ -23,5 +23,5 @@ pub use exec::BatchParallelism;
 pub use init::Init;
 pub use layer::Layer;
 pub use loss::{Loss, Targets};
-pub use mlp::{Evaluation, Mlp};
+pub use mlp::{Evaluation, Inference, Mlp, Prediction, TensorInfo};
 pub use workspace::MAX_ELEMENTS;

@@ -48,9 +48,16 @@ impl Workspace {
     }
 
     /// Buffers for `ops` (output widths `dims`) at `batch` rows, each as its
-    /// op's [`Op::scratch`] asks. `None` if a size passes [`MAX_ELEMENTS`]
-    /// (checked before anything is allocated) or the memory is refused.
-    pub(crate) fn new(ops: &[Box<dyn Op>], dims: &[usize], batch: usize) -> Option<Workspace> {
+    /// op's [`Op::scratch`] asks, with the gradient buffers when `grads` (a
+    /// forward-only workspace has none). `None` if a size passes
+    /// [`MAX_ELEMENTS`] (checked before anything is allocated) or the memory
+    /// is refused.
+    pub(crate) fn new(
+        ops: &[Box<dyn Op>],
+        dims: &[usize],
+        batch: usize,
+        grads: bool,
+    ) -> Option<Workspace> {
         let zeros = |len: Option<usize>| try_filled(len?, 0.0);
         let mut ws = Workspace {
             batch,
@@ -60,7 +67,9 @@ impl Workspace {
             let s = op.scratch(d);
             let rows = batch.checked_mul(d);
             ws.out.push(zeros(rows)?);
-            ws.grad.push(zeros(rows)?);
+            if grads {
+                ws.grad.push(zeros(rows)?);
+            }
             ws.aux.push(zeros(if s.aux { rows } else { Some(0) })?);
             let stat = batch
                 .checked_mul(s.stat_per_row)

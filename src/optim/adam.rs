@@ -1,7 +1,8 @@
 //! Adam and AdamW.
 
 use super::{
-    check_lens, config_fail, load_buffers, OptimError, OptimState, Optimizer, WeightDecay,
+    check_lens, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
+    WeightDecay,
 };
 use crate::parallel::{self, SharedMut};
 
@@ -90,6 +91,7 @@ impl AdamConfig {
 #[derive(Clone, Debug)]
 pub struct Adam {
     config: AdamConfig,
+    mask: DecayMask,
     n: usize,
     steps: u64,
     /// m, length n.
@@ -127,6 +129,7 @@ impl Adam {
         config.weight_decay.validate()?;
         Ok(Adam {
             config,
+            mask: DecayMask::all(),
             n,
             steps: 0,
             exp_avg: vec![0.0; n],
@@ -150,6 +153,13 @@ impl Adam {
     /// The configuration this optimizer was built with.
     pub fn config(&self) -> &AdamConfig {
         &self.config
+    }
+
+    /// The same optimizer with weight decay only where `mask` says (see
+    /// [`DecayMask`]); elsewhere it steps as Adam without weight decay.
+    pub fn with_decay_mask(mut self, mask: DecayMask) -> Self {
+        self.mask = mask;
+        self
     }
 }
 
@@ -199,6 +209,13 @@ impl Optimizer for Adam {
             decay,
         };
         let l2_coupled = matches!(c.weight_decay, WeightDecay::L2(_));
+        // Outside the decay mask: the same scalars without decay.
+        let plain = Scalars {
+            l2: 0.0,
+            decay: 1.0,
+            ..s
+        };
+        let mask = &self.mask;
         // Elementwise, so cutting the arena across threads changes no bit.
         let (p, m, v) = (
             SharedMut::new(params),
@@ -206,16 +223,18 @@ impl Optimizer for Adam {
             SharedMut::new(&mut self.exp_avg_sq[..]),
         );
         parallel::for_each_range(self.n, |r| {
-            // SAFETY: for_each_range hands out disjoint ranges, and the three
-            // slices stay borrowed until it returns.
-            let (p, m, v) = unsafe { (p.range(r.clone()), m.range(r.clone()), v.range(r.clone())) };
-            let g = &grads[r];
-            super::vectorized(|| {
-                if l2_coupled {
-                    adam_loop::<true>(p, g, m, v, s);
-                } else {
-                    adam_loop::<false>(p, g, m, v, s);
-                }
+            mask.split(r, |r, decayed| {
+                // SAFETY: for_each_range hands out disjoint ranges and the
+                // mask cuts each into disjoint pieces; the three slices stay
+                // borrowed until it returns.
+                let (p, m, v) =
+                    unsafe { (p.range(r.clone()), m.range(r.clone()), v.range(r.clone())) };
+                let g = &grads[r];
+                super::vectorized(|| match (decayed, l2_coupled) {
+                    (true, true) => adam_loop::<true>(p, g, m, v, s),
+                    (true, false) => adam_loop::<false>(p, g, m, v, s),
+                    (false, _) => adam_loop::<false>(p, g, m, v, plain),
+                });
             });
         });
     }
@@ -253,11 +272,12 @@ impl Optimizer for Adam {
     fn config_text(&self) -> String {
         let c = &self.config;
         format!(
-            "adam:beta1={}:beta2={}:eps={}:weight_decay={}",
+            "adam:beta1={}:beta2={}:eps={}:weight_decay={}{}",
             c.beta1,
             c.beta2,
             c.eps,
-            c.weight_decay.text()
+            c.weight_decay.text(),
+            self.mask.text()
         )
     }
 }

@@ -76,12 +76,14 @@
 //! divergence detector: NaN or ±∞ anywhere gives a non-finite norm.
 
 mod adam;
+mod decay;
 mod schedule;
 mod sgd;
 
 use std::fmt;
 
 pub use adam::{Adam, AdamConfig};
+pub use decay::DecayMask;
 pub use schedule::{Schedule, ScheduleError, MAX_WARMUP_NESTING};
 pub use sgd::{Sgd, SgdConfig};
 
@@ -255,6 +257,11 @@ pub enum OptimError {
         /// The buffer's length.
         got: usize,
     },
+    /// [`DecayMask::only`] got ranges that do not fit the arena.
+    DecayRanges {
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for OptimError {
@@ -281,6 +288,9 @@ impl fmt::Display for OptimError {
                 "optimizer state buffer {buffer} has length {got} but the optimizer \
                  was sized for {expected} parameters"
             ),
+            OptimError::DecayRanges { reason } => {
+                write!(f, "invalid weight-decay ranges: {reason}")
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Stochastic gradient descent with optional heavy-ball or Nesterov momentum.
 
 use super::{
-    check_lens, config_fail, load_buffers, OptimError, OptimState, Optimizer, WeightDecay,
+    check_lens, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
+    WeightDecay,
 };
 use crate::parallel::{self, SharedMut};
 
@@ -57,6 +58,7 @@ pub struct SgdConfig {
 #[derive(Clone, Debug)]
 pub struct Sgd {
     config: SgdConfig,
+    mask: DecayMask,
     n: usize,
     steps: u64,
     /// v, length n if momentum > 0, else empty.
@@ -91,6 +93,7 @@ impl Sgd {
         let velocity = if mu > 0.0 { vec![0.0; n] } else { Vec::new() };
         Ok(Sgd {
             config,
+            mask: DecayMask::all(),
             n,
             steps: 0,
             velocity,
@@ -114,6 +117,13 @@ impl Sgd {
     pub fn config(&self) -> &SgdConfig {
         &self.config
     }
+
+    /// The same optimizer with weight decay only where `mask` says (see
+    /// [`DecayMask`]); elsewhere it steps as SGD without weight decay.
+    pub fn with_decay_mask(mut self, mask: DecayMask) -> Self {
+        self.mask = mask;
+        self
+    }
 }
 
 impl Optimizer for Sgd {
@@ -130,33 +140,42 @@ impl Optimizer for Sgd {
         let coupled = matches!(self.config.weight_decay, WeightDecay::L2(_));
         let mu = self.config.momentum;
         let nesterov = self.config.nesterov;
+        let mask = &self.mask;
         // Elementwise, so cutting the arena across threads changes no bit.
         let (p, v) = (
             SharedMut::new(params),
             SharedMut::new(&mut self.velocity[..]),
         );
         parallel::for_each_range(self.n, |r| {
-            // SAFETY: for_each_range hands out disjoint ranges, and both
-            // slices stay borrowed until it returns.
-            let p = unsafe { p.range(r.clone()) };
-            let g = &grads[r.clone()];
-            if mu == 0.0 {
-                super::vectorized(|| {
-                    if coupled {
-                        plain::<true>(p, g, lr, l2, decay);
-                    } else {
-                        plain::<false>(p, g, lr, l2, decay);
-                    }
+            mask.split(r, |r, decayed| {
+                // Outside the decay mask: no decay (λ = 0, factor exactly 1).
+                let (coupled, l2, decay) = match decayed {
+                    true => (coupled, l2, decay),
+                    false => (false, 0.0, 1.0),
+                };
+                // SAFETY: for_each_range hands out disjoint ranges and the
+                // mask cuts each into disjoint pieces; both slices stay
+                // borrowed until it returns.
+                let p = unsafe { p.range(r.clone()) };
+                let g = &grads[r.clone()];
+                if mu == 0.0 {
+                    super::vectorized(|| {
+                        if coupled {
+                            plain::<true>(p, g, lr, l2, decay);
+                        } else {
+                            plain::<false>(p, g, lr, l2, decay);
+                        }
+                    });
+                    return;
+                }
+                // SAFETY: as above.
+                let v = unsafe { v.range(r) };
+                super::vectorized(|| match (coupled, nesterov) {
+                    (false, false) => momentum::<false, false>(p, g, v, lr, mu, l2, decay),
+                    (false, true) => momentum::<false, true>(p, g, v, lr, mu, l2, decay),
+                    (true, false) => momentum::<true, false>(p, g, v, lr, mu, l2, decay),
+                    (true, true) => momentum::<true, true>(p, g, v, lr, mu, l2, decay),
                 });
-                return;
-            }
-            // SAFETY: as above.
-            let v = unsafe { v.range(r) };
-            super::vectorized(|| match (coupled, nesterov) {
-                (false, false) => momentum::<false, false>(p, g, v, lr, mu, l2, decay),
-                (false, true) => momentum::<false, true>(p, g, v, lr, mu, l2, decay),
-                (true, false) => momentum::<true, false>(p, g, v, lr, mu, l2, decay),
-                (true, true) => momentum::<true, true>(p, g, v, lr, mu, l2, decay),
             });
         });
     }
@@ -203,10 +222,11 @@ impl Optimizer for Sgd {
     fn config_text(&self) -> String {
         let c = &self.config;
         format!(
-            "sgd:momentum={}:nesterov={}:weight_decay={}",
+            "sgd:momentum={}:nesterov={}:weight_decay={}{}",
             c.momentum,
             c.nesterov,
-            c.weight_decay.text()
+            c.weight_decay.text(),
+            self.mask.text()
         )
     }
 }

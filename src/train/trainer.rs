@@ -184,6 +184,26 @@ impl Trainer {
     /// update) when the loss is not finite or the gradient holds a NaN or an
     /// infinity (seen by clipping's norm, or without clipping by one pass
     /// over the gradient: about 2.5 % of a K = 1024, L = 8 step).
+    ///
+    /// ```
+    /// use backprop::matrix::MatRef;
+    /// use backprop::nn::{Loss, MlpBuilder, Targets};
+    /// use backprop::optim::{Schedule, Sgd, SgdConfig};
+    /// use backprop::train::{TrainError, Trainer};
+    /// let net = MlpBuilder::new(2).dense(1).loss(Loss::Mse).build(0).unwrap();
+    /// let opt = Sgd::new(net.num_params(), SgdConfig::default());
+    /// let mut t = Trainer::new(net, Box::new(opt), Schedule::constant(0.1), 0);
+    /// let (x, y) = ([1.0f32, 2.0], [3.0f32]);
+    /// let loss = t.step(MatRef::from_slice(&x, 1, 2), Targets::Values(MatRef::from_slice(&y, 1, 1)));
+    /// assert!(loss.unwrap() > 0.0);
+    /// assert_eq!(t.steps(), 1);
+    /// // A step that would put NaN into the weights is refused, and nothing changes.
+    /// let before = t.net().params().to_vec();
+    /// let bad = [f32::NAN];
+    /// let e = t.step(MatRef::from_slice(&x, 1, 2), Targets::Values(MatRef::from_slice(&bad, 1, 1)));
+    /// assert!(matches!(e, Err(TrainError::Diverged { .. })));
+    /// assert_eq!(t.net().params(), &before[..]);
+    /// ```
     pub fn step(&mut self, x: MatRef<'_>, targets: Targets<'_>) -> Result<f32, TrainError> {
         self.net.set_training(true);
         let loss = self.net.forward_backward(x, targets)?;
@@ -214,6 +234,21 @@ impl Trainer {
     ///
     /// # Panics
     /// If `batch` is 0.
+    ///
+    /// ```
+    /// use backprop::nn::{Loss, MlpBuilder, Targets};
+    /// use backprop::optim::{Adam, AdamConfig, Schedule};
+    /// use backprop::train::{Dataset, Trainer};
+    /// let x: Vec<f32> = (0..40).map(|i| i as f32 / 10.0).collect();
+    /// let c: Vec<usize> = (0..20).map(|i| usize::from(i >= 10)).collect();
+    /// let data = Dataset::new(x, 20, 2, Targets::Classes(&c)).unwrap();
+    /// let net = MlpBuilder::new(2).dense(2).loss(Loss::SoftmaxCrossEntropy).build(0).unwrap();
+    /// let opt = Adam::new(net.num_params(), AdamConfig::default());
+    /// let mut t = Trainer::new(net, Box::new(opt), Schedule::constant(0.05), 9);
+    /// let stats = t.train_epoch(&data, 8).unwrap();
+    /// assert_eq!((t.epochs(), t.steps()), (1, 3)); // batches of 8, 8 and 4
+    /// assert!(stats.mean_loss.is_finite());
+    /// ```
     pub fn train_epoch(&mut self, data: &Dataset, batch: usize) -> Result<EpochStats, TrainError> {
         self.train_epoch_with(data, batch, |_, _, _| {})
     }

@@ -11,6 +11,16 @@ impl Mlp {
     ///
     /// # Errors
     /// As [`Mlp::forward_backward`].
+    ///
+    /// ```
+    /// use backprop::matrix::MatRef;
+    /// use backprop::nn::{Loss, MlpBuilder, Targets};
+    /// let mut net = MlpBuilder::new(2).dense(3).loss(Loss::SoftmaxCrossEntropy).build(4).unwrap();
+    /// let x = [1.0f32, 0.0, 0.0, 1.0];
+    /// let e = net.evaluate(MatRef::from_slice(&x, 2, 2), Targets::Classes(&[0, 2])).unwrap();
+    /// assert_eq!(e.samples, 2);
+    /// assert!(e.accuracy().unwrap() <= 1.0 && e.loss > 0.0);
+    /// ```
     pub fn evaluate(
         &mut self,
         x: MatRef<'_>,
