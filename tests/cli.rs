@@ -786,3 +786,52 @@ fn a_loaded_network_is_evaluated_and_predicts_without_training() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--load` of a plain PyTorch state dict (no metadata, `0.weight`-style
+/// keys): the flags give the architecture, and the run evaluates the loaded
+/// weights (issue 14, item 1).
+#[test]
+fn a_plain_state_dict_loads_with_the_architecture_from_the_flags() {
+    let dir = scratch("load-plain");
+    write_csv(&dir.join("d.csv"), 100);
+    let common = ["--data", "csv:d.csv", "--layers", "4,8,3", "--seed", "3"];
+    let trained = run(
+        &dir,
+        &[&common[..], &["--epochs", "2", "--save", "m.st", "--json"]].concat(),
+    );
+    assert!(trained.status.success(), "{}", stderr(&trained));
+    // What `save_file(seq.state_dict(), f)` writes: the bare Sequential keys.
+    let st = backprop::io::read_file(dir.join("m.st")).unwrap();
+    let mut plain = backprop::io::SafeTensors::default();
+    for (name, t) in st.tensors {
+        plain.tensors.insert(name.replace("layers.", ""), t);
+    }
+    backprop::io::write_file(&plain, dir.join("plain.st")).unwrap();
+    let o = run(
+        &dir,
+        &[
+            &common[..],
+            &["--load", "plain.st", "--epochs", "0", "--json"],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(params_checksum(&o), params_checksum(&trained));
+    // A different architecture is refused, naming the tensor and the widths.
+    let o = run(
+        &dir,
+        &[
+            "--data",
+            "csv:d.csv",
+            "--layers",
+            "4,16,3",
+            "--load",
+            "plain.st",
+            "--epochs",
+            "0",
+        ],
+    );
+    assert_refused(&o, "--load plain.st: tensor \"0.weight\" has shape [8, 4]");
+    assert!(stderr(&o).contains("4,16,3"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

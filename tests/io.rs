@@ -1418,6 +1418,64 @@ fn loaded_network_steps_like_the_original() {
     assert_eq!(bits(a.buffers()), bits(b.buffers()));
 }
 
+/// A plain `nn.Sequential` state dict — keys `0.weight`, `2.running_mean`,
+/// …, BatchNorm's `num_batches_tracked`, no metadata — loads by name into a
+/// network built with the same layers, strictly (issue 14, item 1).
+#[test]
+fn a_plain_sequential_state_dict_loads_into_a_built_network() {
+    let net = torch_like();
+    let mut plain = SafeTensors::default();
+    for (name, t) in mlp_to_safetensors(&net).tensors {
+        plain
+            .tensors
+            .insert(name.strip_prefix("layers.").unwrap().to_string(), t);
+    }
+    plain.tensors.insert(
+        "2.num_batches_tracked".into(),
+        Tensor::new(vec![], vec![7.0]),
+    );
+    let st = from_bytes(&to_bytes(&plain).unwrap()).unwrap();
+    assert!(st.metadata.is_empty());
+    let build = || {
+        MlpBuilder::new(4)
+            .dense(8)
+            .act(Activation::Relu)
+            .batch_norm()
+            .dense(3)
+            .loss(Loss::SoftmaxCrossEntropy)
+            .build(99)
+            .unwrap()
+    };
+    let mut fresh = build();
+    load_weights_into(&mut fresh, &st).unwrap();
+    assert_eq!(bits(fresh.params()), bits(net.params()));
+    assert_eq!(bits(fresh.buffers()), bits(net.buffers()));
+    // Strict: a key the network does not have is refused, naming it.
+    let mut extra = st.clone();
+    extra
+        .tensors
+        .insert("4.weight".into(), Tensor::new(vec![1], vec![0.0]));
+    let mut other = build();
+    let e = load_weights_into(&mut other, &extra).unwrap_err();
+    assert!(
+        matches!(&e, IoError::UnexpectedTensor { name } if name == "4.weight"),
+        "{e}"
+    );
+    assert_eq!(
+        bits(other.params()),
+        bits(build().params()),
+        "unchanged on error"
+    );
+    // A missing key names the plain name.
+    let mut missing = st;
+    missing.tensors.remove("3.bias");
+    let e = load_weights_into(&mut other, &missing).unwrap_err();
+    assert!(
+        matches!(&e, IoError::MissingTensor { name } if name == "3.bias"),
+        "{e}"
+    );
+}
+
 /// A loaded network is ready for use: evaluation mode, so a BatchNorm
 /// network predicts a single sample (issue 14, item 2), with the bits of the
 /// saved network in evaluation mode.

@@ -14,6 +14,10 @@ use backprop::Threads;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 const ACTS: [Activation; 7] = [
     Activation::Identity,
     Activation::Relu,
@@ -581,6 +585,47 @@ fn forward_backward_takes_a_strided_input_into_a_dense_first_layer() {
     assert_eq!(v1, v2);
     for (a, b) in g1.iter().zip(&g2) {
         assert!((a - b).abs() <= 1e-6 * b.abs().max(1e-3), "{a} vs {b}");
+    }
+}
+
+/// Any first layer takes a strided input (issue 14, item 3): a network
+/// that starts with a norm, an activation or a residual block copies it to a
+/// row-major buffer first, so forward, forward + backward and shared
+/// inference give bitwise what the contiguous copy gives.
+#[test]
+fn every_first_layer_takes_a_strided_input() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let xt: Vec<f32> = (0..12).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let strided = MatRef::from_slice(&xt, 4, 3).t();
+    let copy = strided.to_vec();
+    let contiguous = MatRef::from_slice(&copy, 3, 4);
+    let classes = [0usize, 2, 1];
+    let firsts: [fn(MlpBuilder) -> MlpBuilder; 4] = [
+        |b| b.layer_norm(),
+        |b| b.batch_norm(),
+        |b| b.act(Activation::Gelu),
+        |b| b.residual(|r| r.layer_norm().dense(4)),
+    ];
+    for (k, first) in firsts.into_iter().enumerate() {
+        let build = || {
+            first(MlpBuilder::new(4))
+                .dense(5)
+                .act(Activation::Tanh)
+                .dense(3)
+                .loss(Loss::SoftmaxCrossEntropy)
+                .build(2)
+                .unwrap()
+        };
+        let run = |x: MatRef<'_>| {
+            let mut net = build();
+            let v = net.forward_backward(x, Targets::Classes(&classes)).unwrap();
+            let h = net.forward(x).unwrap().to_vec();
+            net.set_training(false);
+            let mut ws = backprop::nn::Inference::default();
+            let shared = net.infer(x, &mut ws).unwrap().to_vec();
+            (v.to_bits(), bits(net.grads()), bits(&h), bits(&shared))
+        };
+        assert_eq!(run(strided), run(contiguous), "first layer {k}");
     }
 }
 

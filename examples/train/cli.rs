@@ -13,7 +13,10 @@
 
 use std::path::{Path, PathBuf};
 
-use backprop::io::{check_writable, load_checkpoint, load_mlp, save_checkpoint, Checkpoint};
+use backprop::io::{
+    check_writable, load_checkpoint, load_weights_into, mlp_from_safetensors, read_file,
+    save_checkpoint, Checkpoint,
+};
 use backprop::nn::{Activation, Init, Layer, Loss, Mlp, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule, Sgd, SgdConfig, WeightDecay};
 use backprop::train::csv::{read_csv, LabelKind};
@@ -324,9 +327,7 @@ pub fn setup(args: &Args) -> Result<Setup, String> {
         }
         None => {
             let net = match &args.load {
-                Some(path) => {
-                    load_mlp(path).map_err(|e| format!("--load {}: {e}", path.display()))?
-                }
+                Some(path) => load_network(args, path, &train, loss)?,
                 None => build_net(args, &train, loss)?,
             };
             let opt = optimizer(args, net.num_params())?;
@@ -493,6 +494,32 @@ fn spirals(n: usize, seed: u64) -> Dataset {
         y.push(c);
     }
     Dataset::new(x, n, 2, Targets::Classes(&y)).expect("generated data is finite")
+}
+
+/// `--load`: a file with this crate's architecture metadata loads as it is;
+/// a plain PyTorch state dict (`safetensors.torch.save_file(seq.state_dict(),
+/// f)`, no metadata) loads by name into the network the flags describe
+/// (`--layers`, `--act`, `--norm`, `--residual`), in evaluation mode.
+fn load_network(args: &Args, path: &Path, train: &Dataset, loss: Loss) -> Result<Mlp, String> {
+    let fail = |e: String| format!("--load {}: {e}", path.display());
+    let st = read_file(path).map_err(|e| fail(e.to_string()))?;
+    if st.metadata.contains_key("backprop.format_version") {
+        return mlp_from_safetensors(&st).map_err(|e| fail(e.to_string()));
+    }
+    let mut net = build_net(args, train, loss)?;
+    load_weights_into(&mut net, &st).map_err(|e| {
+        fail(format!(
+            "{e} (a file without this crate's metadata is loaded by name into the network \
+             that --layers, --act, --norm and --residual describe: {})",
+            widths(&net)
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+    })?;
+    net.set_training(false);
+    Ok(net)
 }
 
 /// The network `--layers`, `--act`, `--norm`, `--residual` and `--init`

@@ -141,20 +141,25 @@ impl Plan {
         })
     }
 
-    /// The full tensor name of a slot.
-    fn name(s: &Slot) -> String {
-        format!("{PREFIX}{}{}", s.path, s.tensor.name)
+    /// The full tensor name of a slot, under `prefix`.
+    fn name(prefix: &str, s: &Slot) -> String {
+        format!("{prefix}{}{}", s.path, s.tensor.name)
     }
 
     /// Finds every slot's tensor and checks its shape, then copies the
     /// values into fresh `(params, buffers)` arenas. Allocates only after
     /// every slot is matched to a distinct tensor, so the arenas are no
     /// larger than the tensors already in memory.
-    fn gather(&self, st: &SafeTensors) -> Result<(Vec<f32>, Vec<f32>), IoError> {
+    ///
+    /// Names are looked up under `prefix` (`layers.` in this crate's files,
+    /// empty in a plain `nn.Sequential` state dict). Every tensor under the
+    /// prefix must belong to the architecture; with an empty prefix that is
+    /// every tensor (PyTorch's strict `load_state_dict`).
+    fn gather(&self, st: &SafeTensors, prefix: &str) -> Result<(Vec<f32>, Vec<f32>), IoError> {
         let c = &self.compiled;
         let mut found = Vec::with_capacity(c.slots.len());
         for s in &c.slots {
-            let name = Plan::name(s);
+            let name = Plan::name(prefix, s);
             let Some(t) = st.tensors.get(&name) else {
                 return Err(IoError::MissingTensor { name });
             };
@@ -171,11 +176,11 @@ impl Plan {
         let known: BTreeSet<String> = c
             .slots
             .iter()
-            .map(Plan::name)
-            .chain(c.ignored.iter().map(|n| format!("{PREFIX}{n}")))
+            .map(|s| Plan::name(prefix, s))
+            .chain(c.ignored.iter().map(|n| format!("{prefix}{n}")))
             .collect();
         for name in st.tensors.keys() {
-            if name.starts_with(PREFIX) && !known.contains(name) {
+            if name.starts_with(prefix) && !known.contains(name) {
                 return Err(IoError::UnexpectedTensor { name: name.clone() });
             }
         }
@@ -277,8 +282,10 @@ pub fn mlp_to_safetensors(net: &Mlp) -> SafeTensors {
             }
             Layout::Plain => src.to_vec(),
         };
-        st.tensors
-            .insert(Plan::name(s), Tensor::new(s.tensor.shape.clone(), data));
+        st.tensors.insert(
+            Plan::name(PREFIX, s),
+            Tensor::new(s.tensor.shape.clone(), data),
+        );
     }
     write_architecture(net, &mut st);
     seal(&mut st);
@@ -340,7 +347,7 @@ pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
         message,
     };
     let layers = arch::decode(layers_text).map_err(bad_layers)?;
-    let (params, buffers) = Plan::new(input, &layers)?.gather(st)?;
+    let (params, buffers) = Plan::new(input, &layers)?.gather(st, PREFIX)?;
     let mut net = Mlp::from_parts(input, &layers, loss, params, buffers)?;
     // A saved network is for use: BatchNorm with its running averages, so
     // one sample can go through it. Training switches the mode back.
@@ -348,13 +355,22 @@ pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
     Ok(net)
 }
 
-/// Copies parameters and BatchNorm statistics from `st` into `net`, by the
-/// names of [`mlp_to_safetensors`], ignoring the metadata. This loads weights
-/// saved by PyTorch (e.g. `safetensors.torch.save_file(model.state_dict(),
-/// …)` of a module whose `layers` is the matching `nn.Sequential`) into a
-/// network built with the same layers. `net` is unchanged on error.
+/// Copies parameters and BatchNorm statistics from `st` into `net`, by name,
+/// ignoring the architecture metadata: this loads weights saved by PyTorch
+/// into a network built with the same layers. `net` is unchanged on error.
 ///
-/// A [`KEY_CHECKSUM`] entry, if present, is verified.
+/// Two naming schemes are read:
+/// * a plain `nn.Sequential`'s state dict,
+///   `safetensors.torch.save_file(seq.state_dict(), f)`: keys `0.weight`,
+///   `0.bias`, `2.running_mean`, … ([`Mlp::tensors`]' names). Chosen when no
+///   tensor name starts with `layers.`; every tensor must then belong to the
+///   network (PyTorch's strict `load_state_dict`).
+/// * a module whose attribute `layers` is the `nn.Sequential` (this crate's
+///   files, [`mlp_to_safetensors`]): keys `layers.0.weight`, …; tensors
+///   outside `layers.` are ignored.
+///
+/// BatchNorm's `num_batches_tracked` is accepted and ignored in both. A
+/// [`KEY_CHECKSUM`] entry, if present, is verified.
 ///
 /// # Errors
 /// [`IoError::Checksum`], [`IoError::MissingTensor`], [`IoError::WrongShape`],
@@ -371,7 +387,11 @@ pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
 /// ```
 pub fn load_weights_into(net: &mut Mlp, st: &SafeTensors) -> Result<(), IoError> {
     verify(st, false)?;
-    let (params, buffers) = Plan::new(net.input_dim(), net.layers())?.gather(st)?;
+    let prefix = match st.tensors.keys().any(|k| k.starts_with(PREFIX)) {
+        true => PREFIX,
+        false => "",
+    };
+    let (params, buffers) = Plan::new(net.input_dim(), net.layers())?.gather(st, prefix)?;
     net.params_mut().copy_from_slice(&params);
     net.buffers_mut().copy_from_slice(&buffers);
     Ok(())

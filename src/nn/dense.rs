@@ -83,6 +83,9 @@ impl Dense {
 }
 
 impl Op for Dense {
+    fn reads_strided_input(&self) -> bool {
+        true
+    }
     fn scratch(&self, _width: usize) -> Scratch {
         Scratch {
             aux: self.keeps_z(),

@@ -230,6 +230,12 @@ pub(crate) trait Op: fmt::Debug + Send + Sync {
         let _ = width;
         Scratch::default()
     }
+    /// Whether, as the first op, it reads the network's input through its
+    /// strides (a dense layer's GEMM does); otherwise a strided input is
+    /// first copied to a row-major buffer.
+    fn reads_strided_input(&self) -> bool {
+        false
+    }
     /// Whether its forward in training mode needs batch statistics (a batch
     /// of one is then refused).
     fn needs_batch_statistics(&self) -> bool {

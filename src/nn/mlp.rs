@@ -27,7 +27,7 @@ use crate::gemm::GemmOptions;
 use crate::matrix::MatRef;
 use crate::nn::exec::Exec;
 use crate::nn::layer::{self, Backward, Buffers, Forward, Op, Slot};
-use crate::nn::workspace::Workspace;
+use crate::nn::workspace::{stage_input, staged, Workspace};
 use crate::nn::{BatchParallelism, BuildError, Layer, Loss, StepError, Targets};
 
 mod access;
@@ -202,9 +202,6 @@ impl Mlp {
     /// training mode, or [`StepError::TooLarge`] for a batch whose workspaces
     /// would exceed [`MAX_ELEMENTS`](crate::nn::MAX_ELEMENTS).
     ///
-    /// # Panics
-    /// If `x` is not contiguous row-major and the first layer is not dense.
-    ///
     /// ```
     /// use backprop::matrix::MatRef;
     /// use backprop::nn::{Activation, MlpBuilder};
@@ -267,9 +264,6 @@ impl Mlp {
     /// As [`Mlp::forward`], plus [`StepError::Loss`] / [`StepError::TargetKind`]
     /// for targets that do not suit the loss.
     ///
-    /// # Panics
-    /// As [`Mlp::forward`].
-    ///
     /// A training loop of one's own, with any [`Optimizer`](crate::optim::Optimizer):
     ///
     /// ```
@@ -309,6 +303,7 @@ impl Mlp {
         let value = self.loss.value(h, targets, Some(g))?;
         let isa = self.exec.isa();
         let ws = &mut self.ws;
+        let x = staged(&*self.ops[0], x, &ws.input);
         for i in (0..self.ops.len()).rev() {
             let (before, rest) = ws.grad.split_at_mut(i);
             let (grad, later) = rest.split_first_mut().expect("op i has a gradient buffer");
@@ -346,6 +341,7 @@ pub(crate) fn run_forward(
 ) {
     let batch = x.rows();
     let isa = exec.isa();
+    let x = stage_input(&*ops[0], x, &mut ws.input);
     for (i, op) in ops.iter().enumerate() {
         let (earlier, rest) = ws.out.split_at_mut(i);
         op.forward(Forward {

@@ -1,6 +1,7 @@
 //! The per-batch buffers of a network's ops, and the size cap every network
 //! array obeys.
 
+use crate::matrix::MatRef;
 use crate::nn::layer::Op;
 
 /// The most `f32` values one array of a network may hold: the parameter
@@ -39,6 +40,37 @@ pub(crate) struct Workspace {
     pub stat: Vec<Vec<f32>>,
     /// ∂L/∂(output of op i); a dense op turns it into ∂L/∂Z in place.
     pub grad: Vec<Vec<f32>>,
+    /// A row-major copy of a strided input, for a first op that cannot read
+    /// strides (see [`stage_input`]); grows once to `batch × input`.
+    pub input: Vec<f32>,
+}
+
+/// The network input as the ops see it: `x` itself, or — when `x` is not
+/// contiguous row-major and the first op cannot read strides — a row-major
+/// copy of it in `input`. Forward and backward stage the same way, so they
+/// see the same values.
+pub(crate) fn stage_input<'a>(
+    first: &dyn Op,
+    x: MatRef<'a>,
+    input: &'a mut Vec<f32>,
+) -> MatRef<'a> {
+    if x.as_row_major_slice().is_some() || first.reads_strided_input() {
+        return x;
+    }
+    input.clear();
+    for i in 0..x.rows() {
+        input.extend((0..x.cols()).map(|j| x.get(i, j)));
+    }
+    MatRef::from_slice(input, x.rows(), x.cols())
+}
+
+/// The view [`stage_input`] gave for `x`, without copying again (for the
+/// backward pass after a forward that staged it).
+pub(crate) fn staged<'a>(first: &dyn Op, x: MatRef<'a>, input: &'a [f32]) -> MatRef<'a> {
+    if x.as_row_major_slice().is_some() || first.reads_strided_input() {
+        return x;
+    }
+    MatRef::from_slice(&input[..x.rows() * x.cols()], x.rows(), x.cols())
 }
 
 impl Workspace {

@@ -93,9 +93,6 @@ impl Mlp {
     /// [`StepError::InputWidth`], or [`StepError::TooLarge`] for a batch
     /// whose workspaces would exceed [`MAX_ELEMENTS`](crate::nn::MAX_ELEMENTS).
     ///
-    /// # Panics
-    /// If `x` is not contiguous row-major and the first layer is not dense.
-    ///
     /// ```
     /// use backprop::matrix::MatRef;
     /// use backprop::nn::{Activation, Inference, MlpBuilder};
