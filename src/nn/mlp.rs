@@ -24,13 +24,14 @@
 //! reused: a step at a batch size seen before allocates nothing.
 
 use crate::gemm::GemmOptions;
-use crate::matrix::MatRef;
+use crate::matrix::{MatMut, MatRef};
 use crate::nn::exec::Exec;
 use crate::nn::layer::{self, Backward, Buffers, Forward, Op, Slot};
 use crate::nn::workspace::{stage_input, staged, Workspace};
-use crate::nn::{BatchParallelism, BuildError, Layer, Loss, StepError, Targets};
+use crate::nn::{BatchParallelism, BuildError, Layer, Loss, StepError};
 
 mod access;
+mod entry;
 mod eval;
 mod infer;
 mod params;
@@ -257,37 +258,11 @@ impl Mlp {
         Ok(())
     }
 
-    /// One forward and backward pass on a batch: returns the mean loss and
-    /// leaves ∂(mean loss)/∂params in [`Mlp::grads`] (overwritten).
-    ///
-    /// # Errors
-    /// As [`Mlp::forward`], plus [`StepError::Loss`] / [`StepError::TargetKind`]
-    /// for targets that do not suit the loss.
-    ///
-    /// A training loop of one's own, with any [`Optimizer`](crate::optim::Optimizer):
-    ///
-    /// ```
-    /// use backprop::matrix::MatRef;
-    /// use backprop::nn::{Loss, MlpBuilder, Targets};
-    /// use backprop::optim::{Optimizer, Sgd, SgdConfig};
-    /// let mut net = MlpBuilder::new(2).dense(1).loss(Loss::Mse).build(0).unwrap();
-    /// let mut opt = Sgd::new(net.num_params(), SgdConfig::default());
-    /// let (x, y) = ([1.0f32, 0.0, 0.0, 1.0], [2.0f32, -1.0]);
-    /// let mut first = None;
-    /// for _ in 0..50 {
-    ///     let y = Targets::Values(MatRef::from_slice(&y, 2, 1));
-    ///     let loss = net.forward_backward(MatRef::from_slice(&x, 2, 2), y).unwrap();
-    ///     first.get_or_insert(loss);
-    ///     let (params, grads) = net.params_and_grads();
-    ///     opt.step(params, grads, 0.5);
-    /// }
-    /// let y = Targets::Values(MatRef::from_slice(&y, 2, 1));
-    /// assert!(net.forward_backward(MatRef::from_slice(&x, 2, 2), y).unwrap() < 1e-3 * first.unwrap());
-    /// ```
-    pub fn forward_backward(
+    /// Forward, `loss(h, dh)`, backward: the body of both entry points.
+    pub(crate) fn backprop(
         &mut self,
         x: MatRef<'_>,
-        targets: Targets<'_>,
+        loss: impl FnOnce(MatRef<'_>, MatMut<'_>) -> Result<f32, StepError>,
     ) -> Result<f32, StepError> {
         let batch = x.rows();
         self.forward_inner(x)?;
@@ -295,12 +270,8 @@ impl Mlp {
         let d_out = self.dims[last];
         // δ⁽ᴸ⁺¹⁾ = ∂loss/∂h into the gradient buffer of the last op.
         let h = MatRef::from_slice(&self.ws.out[last][..batch * d_out], batch, d_out);
-        let g = crate::matrix::MatMut::from_slice_mut(
-            &mut self.ws.grad[last][..batch * d_out],
-            batch,
-            d_out,
-        );
-        let value = self.loss.value(h, targets, Some(g))?;
+        let g = MatMut::from_slice_mut(&mut self.ws.grad[last][..batch * d_out], batch, d_out);
+        let value = loss(h, g)?;
         let isa = self.exec.isa();
         let ws = &mut self.ws;
         let x = staged(&*self.ops[0], x, &ws.input);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use crate::matrix::MatRef;
+use crate::matrix::{MatMut, MatRef};
 use crate::nn::{Evaluation, Mlp, StepError, Targets};
 use crate::optim::{clip_grad_norm, Optimizer, Schedule};
 use crate::rng::Rng;
@@ -207,6 +207,54 @@ impl Trainer {
     pub fn step(&mut self, x: MatRef<'_>, targets: Targets<'_>) -> Result<f32, TrainError> {
         self.net.set_training(true);
         let loss = self.net.forward_backward(x, targets)?;
+        self.update(loss)
+    }
+
+    /// [`Trainer::step`] with a loss of the caller's, as
+    /// [`Mlp::forward_backward_with`] takes it: `loss(h, dh)` writes ∂L/∂h
+    /// into the zeroed `dh` and returns L. Clipping, the divergence check
+    /// and the scheduled update are the same.
+    ///
+    /// # Errors
+    /// As [`Trainer::step`].
+    ///
+    /// ```
+    /// use backprop::matrix::{MatMut, MatRef};
+    /// use backprop::nn::MlpBuilder;
+    /// use backprop::optim::{Schedule, Sgd, SgdConfig};
+    /// use backprop::train::Trainer;
+    /// let net = MlpBuilder::new(2).dense(1).build(0).unwrap();
+    /// let opt = Sgd::new(net.num_params(), SgdConfig::default());
+    /// let mut t = Trainer::new(net, Box::new(opt), Schedule::constant(0.1), 0);
+    /// // L = mean |h − 1|, with its subgradient.
+    /// let l1 = |h: MatRef<'_>, mut dh: MatMut<'_>| {
+    ///     let b = h.rows() as f32;
+    ///     (0..h.rows()).map(|i| {
+    ///         let r = h.get(i, 0) - 1.0;
+    ///         dh.set(i, 0, r.signum() / b);
+    ///         r.abs() / b
+    ///     }).sum::<f32>()
+    /// };
+    /// let x = [0.5f32, -0.5, 1.0, 0.0];
+    /// let first = t.step_with(MatRef::from_slice(&x, 2, 2), l1).unwrap();
+    /// for _ in 0..50 {
+    ///     t.step_with(MatRef::from_slice(&x, 2, 2), l1).unwrap();
+    /// }
+    /// assert!(t.step_with(MatRef::from_slice(&x, 2, 2), l1).unwrap() < first);
+    /// ```
+    pub fn step_with(
+        &mut self,
+        x: MatRef<'_>,
+        loss: impl FnOnce(MatRef<'_>, MatMut<'_>) -> f32,
+    ) -> Result<f32, TrainError> {
+        self.net.set_training(true);
+        let loss = self.net.forward_backward_with(x, loss)?;
+        self.update(loss)
+    }
+
+    /// Clipping, the divergence check, and the update after a backward pass
+    /// that returned `loss`.
+    fn update(&mut self, loss: f32) -> Result<f32, TrainError> {
         let (params, grads) = self.net.params_and_grads();
         // Clipping needs the norm anyway (it leaves non-finite gradients
         // alone); without it, one pass checks the gradient for NaN and ±∞.
