@@ -78,21 +78,21 @@ fn wrong_magic_type_and_length_are_reported() {
 fn images_and_labels_must_agree() {
     let images = parse_idx(&idx(&[2, 2, 2], &[0, 255, 51, 102, 0, 0, 0, 0]), "i").unwrap();
     let labels = parse_idx(&idx(&[2], &[3, 9]), "l").unwrap();
-    let d = mnist_dataset(&images, &labels).unwrap();
+    let d = mnist_dataset(images.clone(), &labels).unwrap();
     assert_eq!((d.len(), d.features()), (2, 4));
-    assert_eq!(&d.x_data()[..4], &[0.0, 1.0, 0.2, 0.4]);
+    assert_eq!(&d.x_values()[..4], &[0.0, 1.0, 0.2, 0.4]);
     let three = parse_idx(&idx(&[3], &[1, 2, 3]), "l").unwrap();
-    assert!(mnist_dataset(&images, &three)
+    assert!(mnist_dataset(images.clone(), &three)
         .unwrap_err()
         .to_string()
         .contains("2 images but 3 labels"));
     let bad = parse_idx(&idx(&[2], &[1, 10]), "l").unwrap();
-    assert!(mnist_dataset(&images, &bad)
+    assert!(mnist_dataset(images.clone(), &bad)
         .unwrap_err()
         .to_string()
         .contains("label 10 of sample 1"));
     assert!(
-        mnist_dataset(&labels, &labels).is_err(),
+        mnist_dataset(labels.clone(), &labels).is_err(),
         "labels are not an image stack"
     );
 }
@@ -156,7 +156,7 @@ fn image_size_products_are_checked() {
         dims: vec![0],
         data: vec![],
     };
-    let e = mnist_dataset(&images, &labels).unwrap_err();
+    let e = mnist_dataset(images.clone(), &labels).unwrap_err();
     assert!(e.to_string().contains("the size overflows"), "{e}");
 }
 

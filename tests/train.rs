@@ -194,7 +194,8 @@ fn divergence_stops_before_the_bad_update() {
     let opt = Sgd::new(net.num_params(), SgdConfig::default());
     let mut t = Trainer::new(net, Box::new(opt), Schedule::constant(1e6), 3);
     // Step by step: on divergence, the failing step must not have updated.
-    let (xv, t_all) = data.slice(0, 64);
+    let mut buf = backprop::train::Batch::default();
+    let (xv, t_all) = data.slice(0, 64, &mut buf);
     let err = loop {
         let before = t.net().params().to_vec();
         match t.step(xv, t_all) {
@@ -267,4 +268,52 @@ fn datasets_refuse_bad_values_naming_the_row() {
             labels: 1
         }
     );
+}
+
+/// Byte features (MNIST's pixels, kept as bytes and converted as rows are
+/// read) train bit for bit like the same values given as `f32` (issue 14,
+/// item 9: a quarter of the memory, the same weights).
+#[test]
+fn byte_features_train_like_their_f32_values() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let (n, d) = (90, 12);
+    let bytes: Vec<u8> = (0..n * d).map(|_| rng.random()).collect();
+    let classes: Vec<usize> = (0..n).map(|i| i % 4).collect();
+    let as_bytes =
+        Dataset::from_bytes(bytes.clone(), 255.0, n, d, Targets::Classes(&classes)).unwrap();
+    let values: Vec<f32> = bytes.iter().map(|&b| b as f32 / 255.0).collect();
+    let as_f32 = Dataset::new(values.clone(), n, d, Targets::Classes(&classes)).unwrap();
+    assert_eq!(&as_bytes.x_values()[..], &values[..]);
+    let train = |data: &Dataset| {
+        let net = MlpBuilder::new(d)
+            .dense(16)
+            .act(Activation::Relu)
+            .batch_norm()
+            .dense(4)
+            .loss(Loss::SoftmaxCrossEntropy)
+            .build(5)
+            .unwrap();
+        let opt = Sgd::new(net.num_params(), SgdConfig::default());
+        let mut t = Trainer::new(net, Box::new(opt), Schedule::constant(0.1), 8);
+        for _ in 0..3 {
+            t.train_epoch(data, 16).unwrap();
+        }
+        let e = t.evaluate(data, 25).unwrap();
+        (
+            t.net()
+                .params()
+                .iter()
+                .map(|p| p.to_bits())
+                .collect::<Vec<_>>(),
+            e.loss.to_bits(),
+        )
+    };
+    assert_eq!(train(&as_bytes), train(&as_f32));
+    // A subset keeps the storage and the values.
+    let sub = as_bytes.subset(10, 20);
+    assert_eq!(&sub.x_values()[..], &values[10 * d..20 * d]);
+    // Bad divisors are refused.
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(Dataset::from_bytes(vec![0; 4], bad, 2, 2, Targets::Classes(&[0, 1])).is_err());
+    }
 }

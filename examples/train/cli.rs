@@ -463,20 +463,12 @@ pub fn load_data(args: &Args, loss: Option<Loss>) -> Result<(Dataset, Dataset), 
             ));
         }
         let cut = all.len() - all.len() / 5;
-        return Ok((subset(&all, 0, cut)?, subset(&all, cut, all.len())?));
+        return Ok((all.subset(0, cut), all.subset(cut, all.len())));
     }
     Err(format!(
         "--data {:?}: expected synthetic, mnist:DIR or csv:FILE",
         args.data
     ))
-}
-
-/// Rows `lo..hi` of a dataset as a new dataset.
-fn subset(d: &Dataset, lo: usize, hi: usize) -> Result<Dataset, String> {
-    let f = d.features();
-    let x = d.x_data()[lo * f..hi * f].to_vec();
-    let (_, targets) = d.slice(lo, hi);
-    Dataset::new(x, hi - lo, f, targets).map_err(|e| e.to_string())
 }
 
 /// Five interleaved noisy spirals in the plane, wound two times: a small
@@ -778,9 +770,10 @@ pub fn predictions_csv(net: &Mlp, data: &Dataset) -> Result<String, String> {
     }
     let mut s = header.join(",") + "\n";
     let mut ws = Inference::default();
+    let mut buf = backprop::train::Batch::default();
     for lo in (0..data.len()).step_by(1000) {
         let hi = (lo + 1000).min(data.len());
-        let (x, targets) = data.slice(lo, hi);
+        let (x, targets) = data.slice(lo, hi, &mut buf);
         let pred = net.predict_with(x, &mut ws).map_err(fail)?;
         let proba = match loss {
             Loss::Mse => Vec::new(),

@@ -83,7 +83,7 @@ fn parse_checked(bytes: &[u8]) -> Option<IdxArray> {
 }
 
 fn mnist_checked(images: &IdxArray, labels: &IdxArray) {
-    let Ok(d) = mnist_dataset(images, labels) else {
+    let Ok(d) = mnist_dataset(images.clone(), labels) else {
         return;
     };
     assert_eq!(images.dims.len(), 3);
@@ -92,7 +92,7 @@ fn mnist_checked(images: &IdxArray, labels: &IdxArray) {
     assert_eq!(d.len(), labels.dims[0]);
     assert_eq!(d.features(), images.dims[1] * images.dims[2]);
     check_dataset(&d);
-    assert!(d.x_data().iter().all(|v| (0.0..=1.0).contains(v)));
+    assert!(d.x_values().iter().all(|v| (0.0..=1.0).contains(v)));
     match d.labels() {
         Targets::Classes(c) => {
             assert!(c.iter().all(|&c| c < 10));
@@ -133,10 +133,12 @@ fn csv(data: &[u8]) {
 
 /// Invariants of every dataset.
 fn check_dataset(d: &Dataset) {
-    assert_eq!(d.x_data().len(), d.len() * d.features());
-    assert!(d.x_data().iter().all(|v| v.is_finite()));
-    let x = d.x();
-    assert_eq!((x.rows(), x.cols()), (d.len(), d.features()));
+    let x = d.x_values();
+    assert_eq!(x.len(), d.len() * d.features());
+    assert!(x.iter().all(|v| v.is_finite()));
+    let mut buf = backprop::train::Batch::default();
+    let (view, _) = d.slice(0, d.len(), &mut buf);
+    assert_eq!((view.rows(), view.cols()), (d.len(), d.features()));
 }
 
 // ---------------------------------------------------------------- safetensors

@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn regression_and_header() {
         let d = parse_csv("a,b,t\n1,2,0.5\n3,4,-1.5\n", LabelKind::Value).unwrap();
-        assert_eq!(d.x_data(), &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(&d.x_values()[..], &[1.0, 2.0, 3.0, 4.0]);
         let Targets::Values(y) = d.labels() else {
             panic!("{:?}", d.labels());
         };
@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(e.to_string(), "line 1, column 1: \"-x\" is not a number");
         // A byte-order mark is not part of the first field.
         let d = parse_csv("\u{feff}1,2,0\n3,4,1\n", LabelKind::Class).unwrap();
-        assert_eq!((d.len(), d.x_data()[0]), (2, 1.0));
+        assert_eq!((d.len(), d.x_values()[0]), (2, 1.0));
         let d = parse_csv("\u{feff}x,y,label\n3,4,1\n", LabelKind::Class).unwrap();
         assert_eq!(d.len(), 1);
         // Only the first line can be a header.

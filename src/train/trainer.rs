@@ -393,9 +393,10 @@ pub fn evaluate(net: &mut Mlp, data: &Dataset, chunk: usize) -> Result<Evaluatio
     let (mut loss, mut correct, mut any_correct) = (0.0f64, 0usize, false);
     let n = data.len();
     let mut lo = 0;
+    let mut buf = Batch::default();
     while lo < n {
         let hi = (lo + chunk).min(n);
-        let (x, t) = data.slice(lo, hi);
+        let (x, t) = data.slice(lo, hi, &mut buf);
         let e = net.evaluate(x, t)?;
         loss += e.loss as f64 * (hi - lo) as f64;
         if let Some(c) = e.correct {

@@ -885,6 +885,7 @@ pub fn train_curve(
         ..Default::default()
     };
     let (mut sum, mut count) = (0.0f64, 0u64);
+    let mut row_buf = backprop::train::Batch::default();
     for step in 1..=steps {
         if pos + batch > order.len() {
             order.shuffle(&mut rng);
@@ -893,7 +894,11 @@ pub fn train_curve(
         bx.clear();
         by.clear();
         for &i in &order[pos..pos + batch] {
-            bx.extend_from_slice(&train.x_data()[i * d..(i + 1) * d]);
+            let (row, _) = train.slice(i, i + 1, &mut row_buf);
+            bx.extend_from_slice(
+                row.as_row_major_slice()
+                    .expect("a dataset row is contiguous"),
+            );
             by.push(labels[i]);
         }
         pos += batch;

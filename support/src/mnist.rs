@@ -39,7 +39,7 @@ pub fn load(dir: &Path) -> Result<(Dataset, Dataset), String> {
     let set = |images: &str, labels: &str| -> Result<Dataset, String> {
         let x = read_idx_file(&dir.join(images))?;
         let y = read_idx_file(&dir.join(labels))?;
-        mnist_dataset(&x, &y).map_err(|e| e.to_string())
+        mnist_dataset(x, &y).map_err(|e| e.to_string())
     };
     Ok((
         set("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
