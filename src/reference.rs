@@ -129,6 +129,7 @@ enum Tape {
         batch: bool,
     },
     Residual(Vec<Tape>),
+    Mask(Vec<Vec<f64>>),
 }
 
 /// The naive reference network: forward and backward in `f64`, sample by
@@ -141,6 +142,9 @@ enum Tape {
 /// `params` has the layout of [`crate::nn::Mlp::params`] for the same layers.
 /// Returns the mean loss and its gradient with respect to `params`.
 ///
+/// Dropout layers apply the masks of a training pass with noise `(0, 0)`
+/// (see [`mlp_loss_and_grads_with_noise`]).
+///
 /// # Panics
 /// If the targets do not suit the loss or the sizes disagree.
 pub fn mlp_loss_and_grads(
@@ -151,6 +155,27 @@ pub fn mlp_loss_and_grads(
     x: &[Vec<f64>],
     targets: Targets<'_>,
 ) -> (f64, Vec<f64>) {
+    mlp_loss_and_grads_with_noise(input, layers, loss, params, x, targets, (0, 0))
+}
+
+/// [`mlp_loss_and_grads`] with dropout's masks those of the network's
+/// training pass with noise `(seed, step)` ([`Mlp::set_noise`]): element `j`
+/// of sample `s` is multiplied by 1/(1 − p) or 0 as that pass decides.
+///
+/// [`Mlp::set_noise`]: crate::nn::Mlp::set_noise
+///
+/// # Panics
+/// As [`mlp_loss_and_grads`].
+pub fn mlp_loss_and_grads_with_noise(
+    input: usize,
+    layers: &[Layer],
+    loss: Loss,
+    params: &[f64],
+    x: &[Vec<f64>],
+    targets: Targets<'_>,
+    noise: (u64, u64),
+) -> (f64, Vec<f64>) {
+    let noise = crate::nn::dropout::noise_key(noise.0, noise.1);
     // The offsets come from the layers' own declarations (the arena layout).
     let compiled = crate::nn::layer::compile(input, layers).expect("reference: the layers build");
     assert_eq!(
@@ -163,7 +188,15 @@ pub fn mlp_loss_and_grads(
         .iter()
         .filter(|s| s.tensor.store == Store::Param);
     let mut tapes = Vec::new();
-    let (h, width) = ref_forward(layers, input, params, &mut slots, x.to_vec(), &mut tapes);
+    let (h, width) = ref_forward(
+        layers,
+        input,
+        params,
+        &mut slots,
+        x.to_vec(),
+        &mut tapes,
+        ("", noise),
+    );
     assert!(
         slots.next().is_none(),
         "reference: a declared parameter was not used"
@@ -212,6 +245,8 @@ fn offset<'s>(slots: &mut impl Iterator<Item = &'s Slot>, name: &str) -> usize {
     s.offset
 }
 
+/// `at` is the path prefix of `layers` (`""`, `"2.inner."`) and the pass's
+/// noise key.
 fn ref_forward<'s>(
     layers: &[Layer],
     mut width: usize,
@@ -219,9 +254,31 @@ fn ref_forward<'s>(
     slots: &mut impl Iterator<Item = &'s Slot>,
     mut x: Vec<Vec<f64>>,
     tapes: &mut Vec<Tape>,
+    at: (&str, u64),
 ) -> (Vec<Vec<f64>>, usize) {
-    for layer in layers {
+    let (base, noise) = at;
+    for (index, layer) in layers.iter().enumerate() {
+        let path = format!("{base}{index}.");
         match layer {
+            Layer::Dropout { p } => {
+                let salt = crate::nn::dropout::salt(&path);
+                let m: Vec<Vec<f64>> = (0..x.len())
+                    .map(|s| {
+                        (0..width)
+                            .map(|j| {
+                                let k = (s * width + j) as u64;
+                                f64::from(crate::nn::dropout::mask(noise, salt, k, *p))
+                            })
+                            .collect()
+                    })
+                    .collect();
+                for (xs, ms) in x.iter_mut().zip(&m) {
+                    for (v, &mj) in xs.iter_mut().zip(ms) {
+                        *v *= mj;
+                    }
+                }
+                tapes.push(Tape::Mask(m));
+            }
             Layer::Dense { units, .. } => {
                 let (fan_in, fan_out) = (width, *units);
                 let (w, b) = (offset(slots, "weight"), offset(slots, "bias"));
@@ -307,7 +364,16 @@ fn ref_forward<'s>(
             }
             Layer::Residual(inner) => {
                 let mut inner_tapes = Vec::new();
-                let (f, w) = ref_forward(inner, width, params, slots, x.clone(), &mut inner_tapes);
+                let inner_base = format!("{path}inner.");
+                let (f, w) = ref_forward(
+                    inner,
+                    width,
+                    params,
+                    slots,
+                    x.clone(),
+                    &mut inner_tapes,
+                    (&inner_base, noise),
+                );
                 assert_eq!(w, width, "reference: residual changes the width");
                 for (xi, fi) in x.iter_mut().zip(f) {
                     for (a, b) in xi.iter_mut().zip(fi) {
@@ -396,6 +462,13 @@ fn ref_backward(
                     }
                 }
                 g = down;
+            }
+            Tape::Mask(m) => {
+                for (gs, ms) in g.iter_mut().zip(m) {
+                    for (v, &mj) in gs.iter_mut().zip(ms) {
+                        *v *= mj;
+                    }
+                }
             }
             Tape::Residual(inner) => {
                 let through = ref_backward(inner, params, grads, g.clone());

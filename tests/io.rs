@@ -1801,3 +1801,59 @@ fn read_file_allocates_only_what_the_file_holds() {
     assert!(matches!(e, IoError::Format { .. }), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Dropout's masks follow the trainer's seed and step: a run resumed from a
+/// checkpoint draws the masks the uninterrupted run draws, so the weights
+/// are bitwise equal; the layer survives the model file.
+#[test]
+fn dropout_resumes_bitwise_and_round_trips() {
+    let data = dataset();
+    let make = || {
+        let net = MlpBuilder::new(5)
+            .dense(12)
+            .act(Activation::Relu)
+            .dropout(0.3)
+            .residual(|r| r.dense(12).act(Activation::Tanh).dropout(0.1))
+            .dense(3)
+            .loss(Loss::SoftmaxCrossEntropy)
+            .build(4)
+            .unwrap();
+        let opt = optimizer(OptKind::Adam, net.num_params());
+        Trainer::new(net, opt, Schedule::constant(0.01), 17)
+    };
+    let mut straight = make();
+    for _ in 0..4 {
+        straight.train_epoch(&data, 8).unwrap();
+    }
+    let mut first = make();
+    for _ in 0..2 {
+        first.train_epoch(&data, 8).unwrap();
+    }
+    let st = from_bytes(&to_bytes(&checkpoint_to_safetensors(&first)).unwrap()).unwrap();
+    let ckpt = checkpoint_from_safetensors(&st).unwrap();
+    assert_eq!(ckpt.net.layers(), first.net().layers());
+    let n = ckpt.net.num_params();
+    let mut resumed = ckpt.into_trainer(optimizer(OptKind::Adam, n)).unwrap();
+    for _ in 0..2 {
+        resumed.train_epoch(&data, 8).unwrap();
+    }
+    assert_same_trainer(&straight, &resumed, "dropout resume");
+    // Without dropout's masks the run would differ: the layer did something.
+    let mut plain = {
+        let net = MlpBuilder::new(5)
+            .dense(12)
+            .act(Activation::Relu)
+            .dropout(0.0)
+            .residual(|r| r.dense(12).act(Activation::Tanh).dropout(0.0))
+            .dense(3)
+            .loss(Loss::SoftmaxCrossEntropy)
+            .build(4)
+            .unwrap();
+        let opt = optimizer(OptKind::Adam, net.num_params());
+        Trainer::new(net, opt, Schedule::constant(0.01), 17)
+    };
+    for _ in 0..4 {
+        plain.train_epoch(&data, 8).unwrap();
+    }
+    assert_ne!(bits(plain.net().params()), bits(straight.net().params()));
+}

@@ -321,3 +321,103 @@ fn a_custom_loss_runs_the_same_backward_pass() {
     }
     assert_eq!(bits(ta.net().params()), bits(tb.net().params()));
 }
+
+/// Dropout against the f64 reference (its masks from the same noise), as the
+/// identity in evaluation, with the kept fraction 1 − p, and bitwise the
+/// same for any thread count.
+#[test]
+fn dropout_matches_the_reference_and_is_thread_invariant() {
+    use backprop::gemm::GemmOptions;
+    use backprop::reference::mlp_loss_and_grads_with_noise;
+    use backprop::Threads;
+    let layers = |p: f32| {
+        MlpBuilder::new(5)
+            .dense(16)
+            .act(Activation::Tanh)
+            .dropout(p)
+            .residual(|r| r.layer_norm().dense(16).act(Activation::Gelu).dropout(p))
+            .dense(3)
+            .loss(Loss::SoftmaxCrossEntropy)
+    };
+    let x = random(10 * 5, 31);
+    let xm = MatRef::from_slice(&x, 10, 5);
+    let classes: Vec<usize> = (0..10).map(|i| i % 3).collect();
+
+    let mut net = layers(0.4).build(3).unwrap();
+    net.set_noise(77, 5);
+    let v = net
+        .forward_backward(xm, Targets::Classes(&classes))
+        .unwrap();
+    let params: Vec<f64> = net.params().iter().map(|&p| f64::from(p)).collect();
+    let xs: Vec<Vec<f64>> = x
+        .chunks(5)
+        .map(|r| r.iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    let (rv, rg) = mlp_loss_and_grads_with_noise(
+        5,
+        net.layers(),
+        Loss::SoftmaxCrossEntropy,
+        &params,
+        &xs,
+        Targets::Classes(&classes),
+        (77, 5),
+    );
+    assert!(
+        (f64::from(v) - rv).abs() < 1e-5 * rv.abs().max(1.0),
+        "{v} vs {rv}"
+    );
+    let scale = rg.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    for (i, (&g, &r)) in net.grads().iter().zip(&rg).enumerate() {
+        assert!(
+            (f64::from(g) - r).abs() < 1e-4 * scale,
+            "grad {i}: {g} vs {r}"
+        );
+    }
+    // A different step draws different masks.
+    let (rv2, _) = mlp_loss_and_grads_with_noise(
+        5,
+        net.layers(),
+        Loss::SoftmaxCrossEntropy,
+        &params,
+        &xs,
+        Targets::Classes(&classes),
+        (77, 6),
+    );
+    assert_ne!(rv, rv2);
+
+    // Evaluation: the identity (the same parameters without dropout's effect).
+    let without = layers(0.0).build(3).unwrap();
+    assert_eq!(bits(net.params()), bits(without.params()));
+    let mut ws = Inference::default();
+    let a = net.infer(xm, &mut ws).unwrap().to_vec();
+    let b = without.infer(xm, &mut ws).unwrap().to_vec();
+    assert_eq!(bits(&a), bits(&b));
+
+    // Kept fraction and scale.
+    let mut wide = MlpBuilder::new(1000).dropout(0.25).build(0).unwrap();
+    let ones = vec![1.0f32; 100 * 1000];
+    let y = wide
+        .forward(MatRef::from_slice(&ones, 100, 1000))
+        .unwrap()
+        .to_vec();
+    let kept = y.iter().filter(|&&v| v != 0.0).count() as f64 / y.len() as f64;
+    assert!((kept - 0.75).abs() < 0.005, "{kept}");
+    assert!(y.iter().all(|&v| v == 0.0 || v == 1.0 / 0.75));
+
+    // Any thread count, either parallelism: the same bits.
+    let run = |threads: usize, shards: bool| {
+        let mut n = layers(0.4).build(3).unwrap();
+        n.set_gemm_options(GemmOptions {
+            threads: Threads::Fixed(threads),
+            ..GemmOptions::default()
+        });
+        if shards {
+            n.set_parallelism(backprop::nn::BatchParallelism::Shards(3));
+        }
+        n.set_noise(1, 2);
+        n.forward_backward(xm, Targets::Classes(&classes)).unwrap();
+        bits(n.grads())
+    };
+    assert_eq!(run(1, false), run(2, false));
+    assert_eq!(run(1, true), run(2, true));
+}

@@ -36,6 +36,9 @@ enum Spec {
     Residual {
         layers: Vec<Spec>,
     },
+    Dropout {
+        p: Float,
+    },
 }
 
 #[derive(Clone, Copy, Serialize, Deserialize)]
@@ -153,6 +156,7 @@ fn spec(layer: &Layer) -> Spec {
         Layer::Residual(inner) => Spec::Residual {
             layers: inner.iter().map(spec).collect(),
         },
+        Layer::Dropout { p } => Spec::Dropout { p: Float(*p) },
     }
 }
 
@@ -196,6 +200,7 @@ fn layer(s: Spec) -> Result<Layer, String> {
         }
         Spec::BatchNorm {} => Layer::BatchNorm,
         Spec::LayerNorm {} => Layer::LayerNorm,
+        Spec::Dropout { p } => Layer::Dropout { p: p.0 },
         Spec::Residual { layers: inner } => {
             Layer::Residual(layers(inner).map_err(|e| format!("residual block: {e}"))?)
         }

@@ -221,6 +221,7 @@ impl Plan {
 /// | BatchNorm (`nn.BatchNorm1d`) | `layers.{i}.weight` (γ), `layers.{i}.bias` (β), `layers.{i}.running_mean`, `layers.{i}.running_var`, each `[width]` |
 /// | LayerNorm (`nn.LayerNorm`) | `layers.{i}.weight` (γ), `layers.{i}.bias` (β), each `[width]` |
 /// | activation | none |
+/// | dropout (`nn.Dropout`) | none |
 /// | residual block | its inner layers as `layers.{i}.inner.{j}.…`, recursively |
 ///
 /// PyTorch has no standard residual module; the names are those of a module
@@ -245,7 +246,8 @@ impl Plan {
 /// `xavier_uniform`, `lecun`, or `normal` with `"std":"0.02"`);
 /// `{"type":"activation","name":"relu"}` (names as [`Activation::name`](crate::nn::Activation::name);
 /// `leaky_relu` adds `"slope":"0.01"`); `{"type":"batch_norm"}`;
-/// `{"type":"layer_norm"}`; `{"type":"residual","layers":[…]}`. Integers are
+/// `{"type":"layer_norm"}`; `{"type":"dropout","p":"0.5"}`;
+/// `{"type":"residual","layers":[…]}`. Integers are
 /// JSON integers; `f32` values are written as strings in Rust's shortest
 /// round-trip decimal form, so they load bit for bit, and are read from a
 /// string or a JSON number (`"slope":0.01`). When reading, a dense layer's

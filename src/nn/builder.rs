@@ -68,6 +68,11 @@ impl MlpBuilder {
         self.layers.push(Layer::LayerNorm);
         self
     }
+    /// Appends dropout with drop probability `p` ([`Layer::Dropout`]).
+    pub fn dropout(mut self, p: f32) -> Self {
+        self.layers.push(Layer::Dropout { p });
+        self
+    }
     /// Appends a residual block `x + f(x)`; `f` is built by `inner` from a
     /// builder whose input is the current width.
     pub fn residual(mut self, inner: impl FnOnce(MlpBuilder) -> MlpBuilder) -> Self {

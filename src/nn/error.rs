@@ -6,7 +6,7 @@ use crate::nn::loss::{Loss, LossError};
 use crate::nn::MAX_ELEMENTS;
 
 /// Why a network description cannot be built.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum BuildError {
     /// The input or a dense layer has width 0 (`layer` is the index in the flat
     /// layer list, residual blocks expanded).
@@ -40,6 +40,13 @@ pub enum BuildError {
         /// The network's output width.
         width: usize,
     },
+    /// A dropout layer's probability is not in [0, 1].
+    DropoutProbability {
+        /// Position of the layer.
+        layer: usize,
+        /// The probability given.
+        p: f32,
+    },
     /// Layer `layer` (index in the flat list, residual blocks expanded) takes
     /// the parameter or buffer arena past [`MAX_ELEMENTS`] values (its size
     /// product overflows, or exceeds the cap), or the system refused the
@@ -68,6 +75,10 @@ impl fmt::Display for BuildError {
                 f,
                 "a {loss:?} loss needs {} outputs, the network has {width}",
                 if *loss == Loss::Logistic { "exactly 1" } else { "at least 1" }
+            ),
+            BuildError::DropoutProbability { layer, p } => write!(
+                f,
+                "dropout at layer {layer} has probability {p}; it must be in [0, 1]"
             ),
             BuildError::TooLarge { layer } => write!(
                 f,

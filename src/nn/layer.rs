@@ -26,7 +26,7 @@ use crate::matrix::MatRef;
 use crate::nn::exec::Exec;
 use crate::nn::workspace::try_filled;
 use crate::nn::{
-    activation, batch_norm, dense, layer_norm, residual, BuildError, Init, MAX_ELEMENTS,
+    activation, batch_norm, dense, dropout, layer_norm, residual, BuildError, Init, MAX_ELEMENTS,
 };
 use crate::rng::Rng;
 
@@ -48,6 +48,13 @@ pub enum Layer {
     LayerNorm,
     /// `x + f(x)` where `f` is the inner list and keeps the width.
     Residual(Vec<Layer>),
+    /// Dropout with drop probability `p` in [0, 1] (`nn.Dropout(p)`): in
+    /// training each element is zeroed with probability `p` and the others
+    /// scaled by 1/(1 − p); the identity in evaluation.
+    Dropout {
+        /// Probability of zeroing an element.
+        p: f32,
+    },
 }
 
 /// The registration: which file compiles which description.
@@ -58,6 +65,7 @@ pub(crate) fn compile_layer(layer: &Layer, c: &mut Compiler) -> Result<(), Build
         Layer::BatchNorm => batch_norm::compile(c),
         Layer::LayerNorm => layer_norm::compile(c),
         Layer::Residual(inner) => residual::compile(c, inner),
+        Layer::Dropout { p } => dropout::compile(c, *p),
     }
 }
 
@@ -155,6 +163,8 @@ pub(crate) struct Forward<'a> {
     pub isa: Isa,
     /// The thread decomposition for batch-wide GEMMs.
     pub exec: &'a mut Exec,
+    /// The pass's noise key (dropout masks; 0 in evaluation).
+    pub noise: u64,
 }
 
 /// The buffer arena as a forward pass may use it: the mode of the pass.
@@ -388,6 +398,11 @@ impl Compiler {
     /// Replaces op `i` (a residual block patches its begin op).
     pub(crate) fn set_op(&mut self, i: usize, op: Box<dyn Op>) {
         self.out.ops[i] = op;
+    }
+
+    /// The path of the layer being compiled (`"3."`, `"1.inner.2."`).
+    pub(crate) fn path(&self) -> &str {
+        &self.prefix
     }
 
     /// Compiles `layers` nested under the current layer's path plus `sub`

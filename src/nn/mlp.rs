@@ -25,6 +25,7 @@
 
 use crate::gemm::GemmOptions;
 use crate::matrix::{MatMut, MatRef};
+use crate::nn::dropout::noise_key;
 use crate::nn::exec::Exec;
 use crate::nn::layer::{self, Backward, Buffers, Forward, Op, Slot};
 use crate::nn::workspace::{stage_input, staged, Workspace};
@@ -76,6 +77,8 @@ pub struct Mlp {
     training: bool,
     exec: Exec,
     ws: Workspace,
+    /// Dropout's noise: the seed, and the step of the next training pass.
+    noise: (u64, u64),
 }
 
 impl Clone for Mlp {
@@ -96,6 +99,7 @@ impl Clone for Mlp {
             training: self.training,
             exec: Exec::new(self.exec.options, self.exec.parallelism),
             ws: Workspace::default(),
+            noise: self.noise,
         }
     }
 }
@@ -134,6 +138,7 @@ impl Mlp {
             training: true,
             exec: Exec::new(GemmOptions::default(), BatchParallelism::SplitGemm),
             ws: Workspace::default(),
+            noise: (seed.unwrap_or(0), 0),
         })
     }
 
@@ -227,9 +232,13 @@ impl Mlp {
     fn forward_inner(&mut self, x: MatRef<'_>) -> Result<(), StepError> {
         self.check_input(x, self.training)?;
         self.ensure_batch(x.rows())?;
-        let buffers = match self.training {
-            true => Buffers::Train(&mut self.buffers),
-            false => Buffers::Eval(&self.buffers),
+        let (buffers, noise) = match self.training {
+            true => {
+                let (seed, step) = self.noise;
+                self.noise.1 = step.wrapping_add(1);
+                (Buffers::Train(&mut self.buffers), noise_key(seed, step))
+            }
+            false => (Buffers::Eval(&self.buffers), 0),
         };
         run_forward(
             &self.ops,
@@ -239,6 +248,7 @@ impl Mlp {
             x,
             &mut self.ws,
             &mut self.exec,
+            noise,
         );
         Ok(())
     }
@@ -300,7 +310,9 @@ impl Mlp {
     }
 }
 
-/// Runs every op forward on `x` into `ws` (sized for `x`'s rows).
+/// Runs every op forward on `x` into `ws` (sized for `x`'s rows), with the
+/// pass's dropout noise key.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_forward(
     ops: &[Box<dyn Op>],
     dims: &[usize],
@@ -309,6 +321,7 @@ pub(crate) fn run_forward(
     x: MatRef<'_>,
     ws: &mut Workspace,
     exec: &mut Exec,
+    noise: u64,
 ) {
     let batch = x.rows();
     let isa = exec.isa();
@@ -330,6 +343,7 @@ pub(crate) fn run_forward(
             },
             isa,
             exec,
+            noise,
         });
     }
 }

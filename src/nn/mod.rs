@@ -6,6 +6,7 @@ mod activation;
 pub mod batch_norm;
 mod builder;
 mod dense;
+pub(crate) mod dropout;
 mod error;
 pub(crate) mod exec;
 pub mod init;

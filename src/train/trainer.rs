@@ -206,6 +206,7 @@ impl Trainer {
     /// ```
     pub fn step(&mut self, x: MatRef<'_>, targets: Targets<'_>) -> Result<f32, TrainError> {
         self.net.set_training(true);
+        self.net.set_noise(self.seed, self.step);
         let loss = self.net.forward_backward(x, targets)?;
         self.update(loss)
     }
@@ -248,6 +249,7 @@ impl Trainer {
         loss: impl FnOnce(MatRef<'_>, MatMut<'_>) -> f32,
     ) -> Result<f32, TrainError> {
         self.net.set_training(true);
+        self.net.set_noise(self.seed, self.step);
         let loss = self.net.forward_backward_with(x, loss)?;
         self.update(loss)
     }

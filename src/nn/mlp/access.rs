@@ -56,6 +56,16 @@ impl Mlp {
     pub fn set_training(&mut self, training: bool) {
         self.training = training;
     }
+    /// Positions dropout's noise: the next training pass draws its masks
+    /// from `seed` and `step`, the one after from `step + 1`, and so on. A
+    /// built network starts at its build seed and step 0; a
+    /// [`Trainer`](crate::train::Trainer) sets its own seed and step count
+    /// before every step, so a resumed run draws the masks an uninterrupted
+    /// run draws. Networks without dropout ignore it.
+    pub fn set_noise(&mut self, seed: u64, step: u64) {
+        self.noise = (seed, step);
+    }
+
     /// Whether the network is in training mode.
     pub fn is_training(&self) -> bool {
         self.training

@@ -132,6 +132,7 @@ impl Mlp {
             x,
             &mut ws.ws,
             &mut exec,
+            0,
         );
         let d = self.output_dim();
         let last = &ws.ws.out[self.ops.len() - 1];

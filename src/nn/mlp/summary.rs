@@ -51,6 +51,7 @@ impl Mlp {
                 Layer::BatchNorm => "batch_norm".into(),
                 Layer::LayerNorm => "layer_norm".into(),
                 Layer::Residual(_) => "residual x + f(x)".into(),
+                Layer::Dropout { p } => format!("dropout p={p}"),
             };
             let tensors: Vec<String> = (self.slots.iter())
                 .filter(|s| s.path == path)
