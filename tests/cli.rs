@@ -835,3 +835,35 @@ fn a_plain_state_dict_loads_with_the_architecture_from_the_flags() {
     assert!(stderr(&o).contains("4,16,3"), "{}", stderr(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--dropout P` puts dropout after each hidden activation: the run trains,
+/// repeats bit for bit, and differs from the run without it; a probability
+/// outside [0, 1) is refused by name.
+#[test]
+fn dropout_from_the_command_line() {
+    let dir = scratch("dropout");
+    write_csv(&dir.join("d.csv"), 100);
+    let common = [
+        "--data",
+        "csv:d.csv",
+        "--layers",
+        "4,16,3",
+        "--epochs",
+        "2",
+        "--json",
+    ];
+    let a = run(&dir, &[&common[..], &["--dropout", "0.3"]].concat());
+    assert!(a.status.success(), "{}", stderr(&a));
+    let b = run(
+        &dir,
+        &[&common[..], &["--dropout", "0.3", "--threads", "1"]].concat(),
+    );
+    assert_eq!(params_checksum(&a), params_checksum(&b));
+    let plain = run(&dir, &common);
+    assert_ne!(params_checksum(&a), params_checksum(&plain));
+    assert_refused(
+        &run(&dir, &[&common[..], &["--dropout", "1.5"]].concat()),
+        "--dropout 1.5: the drop probability must be in [0, 1)",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -54,6 +54,9 @@ pub struct Args {
     /// Wrap hidden layers of equal width in residual blocks x + f(x).
     #[arg(long)]
     pub residual: bool,
+    /// Dropout with this drop probability after each hidden activation (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
     /// Loss (default: softmax-ce for classes, mse for csv regression).
     #[arg(long, value_enum)]
     pub loss: Option<LossArg>,
@@ -200,6 +203,12 @@ fn flag(id: &str) -> String {
 
 /// Checks every number and the environment before anything is loaded.
 pub fn validate(args: &Args) -> Result<(), String> {
+    if !(0.0..1.0).contains(&args.dropout) {
+        return Err(format!(
+            "--dropout {}: the drop probability must be in [0, 1)",
+            args.dropout
+        ));
+    }
     if args.batch == 0 {
         return Err("--batch 0: the minibatch size must be at least 1".into());
     }
@@ -379,7 +388,7 @@ fn check_resume_flags(args: &Args, ckpt: &Checkpoint) -> Result<(), String> {
             flag(id)
         ))
     };
-    for id in ["act", "norm", "residual", "init", "load"] {
+    for id in ["act", "norm", "residual", "init", "load", "dropout"] {
         if args.given(id) {
             return Err(format!(
                 "{} cannot be used with --resume: the checkpoint holds the network",
@@ -565,6 +574,7 @@ pub fn build_net(args: &Args, train: &Dataset, loss: Loss) -> Result<Mlp, String
         InitArg::Lecun => Init::LeCun,
     };
     let norm = args.norm;
+    let dropout = args.dropout;
     let hidden = |b: MlpBuilder, w: usize| {
         let b = b.dense(w);
         let b = match norm {
@@ -572,7 +582,12 @@ pub fn build_net(args: &Args, train: &Dataset, loss: Loss) -> Result<Mlp, String
             Norm::Batch => b.batch_norm(),
             Norm::Layer => b.layer_norm(),
         };
-        b.act(act)
+        let b = b.act(act);
+        if dropout > 0.0 {
+            b.dropout(dropout)
+        } else {
+            b
+        }
     };
     let mut b = MlpBuilder::new(layers[0]).init(init).loss(loss);
     let mut width = layers[0];
