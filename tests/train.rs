@@ -313,7 +313,13 @@ fn byte_features_train_like_their_f32_values() {
     let sub = as_bytes.subset(10, 20);
     assert_eq!(&sub.x_values()[..], &values[10 * d..20 * d]);
     // Bad divisors are refused.
-    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        assert!(Dataset::from_bytes(vec![0; 4], bad, 2, 2, Targets::Classes(&[0, 1])).is_err());
+    for bad in [0.0, -1.0, f32::INFINITY] {
+        let e = Dataset::from_bytes(vec![0; 4], bad, 2, 2, Targets::Classes(&[0, 1])).unwrap_err();
+        assert_eq!(e, DataError::Divisor { value: bad });
     }
+    let e = Dataset::from_bytes(vec![0; 4], f32::NAN, 2, 2, Targets::Classes(&[0, 1])).unwrap_err();
+    assert!(
+        e.to_string().contains("finite, positive divisor, got NaN"),
+        "{e}"
+    );
 }

@@ -73,6 +73,11 @@ pub enum DataError {
         /// The label.
         value: f32,
     },
+    /// [`Dataset::from_bytes`] got a divisor that is not finite and positive.
+    Divisor {
+        /// The divisor given.
+        value: f32,
+    },
 }
 
 impl fmt::Display for DataError {
@@ -92,6 +97,12 @@ impl fmt::Display for DataError {
             }
             DataError::BadSign { row, value } => {
                 write!(f, "row {row}: binary label {value} is not -1 or +1")
+            }
+            DataError::Divisor { value } => {
+                write!(
+                    f,
+                    "byte features need a finite, positive divisor, got {value}"
+                )
             }
         }
     }
@@ -186,10 +197,9 @@ impl Dataset {
     /// converted values.
     ///
     /// # Errors
-    /// [`DataError::Shape`] if `data` is not `rows × cols`,
-    /// [`DataError::NonFinite`] (row 0, column 0, "divisor") for a divisor
-    /// that is 0, negative, NaN or infinite, and the target checks of
-    /// [`Dataset::new`].
+    /// [`DataError::Divisor`] for a divisor that is 0, negative, NaN or
+    /// infinite, [`DataError::Shape`] if `data` is not `rows × cols`, and the
+    /// target checks of [`Dataset::new`].
     ///
     /// ```
     /// use backprop::nn::Targets;
@@ -207,11 +217,7 @@ impl Dataset {
         targets: Targets<'_>,
     ) -> Result<Dataset, DataError> {
         if !(divisor.is_finite() && divisor > 0.0) {
-            return Err(DataError::NonFinite {
-                row: 0,
-                col: 0,
-                what: "divisor",
-            });
+            return Err(DataError::Divisor { value: divisor });
         }
         // Bytes are finite: check shapes and targets with an empty feature
         // set of the right count, then keep the bytes.
