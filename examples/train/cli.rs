@@ -789,10 +789,12 @@ pub fn predictions_csv(net: &Mlp, data: &Dataset) -> Result<String, String> {
     for lo in (0..data.len()).step_by(1000) {
         let hi = (lo + 1000).min(data.len());
         let (x, targets) = data.slice(lo, hi, &mut buf);
-        let pred = net.predict_with(x, &mut ws).map_err(fail)?;
+        // One forward pass gives both the prediction and the probabilities.
+        let h = net.infer(x, &mut ws).map_err(fail)?;
+        let pred = loss.predict(h);
         let proba = match loss {
             Loss::Mse => Vec::new(),
-            _ => net.predict_proba(x).map_err(fail)?,
+            _ => loss.probabilities(h).map_err(fail)?,
         };
         let per = proba.len() / (hi - lo);
         for i in 0..hi - lo {

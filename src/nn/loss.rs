@@ -140,6 +140,52 @@ impl Targets<'_> {
     }
 }
 
+/// What a network predicts for each sample, by its loss's inference rule
+/// ([`Loss::predict`], [`Mlp::predict`](crate::nn::Mlp::predict)).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prediction {
+    /// [`Loss::Mse`]: the outputs `h` themselves, `samples × width`
+    /// row-major.
+    Values {
+        /// The outputs.
+        data: Vec<f32>,
+        /// Outputs per sample.
+        width: usize,
+    },
+    /// [`Loss::Logistic`]: `sign h`, ±1 (`h = 0` gives +1; NaN stays NaN), as
+    /// [`predict_sign`].
+    Signs(Vec<f32>),
+    /// [`Loss::SoftmaxCrossEntropy`]: the class with the largest logit (ties
+    /// to the lowest index, NaN wins), as [`argmax_rows`].
+    Classes(Vec<usize>),
+}
+
+impl Prediction {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.as_targets().len()
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The predictions as targets of the same kind (e.g. to score them with
+    /// [`Loss::correct`], or to train another network on them).
+    pub fn as_targets(&self) -> Targets<'_> {
+        match self {
+            Prediction::Values { data, width } => Targets::Values(MatRef::from_slice(
+                data,
+                data.len() / (*width).max(1),
+                *width,
+            )),
+            Prediction::Signs(s) => Targets::Signs(s),
+            Prediction::Classes(c) => Targets::Classes(c),
+        }
+    }
+}
+
 impl Loss {
     /// The mean loss of outputs `h` (`batch × outputs`) against `targets`,
     /// writing ∂(mean loss)/∂h into `grad` when given: the dispatch from the
@@ -212,6 +258,65 @@ impl Loss {
             }
             (loss, _) => return Err(StepError::TargetKind { loss }),
         })
+    }
+
+    /// The loss's inference rule on outputs `h` (`batch × outputs`): the
+    /// values themselves for MSE, [`predict_sign`] for logistic,
+    /// [`argmax_rows`] for softmax cross-entropy.
+    ///
+    /// # Panics
+    /// As [`predict_sign`] (logistic, `h` not one column) and [`argmax_rows`]
+    /// (softmax, rows but no columns).
+    ///
+    /// ```
+    /// use backprop::matrix::MatRef;
+    /// use backprop::nn::{Loss, Prediction};
+    /// let h = [0.1f32, 2.0, -1.0, 5.0, 0.0, 1.0];
+    /// let p = Loss::SoftmaxCrossEntropy.predict(MatRef::from_slice(&h, 2, 3));
+    /// assert_eq!(p, Prediction::Classes(vec![1, 0]));
+    /// ```
+    pub fn predict(self, h: MatRef<'_>) -> Prediction {
+        match self {
+            Loss::Mse => Prediction::Values {
+                data: h.to_vec(),
+                width: h.cols(),
+            },
+            Loss::Logistic => {
+                let mut s = vec![0.0; h.rows()];
+                predict_sign(h, &mut s);
+                Prediction::Signs(s)
+            }
+            Loss::SoftmaxCrossEntropy => {
+                let mut c = vec![0; h.rows()];
+                argmax_rows(h, &mut c);
+                Prediction::Classes(c)
+            }
+        }
+    }
+
+    /// The probabilities the loss models for outputs `h`: for softmax
+    /// cross-entropy the softmax of each row (`batch × classes`, row-major,
+    /// each row summing to 1); for logistic σ(h) = P(y = +1), one per row.
+    /// Computed in `f64` from the `f32` logits and rounded once.
+    ///
+    /// # Errors
+    /// [`StepError::NoProbabilities`] for MSE, which models none.
+    pub fn probabilities(self, h: MatRef<'_>) -> Result<Vec<f32>, StepError> {
+        if self == Loss::Mse {
+            return Err(StepError::NoProbabilities { loss: self });
+        }
+        let mut p = Vec::with_capacity(h.rows() * h.cols());
+        for i in 0..h.rows() {
+            if self == Loss::Logistic {
+                p.push(sigmoid(f64::from(h.get(i, 0))) as f32);
+                continue;
+            }
+            let row = (0..h.cols()).map(|j| f64::from(h.get(i, j)));
+            let max = row.clone().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = row.clone().map(|v| (v - max).exp()).sum();
+            p.extend(row.map(|v| ((v - max).exp() / sum) as f32));
+        }
+        Ok(p)
     }
 }
 

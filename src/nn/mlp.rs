@@ -39,7 +39,7 @@ mod params;
 mod summary;
 
 pub use eval::Evaluation;
-pub use infer::{Inference, Prediction};
+pub use infer::Inference;
 pub use params::TensorInfo;
 
 /// A network: its layers, parameters, gradients and workspaces.

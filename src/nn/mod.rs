@@ -23,6 +23,6 @@ pub use error::{BuildError, StepError};
 pub use exec::BatchParallelism;
 pub use init::Init;
 pub use layer::Layer;
-pub use loss::{Loss, Targets};
-pub use mlp::{Evaluation, Inference, Mlp, Prediction, TensorInfo};
+pub use loss::{Loss, Prediction, Targets};
+pub use mlp::{Evaluation, Inference, Mlp, TensorInfo};
 pub use workspace::MAX_ELEMENTS;

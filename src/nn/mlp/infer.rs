@@ -4,10 +4,9 @@
 use crate::matrix::MatRef;
 use crate::nn::exec::Exec;
 use crate::nn::layer::{Buffers, Scratch};
-use crate::nn::loss::{argmax_rows, predict_sign};
 use crate::nn::mlp::run_forward;
 use crate::nn::workspace::Workspace;
-use crate::nn::{BatchParallelism, Loss, Mlp, StepError, Targets};
+use crate::nn::{BatchParallelism, Loss, Mlp, Prediction, StepError};
 
 /// The buffers one thread needs to run a shared network forward
 /// ([`Mlp::infer`]). Start with `Inference::default()`; it grows to the
@@ -31,52 +30,6 @@ impl Inference {
                 .iter()
                 .zip(net.ops.iter().zip(&net.dims))
                 .all(|(&(d, s), (op, &w))| d == w && s == op.scratch(w))
-    }
-}
-
-/// What a network predicts for each sample, by its loss's inference rule
-/// ([`Mlp::predict`]).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Prediction {
-    /// [`Loss::Mse`]: the outputs `h` themselves, `samples × width`
-    /// row-major.
-    Values {
-        /// The outputs.
-        data: Vec<f32>,
-        /// Outputs per sample.
-        width: usize,
-    },
-    /// [`Loss::Logistic`]: `sign h`, ±1 (`h = 0` gives +1; NaN stays NaN), as
-    /// [`predict_sign`].
-    Signs(Vec<f32>),
-    /// [`Loss::SoftmaxCrossEntropy`]: the class with the largest logit (ties
-    /// to the lowest index, NaN wins), as [`argmax_rows`].
-    Classes(Vec<usize>),
-}
-
-impl Prediction {
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.as_targets().len()
-    }
-
-    /// Whether there are no samples.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The predictions as targets of the same kind (e.g. to score them with
-    /// [`Loss::correct`], or to train another network on them).
-    pub fn as_targets(&self) -> Targets<'_> {
-        match self {
-            Prediction::Values { data, width } => Targets::Values(MatRef::from_slice(
-                data,
-                data.len() / (*width).max(1),
-                *width,
-            )),
-            Prediction::Signs(s) => Targets::Signs(s),
-            Prediction::Classes(c) => Targets::Classes(c),
-        }
     }
 }
 
@@ -140,8 +93,8 @@ impl Mlp {
     }
 
     /// The loss's prediction for each row of `x` (in evaluation mode, with
-    /// `&self`; see [`Mlp::infer`]): values for MSE, signs for logistic,
-    /// classes for softmax cross-entropy. Allocates a workspace per call;
+    /// `&self`; see [`Mlp::infer`]), by [`Loss::predict`]: values for MSE,
+    /// signs for logistic, classes for softmax cross-entropy. Allocates a workspace per call;
     /// [`Mlp::predict_with`] reuses one.
     ///
     /// # Errors
@@ -167,30 +120,12 @@ impl Mlp {
     /// As [`Mlp::infer`].
     pub fn predict_with(&self, x: MatRef<'_>, ws: &mut Inference) -> Result<Prediction, StepError> {
         let loss = self.loss;
-        let h = self.infer(x, ws)?;
-        Ok(match loss {
-            Loss::Mse => Prediction::Values {
-                data: h.to_vec(),
-                width: h.cols(),
-            },
-            Loss::Logistic => {
-                let mut s = vec![0.0; h.rows()];
-                predict_sign(h, &mut s);
-                Prediction::Signs(s)
-            }
-            Loss::SoftmaxCrossEntropy => {
-                let mut c = vec![0; h.rows()];
-                argmax_rows(h, &mut c);
-                Prediction::Classes(c)
-            }
-        })
+        Ok(loss.predict(self.infer(x, ws)?))
     }
 
     /// The probabilities the loss models, for each row of `x` (evaluation
-    /// mode, `&self`): for softmax cross-entropy the softmax of each row
-    /// (`batch × classes`, row-major, each row summing to 1); for logistic
-    /// σ(h) = P(y = +1) (one per row). Computed in `f64` from the `f32`
-    /// logits and rounded once.
+    /// mode, `&self`), as [`Loss::probabilities`] gives them: softmax rows for
+    /// softmax cross-entropy, σ(h) = P(y = +1) for logistic.
     ///
     /// # Errors
     /// [`StepError::NoProbabilities`] for MSE, which models none; otherwise
@@ -207,29 +142,9 @@ impl Mlp {
     pub fn predict_proba(&self, x: MatRef<'_>) -> Result<Vec<f32>, StepError> {
         let loss = self.loss;
         if loss == Loss::Mse {
+            // Refused before running the network.
             return Err(StepError::NoProbabilities { loss });
         }
-        let mut ws = Inference::default();
-        let h = self.infer(x, &mut ws)?;
-        let mut p = Vec::with_capacity(h.rows() * h.cols());
-        for i in 0..h.rows() {
-            if loss == Loss::Logistic {
-                let t = f64::from(h.get(i, 0));
-                // σ(t) without overflow on either side.
-                let s = if t >= 0.0 {
-                    1.0 / (1.0 + (-t).exp())
-                } else {
-                    let e = t.exp();
-                    e / (1.0 + e)
-                };
-                p.push(s as f32);
-                continue;
-            }
-            let row = (0..h.cols()).map(|j| f64::from(h.get(i, j)));
-            let max = row.clone().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = row.clone().map(|v| (v - max).exp()).sum();
-            p.extend(row.map(|v| ((v - max).exp() / sum) as f32));
-        }
-        Ok(p)
+        loss.probabilities(self.infer(x, &mut Inference::default())?)
     }
 }
