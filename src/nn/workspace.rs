@@ -54,20 +54,24 @@ pub(crate) fn stage_input<'a>(
     x: MatRef<'a>,
     input: &'a mut Vec<f32>,
 ) -> MatRef<'a> {
-    if x.as_row_major_slice().is_some() || first.reads_strided_input() {
-        return x;
+    if needs_staging(first, x) {
+        input.clear();
+        for i in 0..x.rows() {
+            input.extend((0..x.cols()).map(|j| x.get(i, j)));
+        }
     }
-    input.clear();
-    for i in 0..x.rows() {
-        input.extend((0..x.cols()).map(|j| x.get(i, j)));
-    }
-    MatRef::from_slice(input, x.rows(), x.cols())
+    staged(first, x, input)
+}
+
+/// Whether the ops see a copy of `x` rather than `x` itself.
+fn needs_staging(first: &dyn Op, x: MatRef<'_>) -> bool {
+    x.as_row_major_slice().is_none() && !first.reads_strided_input()
 }
 
 /// The view [`stage_input`] gave for `x`, without copying again (for the
 /// backward pass after a forward that staged it).
 pub(crate) fn staged<'a>(first: &dyn Op, x: MatRef<'a>, input: &'a [f32]) -> MatRef<'a> {
-    if x.as_row_major_slice().is_some() || first.reads_strided_input() {
+    if !needs_staging(first, x) {
         return x;
     }
     MatRef::from_slice(&input[..x.rows() * x.cols()], x.rows(), x.cols())

@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 
 use crate::matrix::MatRef;
 use crate::nn::Targets;
@@ -16,6 +17,27 @@ enum Features {
     F32(Vec<f32>),
     /// Feature = `byte as f32 / divisor`, converted when read.
     Bytes { data: Vec<u8>, divisor: f32 },
+}
+
+impl Features {
+    /// Elements stored.
+    fn len(&self) -> usize {
+        match self {
+            Features::F32(x) => x.len(),
+            Features::Bytes { data, .. } => data.len(),
+        }
+    }
+
+    /// Appends elements `range` to `out` as `f32`: the one place bytes
+    /// become features.
+    fn append(&self, range: Range<usize>, out: &mut Vec<f32>) {
+        match self {
+            Features::F32(x) => out.extend_from_slice(&x[range]),
+            Features::Bytes { data, divisor } => {
+                out.extend(data[range].iter().map(|&b| b as f32 / divisor))
+            }
+        }
+    }
 }
 
 /// A dataset's own copy of its targets (what [`Dataset::new`] was given as
@@ -140,6 +162,18 @@ impl Dataset {
         cols: usize,
         targets: Targets<'_>,
     ) -> Result<Dataset, DataError> {
+        Dataset::build(Features::F32(x), rows, cols, targets)
+    }
+
+    /// The checks of [`Dataset::new`] and [`Dataset::from_bytes`], in order:
+    /// the shape, the label count, finite features (bytes always are), the
+    /// targets.
+    fn build(
+        x: Features,
+        rows: usize,
+        cols: usize,
+        targets: Targets<'_>,
+    ) -> Result<Dataset, DataError> {
         let expected = rows.saturating_mul(cols);
         if x.len() != expected {
             return Err(DataError::Shape {
@@ -153,12 +187,14 @@ impl Dataset {
                 labels: targets.len(),
             });
         }
-        if let Some(k) = x.iter().position(|v| !v.is_finite()) {
-            return Err(DataError::NonFinite {
-                row: k / cols,
-                col: k % cols,
-                what: "feature",
-            });
+        if let Features::F32(v) = &x {
+            if let Some(k) = v.iter().position(|v| !v.is_finite()) {
+                return Err(DataError::NonFinite {
+                    row: k / cols,
+                    col: k % cols,
+                    what: "feature",
+                });
+            }
         }
         match targets {
             Targets::Values(y) => {
@@ -182,7 +218,7 @@ impl Dataset {
             Targets::Classes(_) => {}
         }
         Ok(Dataset {
-            x: Features::F32(x),
+            x,
             rows,
             cols,
             labels: Stored::copy(targets),
@@ -219,22 +255,7 @@ impl Dataset {
         if !(divisor.is_finite() && divisor > 0.0) {
             return Err(DataError::Divisor { value: divisor });
         }
-        // Bytes are finite: check shapes and targets with an empty feature
-        // set of the right count, then keep the bytes.
-        let expected = rows.saturating_mul(cols);
-        if data.len() != expected {
-            return Err(DataError::Shape {
-                expected,
-                got: data.len(),
-            });
-        }
-        let checked = Dataset::new(Vec::new(), rows, 0, targets)?;
-        Ok(Dataset {
-            x: Features::Bytes { data, divisor },
-            rows,
-            cols,
-            labels: checked.labels,
-        })
+        Dataset::build(Features::Bytes { data, divisor }, rows, cols, targets)
     }
 
     /// Number of samples.
@@ -286,10 +307,9 @@ impl Dataset {
         let d = self.cols;
         let x = match &self.x {
             Features::F32(x) => &x[lo * d..hi * d],
-            Features::Bytes { data, divisor } => {
+            bytes => {
                 buf.x.clear();
-                buf.x
-                    .extend(data[lo * d..hi * d].iter().map(|&b| b as f32 / divisor));
+                bytes.append(lo * d..hi * d, &mut buf.x);
                 &buf.x[..]
             }
         };
@@ -301,8 +321,10 @@ impl Dataset {
     pub fn x_values(&self) -> Cow<'_, [f32]> {
         match &self.x {
             Features::F32(x) => Cow::Borrowed(x),
-            Features::Bytes { data, divisor } => {
-                Cow::Owned(data.iter().map(|&b| b as f32 / divisor).collect())
+            bytes => {
+                let mut v = Vec::with_capacity(bytes.len());
+                bytes.append(0..bytes.len(), &mut v);
+                Cow::Owned(v)
             }
         }
     }
@@ -352,18 +374,8 @@ impl Dataset {
     pub fn gather<'b>(&self, idx: &[usize], buf: &'b mut Batch) -> (MatRef<'b>, Targets<'b>) {
         let (b, d) = (idx.len(), self.cols);
         buf.x.clear();
-        match &self.x {
-            Features::F32(x) => {
-                for &i in idx {
-                    buf.x.extend_from_slice(&x[i * d..(i + 1) * d]);
-                }
-            }
-            Features::Bytes { data, divisor } => {
-                for &i in idx {
-                    let row = &data[i * d..(i + 1) * d];
-                    buf.x.extend(row.iter().map(|&b| b as f32 / divisor));
-                }
-            }
+        for &i in idx {
+            self.x.append(i * d..(i + 1) * d, &mut buf.x);
         }
         let targets = match &self.labels {
             Stored::Values { data, width } => {

@@ -205,10 +205,7 @@ impl Trainer {
     /// assert_eq!(t.net().params(), &before[..]);
     /// ```
     pub fn step(&mut self, x: MatRef<'_>, targets: Targets<'_>) -> Result<f32, TrainError> {
-        self.net.set_training(true);
-        self.net.set_noise(self.seed, self.step);
-        let loss = self.net.forward_backward(x, targets)?;
-        self.update(loss)
+        self.run_step(|net| net.forward_backward(x, targets))
     }
 
     /// [`Trainer::step`] with a loss of the caller's, as
@@ -248,15 +245,19 @@ impl Trainer {
         x: MatRef<'_>,
         loss: impl FnOnce(MatRef<'_>, MatMut<'_>) -> f32,
     ) -> Result<f32, TrainError> {
-        self.net.set_training(true);
-        self.net.set_noise(self.seed, self.step);
-        let loss = self.net.forward_backward_with(x, loss)?;
-        self.update(loss)
+        self.run_step(|net| net.forward_backward_with(x, loss))
     }
 
-    /// Clipping, the divergence check, and the update after a backward pass
-    /// that returned `loss`.
-    fn update(&mut self, loss: f32) -> Result<f32, TrainError> {
+    /// One step around the backward pass `pass`: training mode and the
+    /// step's dropout noise first; then clipping, the divergence check and
+    /// the update.
+    fn run_step(
+        &mut self,
+        pass: impl FnOnce(&mut Mlp) -> Result<f32, StepError>,
+    ) -> Result<f32, TrainError> {
+        self.net.set_training(true);
+        self.net.set_noise(self.seed, self.step);
+        let loss = pass(&mut self.net)?;
         let (params, grads) = self.net.params_and_grads();
         // Clipping needs the norm anyway (it leaves non-finite gradients
         // alone); without it, one pass checks the gradient for NaN and ±∞.

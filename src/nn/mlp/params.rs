@@ -76,10 +76,6 @@ impl Mlp {
     /// parameters are not decayed), e.g. with
     /// [`DecayMask::only`](crate::optim::DecayMask::only).
     pub fn weight_ranges(&self) -> Vec<Range<usize>> {
-        self.slots
-            .iter()
-            .filter(|s| matches!(s.tensor.layout, Layout::Transposed { .. }))
-            .map(|s| s.range())
-            .collect()
+        self.dense_layers().into_iter().map(|(w, ..)| w).collect()
     }
 }
