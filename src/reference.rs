@@ -58,6 +58,7 @@ pub fn activation(act: Activation, z: f64) -> f64 {
             let c = (2.0 / std::f64::consts::PI).sqrt();
             0.5 * z * (1.0 + (c * (z + 0.044715 * z * z * z)).tanh())
         }
+        Activation::GeluErf => z * normal_cdf(z),
         Activation::Softplus => {
             if z.is_nan() {
                 z
@@ -101,6 +102,9 @@ pub fn activation_derivative(act: Activation, z: f64) -> f64 {
             let t = (c * (z + a * z * z * z)).tanh();
             0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * c * (1.0 + 3.0 * a * z * z)
         }
+        Activation::GeluErf => {
+            normal_cdf(z) + z * (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt()
+        }
         Activation::Softplus => 1.0 / (1.0 + (-z).exp()),
     }
 }
@@ -108,12 +112,50 @@ pub fn activation_derivative(act: Activation, z: f64) -> f64 {
 use crate::nn::layer::{Slot, Store};
 use crate::nn::{Layer, Loss, Targets};
 
+/// Φ(z) = ½·erfc(−z/√2), the standard normal CDF, in `f64`.
+fn normal_cdf(z: f64) -> f64 {
+    0.5 * erfc(-z * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// erfc(x) in `f64`, to ~10⁻¹³ relative: 1 − erf from erf's Maclaurin series
+/// below 2.5, Laplace's continued fraction
+/// `e^(−x²)/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + …))))` above, and
+/// erfc(x) = 2 − erfc(−x) for negative x.
+fn erfc(x: f64) -> f64 {
+    use std::f64::consts::PI;
+    if x.is_nan() {
+        return x;
+    }
+    if x < 0.0 {
+        return 2.0 - erfc(-x);
+    }
+    if x < 2.5 {
+        let x2 = x * x;
+        let (mut term, mut sum) = (x, x);
+        for n in 1..200 {
+            term *= -x2 / n as f64;
+            let add = term / (2 * n + 1) as f64;
+            sum += add;
+            if add.abs() < 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        1.0 - 2.0 / PI.sqrt() * sum
+    } else {
+        let mut f = x;
+        for k in (1..=80).rev() {
+            f = x + (k as f64 / 2.0) / f;
+        }
+        (-x * x).exp() / PI.sqrt() / f
+    }
+}
+
 /// What one layer of the reference network remembers for the backward pass.
 enum Tape {
     Dense {
         x: Vec<Vec<f64>>,
         w: usize,
-        b: usize,
+        b: Option<usize>,
         fan_in: usize,
         fan_out: usize,
     },
@@ -124,8 +166,8 @@ enum Tape {
     Norm {
         xhat: Vec<Vec<f64>>,
         inv_std: Vec<f64>,
-        gamma: usize,
-        beta: usize,
+        /// γ's and β's offsets, if learnt.
+        affine: Option<(usize, usize)>,
         batch: bool,
     },
     Residual(Vec<Tape>),
@@ -279,15 +321,16 @@ fn ref_forward<'s>(
                 }
                 tapes.push(Tape::Mask(m));
             }
-            Layer::Dense { units, .. } => {
+            Layer::Dense { units, bias, .. } => {
                 let (fan_in, fan_out) = (width, *units);
-                let (w, b) = (offset(slots, "weight"), offset(slots, "bias"));
+                let w = offset(slots, "weight");
+                let b = bias.then(|| offset(slots, "bias"));
                 let z: Vec<Vec<f64>> = x
                     .iter()
                     .map(|xs| {
                         (0..fan_out)
                             .map(|j| {
-                                params[b + j]
+                                b.map_or(0.0, |b| params[b + j])
                                     + (0..fan_in)
                                         .map(|i| params[w + i * fan_out + j] * xs[i])
                                         .sum::<f64>()
@@ -313,9 +356,9 @@ fn ref_forward<'s>(
                 tapes.push(Tape::Act { z: x, act: *act });
                 x = a;
             }
-            Layer::BatchNorm | Layer::LayerNorm => {
-                let batch = *layer == Layer::BatchNorm;
-                let (gamma, beta) = (offset(slots, "weight"), offset(slots, "bias"));
+            Layer::BatchNorm { affine } | Layer::LayerNorm { affine } => {
+                let batch = matches!(layer, Layer::BatchNorm { .. });
+                let affine = affine.then(|| (offset(slots, "weight"), offset(slots, "bias")));
                 let eps = 1e-5;
                 let (n, d) = (x.len(), width);
                 let mut xhat = vec![vec![0.0; d]; n];
@@ -349,15 +392,17 @@ fn ref_forward<'s>(
                     .iter()
                     .map(|r| {
                         (0..d)
-                            .map(|j| params[gamma + j] * r[j] + params[beta + j])
+                            .map(|j| match affine {
+                                Some((g, b)) => params[g + j] * r[j] + params[b + j],
+                                None => r[j],
+                            })
                             .collect()
                     })
                     .collect();
                 tapes.push(Tape::Norm {
                     xhat,
                     inv_std,
-                    gamma,
-                    beta,
+                    affine,
                     batch,
                 });
                 x = y;
@@ -408,7 +453,9 @@ fn ref_backward(
                 let mut down = vec![vec![0.0; *fan_in]; g.len()];
                 for (s, delta) in g.iter().enumerate() {
                     for j in 0..*fan_out {
-                        grads[b + j] += delta[j];
+                        if let Some(b) = b {
+                            grads[b + j] += delta[j];
+                        }
                         for i in 0..*fan_in {
                             grads[w + i * fan_out + j] += delta[j] * x[s][i];
                             down[s][i] += params[w + i * fan_out + j] * delta[j];
@@ -427,32 +474,34 @@ fn ref_backward(
             Tape::Norm {
                 xhat,
                 inv_std,
-                gamma,
-                beta,
+                affine,
                 batch,
             } => {
                 let (n, d) = (g.len(), xhat[0].len());
                 let mut down = vec![vec![0.0; d]; n];
-                for i in 0..n {
-                    for j in 0..d {
-                        grads[gamma + j] += g[i][j] * xhat[i][j];
-                        grads[beta + j] += g[i][j];
+                if let Some((gamma, beta)) = *affine {
+                    for i in 0..n {
+                        for j in 0..d {
+                            grads[gamma + j] += g[i][j] * xhat[i][j];
+                            grads[beta + j] += g[i][j];
+                        }
                     }
                 }
+                let gamma = |j: usize| affine.map_or(1.0, |(g, _)| params[g + j]);
                 if *batch {
                     // dx = γ/(B·σ)·(B·g − Σg − x̂·Σ g·x̂), per feature over the batch.
                     for j in 0..d {
                         let sg: f64 = (0..n).map(|i| g[i][j]).sum();
                         let sgh: f64 = (0..n).map(|i| g[i][j] * xhat[i][j]).sum();
                         for i in 0..n {
-                            down[i][j] = params[gamma + j] * inv_std[j] / n as f64
+                            down[i][j] = gamma(j) * inv_std[j] / n as f64
                                 * (n as f64 * g[i][j] - sg - xhat[i][j] * sgh);
                         }
                     }
                 } else {
                     // Per sample over features, with u = γ ⊙ g.
                     for i in 0..n {
-                        let u: Vec<f64> = (0..d).map(|j| params[gamma + j] * g[i][j]).collect();
+                        let u: Vec<f64> = (0..d).map(|j| gamma(j) * g[i][j]).collect();
                         let su: f64 = u.iter().sum();
                         let suh: f64 = (0..d).map(|j| u[j] * xhat[i][j]).sum();
                         for j in 0..d {

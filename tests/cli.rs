@@ -817,6 +817,42 @@ fn a_plain_state_dict_loads_with_the_architecture_from_the_flags() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(params_checksum(&o), params_checksum(&trained));
+    // Without --layers, the names and shapes give the widths and --act (relu
+    // by default) fills the gap.
+    let o = run(
+        &dir,
+        &[
+            "--data",
+            "csv:d.csv",
+            "--seed",
+            "3",
+            "--load",
+            "plain.st",
+            "--epochs",
+            "0",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(params_checksum(&o), params_checksum(&trained));
+    // With a dropout the file has no room for, the gap does not fit.
+    let o = run(
+        &dir,
+        &[
+            "--data",
+            "csv:d.csv",
+            "--load",
+            "plain.st",
+            "--dropout",
+            "0.5",
+            "--epochs",
+            "0",
+        ],
+    );
+    assert_refused(
+        &o,
+        "--load plain.st: cannot infer the architecture: index 1: 1 module(s) without tensors",
+    );
     // A different architecture is refused, naming the tensor and the widths.
     let o = run(
         &dir,

@@ -17,7 +17,7 @@ use backprop::{reference, Isa, Threads};
 use common::*;
 use rand::Rng;
 
-const ACTS: [Activation; 8] = [
+const ACTS: [Activation; 9] = [
     Activation::Identity,
     Activation::Relu,
     Activation::LeakyRelu { slope: 0.1 },
@@ -25,6 +25,7 @@ const ACTS: [Activation; 8] = [
     Activation::Tanh,
     Activation::Sigmoid,
     Activation::Gelu,
+    Activation::GeluErf,
     Activation::Softplus,
 ];
 

@@ -83,6 +83,7 @@ fn zoo() -> Vec<(&'static str, Mlp)> {
         Activation::Tanh,
         Activation::Sigmoid,
         Activation::Gelu,
+        Activation::GeluErf,
         Activation::Softplus,
     ];
     // Every activation, fused after a dense layer and standalone.
@@ -128,6 +129,20 @@ fn zoo() -> Vec<(&'static str, Mlp)> {
             .dense(2)
             .layer_norm()
             .build(14)
+            .unwrap(),
+    ));
+    nets.push((
+        "without_bias_or_affine",
+        MlpBuilder::new(5)
+            .dense_without_bias(6)
+            .batch_norm_without_affine()
+            .act(Activation::Relu)
+            .dense_without_bias(4)
+            .act(Activation::Tanh)
+            .dense(4)
+            .layer_norm_without_affine()
+            .dense_without_bias(2)
+            .build(16)
             .unwrap(),
     ));
     nets.push((
@@ -293,7 +308,8 @@ fn names_and_shapes_are_pytorch_sequential_state_dict() {
     // Dense weights are Wᵀ: weight[j][i] = W[i][j] (W is fan_in × fan_out).
     let dense = net.dense_layers();
     assert_eq!(dense.len(), 2);
-    for ((w, b, fan_in, fan_out), name) in dense.into_iter().zip(["layers.0", "layers.3"]) {
+    for (d, name) in dense.into_iter().zip(["layers.0", "layers.3"]) {
+        let (w, b, fan_in, fan_out) = (d.weight, d.bias.unwrap(), d.fan_in, d.fan_out);
         let wt = &st.tensors[&format!("{name}.weight")];
         assert_eq!(wt.shape, [fan_out, fan_in]);
         let arena = &net.params()[w];
@@ -534,9 +550,10 @@ fn loads_a_hand_built_network_file() {
         [
             Layer::Dense {
                 units: 3,
-                init: Init::Xavier
+                init: Init::Xavier,
+                bias: true,
             },
-            Layer::BatchNorm
+            Layer::BatchNorm { affine: true }
         ]
     );
     // W = weightᵀ (2 × 3), then b, γ, β; running mean then var.

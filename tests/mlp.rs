@@ -18,13 +18,14 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-const ACTS: [Activation; 7] = [
+const ACTS: [Activation; 8] = [
     Activation::Identity,
     Activation::Relu,
     Activation::LeakyRelu { slope: 0.1 },
     Activation::Tanh,
     Activation::Sigmoid,
     Activation::Gelu,
+    Activation::GeluErf,
     Activation::Softplus,
 ];
 
@@ -70,15 +71,48 @@ fn nets(act: Activation, out: usize) -> Vec<(usize, Vec<Layer>)> {
     let d = |units| Layer::Dense {
         units,
         init: Init::Xavier,
+        bias: true,
     };
+    // Without bias: a fused δ step into a layer with no ∂b.
+    let nb = |units| Layer::Dense {
+        units,
+        init: Init::Xavier,
+        bias: false,
+    };
+    let bn = Layer::BatchNorm { affine: true };
+    let ln = Layer::LayerNorm { affine: true };
     vec![
+        (
+            4,
+            vec![
+                nb(6),
+                Layer::Act(act),
+                d(5),
+                Layer::Act(act),
+                nb(4),
+                Layer::Act(act),
+                d(out),
+            ],
+        ),
+        (
+            5,
+            vec![
+                d(6),
+                Layer::BatchNorm { affine: false },
+                Layer::Act(act),
+                nb(5),
+                Layer::LayerNorm { affine: false },
+                Layer::Act(act),
+                nb(out),
+            ],
+        ),
         (3, vec![d(out)]),
         (
             4,
             vec![d(6), Layer::Act(act), d(5), Layer::Act(act), d(out)],
         ),
-        (5, vec![d(6), Layer::BatchNorm, Layer::Act(act), d(out)]),
-        (5, vec![d(7), Layer::LayerNorm, Layer::Act(act), d(out)]),
+        (5, vec![d(6), bn.clone(), Layer::Act(act), d(out)]),
+        (5, vec![d(7), ln.clone(), Layer::Act(act), d(out)]),
         (
             4,
             vec![
@@ -93,7 +127,7 @@ fn nets(act: Activation, out: usize) -> Vec<(usize, Vec<Layer>)> {
             6,
             vec![
                 Layer::Residual(vec![d(6), Layer::Act(act)]),
-                Layer::LayerNorm,
+                ln.clone(),
                 d(out),
             ],
         ),
@@ -103,30 +137,18 @@ fn nets(act: Activation, out: usize) -> Vec<(usize, Vec<Layer>)> {
                 d(5),
                 Layer::Act(act),
                 Layer::Act(Activation::Tanh),
-                Layer::BatchNorm,
+                bn.clone(),
                 d(out),
             ],
         ),
         // Norms and an activation as the first layers (no ∂L/∂x to pass on).
         (
             4,
-            vec![
-                Layer::LayerNorm,
-                d(5),
-                Layer::Act(act),
-                Layer::BatchNorm,
-                d(out),
-            ],
+            vec![ln.clone(), d(5), Layer::Act(act), bn.clone(), d(out)],
         ),
         (
             4,
-            vec![
-                Layer::BatchNorm,
-                Layer::Act(act),
-                d(5),
-                Layer::Act(act),
-                d(out),
-            ],
+            vec![bn.clone(), Layer::Act(act), d(5), Layer::Act(act), d(out)],
         ),
     ]
 }
@@ -202,7 +224,7 @@ fn gradients_match_the_naive_reference() {
             }
         }
     }
-    assert_eq!(cases, 3 * ACTS.len() * 9);
+    assert_eq!(cases, 3 * ACTS.len() * 11);
 }
 
 /// The reference's backward is the derivative of its forward: central
@@ -500,7 +522,8 @@ fn sizes_from_input_are_checked_before_allocating() {
             1 << 40,
             &[Layer::Dense {
                 units: 1 << 40,
-                init: Init::He
+                init: Init::He,
+                bias: true,
             }],
             Loss::Mse,
             vec![],
@@ -540,7 +563,7 @@ fn evaluate_uses_the_losss_argmax_rule_with_nan() {
         .build(4)
         .unwrap();
     // W is 2 × 3 row-major: column 2 (the weights into output 2) becomes NaN.
-    let (w, _, _, _) = net.dense_layers()[0].clone();
+    let w = net.dense_layers()[0].weight.clone();
     net.params_mut()[w.start + 2] = f32::NAN;
     net.params_mut()[w.start + 5] = f32::NAN;
     let x = [0.5f32, -1.0, 2.0, 0.25, -3.0, 1.0];
@@ -661,4 +684,21 @@ fn debug_and_display_are_summaries() {
         text.contains("2.inner.0  layer_norm  weight [512], bias [512]"),
         "{text}"
     );
+    // The forms without bias or affine say so.
+    let net = MlpBuilder::new(3)
+        .dense_without_bias(4)
+        .batch_norm_without_affine()
+        .layer_norm_without_affine()
+        .build(0)
+        .unwrap();
+    let text = net.to_string();
+    assert!(
+        text.contains("0  dense 4 (He, no bias)  weight [4, 3]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1  batch_norm (no affine)  running_mean [4], running_var [4]\n"),
+        "{text}"
+    );
+    assert!(text.contains("2  layer_norm (no affine)\n"), "{text}");
 }

@@ -14,8 +14,8 @@
 use std::path::{Path, PathBuf};
 
 use backprop::io::{
-    check_writable, load_checkpoint, load_weights_into, mlp_from_safetensors, read_file,
-    save_checkpoint, Checkpoint,
+    check_writable, load_checkpoint, load_weights_into, mlp_from_safetensors, mlp_from_state_dict,
+    read_file, save_checkpoint, Checkpoint,
 };
 use backprop::nn::{Activation, Init, Layer, Loss, Mlp, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule, Sgd, SgdConfig, WeightDecay};
@@ -92,7 +92,10 @@ pub struct Args {
     /// Save the trained network (safetensors, PyTorch names, architecture in the metadata).
     #[arg(long)]
     pub save: Option<PathBuf>,
-    /// Start from a saved network (its architecture replaces --layers/--act/--norm/--residual/--init).
+    /// Start from a saved network: a file this tool saved brings its architecture (replacing
+    /// --layers/--act/--norm/--residual/--init); a plain PyTorch nn.Sequential state dict
+    /// loads into the network --layers etc. describe or, without --layers, into the one its
+    /// tensor names and shapes describe, with --act (and --dropout) between the layers.
     #[arg(long)]
     pub load: Option<PathBuf>,
     /// Write a checkpoint (network, optimizer state, schedule position, shuffle seed, epoch)
@@ -138,7 +141,10 @@ pub enum Act {
     LeakyRelu,
     Tanh,
     Sigmoid,
+    /// GELU, tanh form (nn.GELU(approximate='tanh')).
     Gelu,
+    /// GELU, exact erf form (nn.GELU()).
+    GeluErf,
     Softplus,
     Identity,
 }
@@ -500,12 +506,25 @@ fn spirals(n: usize, seed: u64) -> Dataset {
 /// `--load`: a file with this crate's architecture metadata loads as it is;
 /// a plain PyTorch state dict (`safetensors.torch.save_file(seq.state_dict(),
 /// f)`, no metadata) loads by name into the network the flags describe
-/// (`--layers`, `--act`, `--norm`, `--residual`), in evaluation mode.
+/// (`--layers`, `--act`, `--norm`, `--residual`), or, without `--layers`,
+/// into the network its names and shapes describe, with `--act` (and
+/// `--dropout`) between the layers. In evaluation mode either way.
 fn load_network(args: &Args, path: &Path, train: &Dataset, loss: Loss) -> Result<Mlp, String> {
     let fail = |e: String| format!("--load {}: {e}", path.display());
     let st = read_file(path).map_err(|e| fail(e.to_string()))?;
     if st.metadata.contains_key("backprop.format_version") {
         return mlp_from_safetensors(&st).map_err(|e| fail(e.to_string()));
+    }
+    if !args.given("layers") {
+        let mut fill = vec![Layer::Act(activation(args.act))];
+        if args.dropout > 0.0 {
+            fill.push(Layer::Dropout { p: args.dropout });
+        }
+        return mlp_from_state_dict(&st, &fill, loss).map_err(|e| {
+            fail(format!(
+                "{e} (give --layers, --act, --norm and --residual to describe the network)"
+            ))
+        });
     }
     let mut net = build_net(args, train, loss)?;
     load_weights_into(&mut net, &st).map_err(|e| {
@@ -559,15 +578,7 @@ pub fn build_net(args: &Args, train: &Dataset, loss: Loss) -> Result<Mlp, String
             args.max_params
         ));
     }
-    let act = match args.act {
-        Act::Relu => Activation::Relu,
-        Act::LeakyRelu => Activation::LeakyRelu { slope: 0.01 },
-        Act::Tanh => Activation::Tanh,
-        Act::Sigmoid => Activation::Sigmoid,
-        Act::Gelu => Activation::Gelu,
-        Act::Softplus => Activation::Softplus,
-        Act::Identity => Activation::Identity,
-    };
+    let act = activation(args.act);
     let init = match args.init {
         InitArg::He => Init::He,
         InitArg::Xavier => Init::Xavier,
@@ -601,6 +612,20 @@ pub fn build_net(args: &Args, train: &Dataset, loss: Loss) -> Result<Mlp, String
     }
     b = b.dense(*layers.last().expect("checked above"));
     b.build(args.seed).map_err(|e| format!("network: {e}"))
+}
+
+/// The activation `--act` names.
+fn activation(act: Act) -> Activation {
+    match act {
+        Act::Relu => Activation::Relu,
+        Act::LeakyRelu => Activation::LeakyRelu { slope: 0.01 },
+        Act::Tanh => Activation::Tanh,
+        Act::Sigmoid => Activation::Sigmoid,
+        Act::Gelu => Activation::Gelu,
+        Act::GeluErf => Activation::GeluErf,
+        Act::Softplus => Activation::Softplus,
+        Act::Identity => Activation::Identity,
+    }
 }
 
 /// The parameter count of the network `build_net` makes from `layers`

@@ -32,13 +32,14 @@ const VALUES: [f32; 14] = [
     f32::NEG_INFINITY,
     f32::NAN,
 ];
-const ACTS: [Activation; 7] = [
+const ACTS: [Activation; 8] = [
     Activation::Identity,
     Activation::Relu,
     Activation::LeakyRelu { slope: 0.1 },
     Activation::Tanh,
     Activation::Sigmoid,
     Activation::Gelu,
+    Activation::GeluErf,
     Activation::Softplus,
 ];
 

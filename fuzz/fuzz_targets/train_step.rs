@@ -9,13 +9,14 @@ use backprop::nn::{Activation, Init, Layer, Loss, MlpBuilder, Targets};
 use backprop::reference::mlp_loss_and_grads;
 use libfuzzer_sys::fuzz_target;
 
-const ACTS: [Activation; 7] = [
+const ACTS: [Activation; 8] = [
     Activation::Identity,
     Activation::Relu,
     Activation::LeakyRelu { slope: 0.1 },
     Activation::Tanh,
     Activation::Sigmoid,
     Activation::Gelu,
+    Activation::GeluErf,
     Activation::Softplus,
 ];
 
@@ -48,6 +49,7 @@ fuzz_target!(|inp: Input| {
                 layers.push(Layer::Dense {
                     units: width,
                     init: Init::Xavier,
+                    bias: w & 0x80 == 0,
                 });
                 layers.push(act);
             }
@@ -56,11 +58,13 @@ fuzz_target!(|inp: Input| {
                 layers.push(Layer::Dense {
                     units: width,
                     init: Init::Xavier,
+                    bias: true,
                 });
+                let affine = kind & 0x10 == 0;
                 layers.push(if kind % 8 == 1 {
-                    Layer::BatchNorm
+                    Layer::BatchNorm { affine }
                 } else {
-                    Layer::LayerNorm
+                    Layer::LayerNorm { affine }
                 });
                 layers.push(act);
             }
@@ -68,6 +72,7 @@ fuzz_target!(|inp: Input| {
                 Layer::Dense {
                     units: width,
                     init: Init::Xavier,
+                    bias: true,
                 },
                 act,
                 Layer::Dropout {
@@ -80,6 +85,7 @@ fuzz_target!(|inp: Input| {
     layers.push(Layer::Dense {
         units: out,
         init: Init::Xavier,
+        bias: true,
     });
     let mut b = MlpBuilder::new(input).loss(loss);
     for l in &layers {

@@ -23,16 +23,25 @@ enum Spec {
         init: Option<InitName>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         std: Option<Float>,
+        /// Written only when `false`; absent means a bias.
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        bias: bool,
     },
     Activation {
         name: ActName,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         slope: Option<Float>,
     },
-    // Empty struct variants rather than unit ones: serde refuses unknown
-    // keys only in the former.
-    BatchNorm {},
-    LayerNorm {},
+    // Struct variants rather than unit ones: serde refuses unknown keys only
+    // in the former. `affine` is written only when `false`.
+    BatchNorm {
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        affine: bool,
+    },
+    LayerNorm {
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        affine: bool,
+    },
     Residual {
         layers: Vec<Spec>,
     },
@@ -61,7 +70,18 @@ enum ActName {
     Tanh,
     Sigmoid,
     Gelu,
+    GeluErf,
     Softplus,
+}
+
+/// The default of the optional flags (`bias`, `affine`).
+fn yes() -> bool {
+    true
+}
+
+/// Whether a flag is at its default (and so left out of the file).
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// PyTorch's default `negative_slope` of `nn.LeakyReLU`, used when a file
@@ -125,7 +145,7 @@ pub(crate) fn decode(text: &str) -> Result<Vec<Layer>, String> {
 
 fn spec(layer: &Layer) -> Spec {
     match layer {
-        Layer::Dense { units, init } => {
+        Layer::Dense { units, init, bias } => {
             let (name, std) = match *init {
                 Init::He => (InitName::He, None),
                 Init::Xavier => (InitName::Xavier, None),
@@ -137,6 +157,7 @@ fn spec(layer: &Layer) -> Spec {
                 units: *units,
                 init: Some(name),
                 std,
+                bias: *bias,
             }
         }
         Layer::Act(act) => {
@@ -147,12 +168,13 @@ fn spec(layer: &Layer) -> Spec {
                 Activation::Tanh => (ActName::Tanh, None),
                 Activation::Sigmoid => (ActName::Sigmoid, None),
                 Activation::Gelu => (ActName::Gelu, None),
+                Activation::GeluErf => (ActName::GeluErf, None),
                 Activation::Softplus => (ActName::Softplus, None),
             };
             Spec::Activation { name, slope }
         }
-        Layer::BatchNorm => Spec::BatchNorm {},
-        Layer::LayerNorm => Spec::LayerNorm {},
+        Layer::BatchNorm { affine } => Spec::BatchNorm { affine: *affine },
+        Layer::LayerNorm { affine } => Spec::LayerNorm { affine: *affine },
         Layer::Residual(inner) => Spec::Residual {
             layers: inner.iter().map(spec).collect(),
         },
@@ -170,7 +192,12 @@ fn layers(specs: Vec<Spec>) -> Result<Vec<Layer>, String> {
 
 fn layer(s: Spec) -> Result<Layer, String> {
     Ok(match s {
-        Spec::Dense { units, init, std } => {
+        Spec::Dense {
+            units,
+            init,
+            std,
+            bias,
+        } => {
             let init = match (init.unwrap_or(InitName::He), std) {
                 (InitName::Normal, Some(Float(std))) => Init::Normal(std),
                 (InitName::Normal, None) => return Err("init \"normal\" needs \"std\"".into()),
@@ -180,7 +207,7 @@ fn layer(s: Spec) -> Result<Layer, String> {
                 (InitName::XavierUniform, None) => Init::XavierUniform,
                 (InitName::LeCun, None) => Init::LeCun,
             };
-            Layer::Dense { units, init }
+            Layer::Dense { units, init, bias }
         }
         Spec::Activation { name, slope } => {
             if slope.is_some() && name != ActName::LeakyRelu {
@@ -195,11 +222,12 @@ fn layer(s: Spec) -> Result<Layer, String> {
                 ActName::Tanh => Activation::Tanh,
                 ActName::Sigmoid => Activation::Sigmoid,
                 ActName::Gelu => Activation::Gelu,
+                ActName::GeluErf => Activation::GeluErf,
                 ActName::Softplus => Activation::Softplus,
             })
         }
-        Spec::BatchNorm {} => Layer::BatchNorm,
-        Spec::LayerNorm {} => Layer::LayerNorm,
+        Spec::BatchNorm { affine } => Layer::BatchNorm { affine },
+        Spec::LayerNorm { affine } => Layer::LayerNorm { affine },
         Spec::Dropout { p } => Layer::Dropout { p: p.0 },
         Spec::Residual { layers: inner } => {
             Layer::Residual(layers(inner).map_err(|e| format!("residual block: {e}"))?)
@@ -217,15 +245,23 @@ mod tests {
             Layer::Dense {
                 units: 3,
                 init: Init::Normal(0.0123),
+                bias: false,
             },
             Layer::Act(Activation::LeakyRelu { slope: 1e-30 }),
             Layer::Residual(vec![
-                Layer::LayerNorm,
+                Layer::LayerNorm { affine: true },
+                Layer::LayerNorm { affine: false },
                 Layer::Dense {
                     units: 3,
                     init: Init::XavierUniform,
+                    bias: true,
                 },
-                Layer::Residual(vec![Layer::Act(Activation::Gelu), Layer::BatchNorm]),
+                Layer::Residual(vec![
+                    Layer::Act(Activation::Gelu),
+                    Layer::Act(Activation::GeluErf),
+                    Layer::BatchNorm { affine: true },
+                    Layer::BatchNorm { affine: false },
+                ]),
             ]),
         ];
         assert_eq!(decode(&encode(&layers)).unwrap(), layers);
@@ -246,13 +282,26 @@ mod tests {
             Layer::Dense {
                 units: 8,
                 init: Init::He,
+                bias: true,
             },
             Layer::Act(Activation::LeakyRelu { slope: 0.5 }),
-            Layer::Residual(vec![Layer::BatchNorm]),
+            Layer::Residual(vec![Layer::BatchNorm { affine: true }]),
+            Layer::Dense {
+                units: 2,
+                init: Init::He,
+                bias: false,
+            },
+            Layer::BatchNorm { affine: false },
         ];
         assert_eq!(
             encode(&layers),
-            r#"[{"type":"dense","units":8,"init":"he"},{"type":"activation","name":"leaky_relu","slope":"0.5"},{"type":"residual","layers":[{"type":"batch_norm"}]}]"#
+            concat!(
+                r#"[{"type":"dense","units":8,"init":"he"},"#,
+                r#"{"type":"activation","name":"leaky_relu","slope":"0.5"},"#,
+                r#"{"type":"residual","layers":[{"type":"batch_norm"}]},"#,
+                r#"{"type":"dense","units":2,"init":"he","bias":false},"#,
+                r#"{"type":"batch_norm","affine":false}]"#
+            )
         );
     }
 
@@ -269,13 +318,15 @@ mod tests {
             [
                 Layer::Dense {
                     units: 4,
-                    init: Init::He
+                    init: Init::He,
+                    bias: true,
                 },
                 Layer::Act(Activation::LeakyRelu { slope: 0.25 }),
                 Layer::Act(Activation::LeakyRelu { slope: 0.01 }),
                 Layer::Dense {
                     units: 2,
-                    init: Init::Normal(1.0)
+                    init: Init::Normal(1.0),
+                    bias: true,
                 },
             ]
         );
@@ -295,6 +346,8 @@ mod tests {
             r#"[{"type":"activation","name":"relu","slope":"1"}]"#,
             r#"[{"type":"activation","name":"leaky_relu","slope":"steep"}]"#,
             r#"[{"type":"batch_norm","eps":1e-5}]"#,
+            r#"[{"type":"batch_norm","affine":"no"}]"#,
+            r#"[{"type":"dense","units":3,"bias":0}]"#,
             r#"[{"type":"residual"}]"#,
             r#"[{"type":"conv"}]"#,
             r#"[3]"#,

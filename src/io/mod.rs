@@ -9,6 +9,10 @@
 //!   statistics as `layers.{i}.weight`, `layers.{i}.bias`, … (see
 //!   [`mlp_to_safetensors`] for the names and shapes), plus its architecture
 //!   in the file's metadata, so loading needs nothing else.
+//! * A plain PyTorch state dict (`safetensors.torch.save_file(seq.state_dict(),
+//!   f)`, no metadata): [`load_weights_into`] a network built with the same
+//!   layers, or [`mlp_from_state_dict`], which reads the layers from the
+//!   tensor names and shapes where they determine them ([`infer_layers`]).
 //! * [`save_checkpoint`] / [`load_checkpoint`] / [`restore`]: the network, the
 //!   optimizer's buffers and the trainer's position, so that a resumed run
 //!   gives bitwise the same weights as one that never stopped.
@@ -84,6 +88,7 @@
 mod arch;
 mod checkpoint;
 mod container;
+mod infer;
 mod network;
 
 use std::fmt;
@@ -100,6 +105,7 @@ pub use container::{
     check_writable, from_bytes, read_file, to_bytes, write_atomic, write_file, SafeTensors, Tensor,
     MAX_HEADER_LEN, MAX_STREAM_LEN,
 };
+pub use infer::{infer_layers, mlp_from_state_dict};
 pub use network::{
     checksum, load_mlp, load_weights_into, mlp_from_safetensors, mlp_to_safetensors, save_mlp,
     FORMAT_VERSION, KEY_CHECKSUM,
@@ -186,6 +192,12 @@ pub enum IoError {
         /// Its name.
         name: String,
     },
+    /// A state dict's names and shapes do not determine the architecture
+    /// ([`infer_layers`]).
+    Inference {
+        /// What could not be inferred, and where.
+        message: String,
+    },
     /// The architecture in the file does not build.
     Build(BuildError),
     /// The optimizer rejected the saved state.
@@ -256,6 +268,9 @@ impl fmt::Display for IoError {
             }
             IoError::Build(e) => write!(f, "the saved architecture does not build: {e}"),
             IoError::Optimizer(e) => write!(f, "the saved optimizer state does not fit: {e}"),
+            IoError::Inference { message } => {
+                write!(f, "cannot infer the architecture: {message}")
+            }
             IoError::Checksum { stored, computed } => write!(
                 f,
                 "checksum mismatch: the file's metadata says {stored}, its contents hash to \

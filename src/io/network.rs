@@ -217,9 +217,9 @@ impl Plan {
 ///
 /// | layer | tensors |
 /// |---|---|
-/// | dense (`nn.Linear`) | `layers.{i}.weight` `[out, in]`, `layers.{i}.bias` `[out]` |
-/// | BatchNorm (`nn.BatchNorm1d`) | `layers.{i}.weight` (γ), `layers.{i}.bias` (β), `layers.{i}.running_mean`, `layers.{i}.running_var`, each `[width]` |
-/// | LayerNorm (`nn.LayerNorm`) | `layers.{i}.weight` (γ), `layers.{i}.bias` (β), each `[width]` |
+/// | dense (`nn.Linear`) | `layers.{i}.weight` `[out, in]`, `layers.{i}.bias` `[out]` (none without bias) |
+/// | BatchNorm (`nn.BatchNorm1d`) | `layers.{i}.weight` (γ), `layers.{i}.bias` (β) (both only if affine), `layers.{i}.running_mean`, `layers.{i}.running_var`, each `[width]` |
+/// | LayerNorm (`nn.LayerNorm`) | `layers.{i}.weight` (γ), `layers.{i}.bias` (β), each `[width]` (none without affine) |
 /// | activation | none |
 /// | dropout (`nn.Dropout`) | none |
 /// | residual block | its inner layers as `layers.{i}.inner.{j}.…`, recursively |
@@ -243,10 +243,12 @@ impl Plan {
 ///
 /// The layer list is a JSON array of objects with a `"type"`:
 /// `{"type":"dense","units":8,"init":"he"}` (init `he`, `xavier`,
-/// `xavier_uniform`, `lecun`, or `normal` with `"std":"0.02"`);
+/// `xavier_uniform`, `lecun`, or `normal` with `"std":"0.02"`; `"bias":false`
+/// for a layer without bias);
 /// `{"type":"activation","name":"relu"}` (names as [`Activation::name`](crate::nn::Activation::name);
 /// `leaky_relu` adds `"slope":"0.01"`); `{"type":"batch_norm"}`;
-/// `{"type":"layer_norm"}`; `{"type":"dropout","p":"0.5"}`;
+/// `{"type":"layer_norm"}` (each with `"affine":false` when it has no γ, β);
+/// `{"type":"dropout","p":"0.5"}`;
 /// `{"type":"residual","layers":[…]}`. Integers are
 /// JSON integers; `f32` values are written as strings in Rust's shortest
 /// round-trip decimal form, so they load bit for bit, and are read from a
@@ -360,6 +362,8 @@ pub fn mlp_from_safetensors(st: &SafeTensors) -> Result<Mlp, IoError> {
 /// Copies parameters and BatchNorm statistics from `st` into `net`, by name,
 /// ignoring the architecture metadata: this loads weights saved by PyTorch
 /// into a network built with the same layers. `net` is unchanged on error.
+/// (When the names and shapes determine the layers, [`mlp_from_state_dict`](super::mlp_from_state_dict)
+/// builds the network too.)
 ///
 /// Two naming schemes are read:
 /// * a plain `nn.Sequential`'s state dict,

@@ -32,9 +32,14 @@ pub enum Activation {
     Tanh,
     /// φ(z) = 1 / (1 + e^(−z)).
     Sigmoid,
-    /// GELU in its **tanh form** (as PyTorch's `approximate='tanh'`):
+    /// GELU in its **tanh form** (as PyTorch's `nn.GELU(approximate='tanh')`):
     /// φ(z) = ½·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))).
     Gelu,
+    /// GELU in its **exact form** (PyTorch's default `nn.GELU()`):
+    /// φ(z) = z·Φ(z) = ½·z·(1 + erf(z/√2)), Φ the standard normal CDF;
+    /// φ′(z) = Φ(z) + z·e^(−z²/2)/√(2π). It differs from [`Activation::Gelu`]
+    /// by up to ~5·10⁻⁴, so a network trained with one should be run with it.
+    GeluErf,
     /// φ(z) = ln(1 + e^z), computed as max(z, 0) + ln(1 + e^(−|z|)).
     Softplus,
 }
@@ -52,6 +57,7 @@ impl Activation {
             Activation::Tanh => "tanh",
             Activation::Sigmoid => "sigmoid",
             Activation::Gelu => "gelu",
+            Activation::GeluErf => "gelu_erf",
             Activation::Softplus => "softplus",
         }
     }
@@ -85,6 +91,7 @@ impl Activation {
             Activation::Sigmoid => sigmoid(z),
             // ½(1 + tanh u) = σ(2u): no cancellation where tanh u ≈ −1.
             Activation::Gelu => z * sigmoid(2.0 * GELU_C * (z + GELU_A * z * z * z)),
+            Activation::GeluErf => z * normal_cdf(z),
             Activation::Softplus => {
                 if z.is_nan() {
                     z
@@ -138,6 +145,11 @@ impl Activation {
                 let zc = z.clamp(-20.0, 20.0);
                 s + zc * 2.0 * s * (1.0 - s) * GELU_C * (1.0 + 3.0 * GELU_A * zc * zc)
             }
+            Activation::GeluErf => {
+                // The density term is 0 beyond |z| = 20 (e^(−200) underflows).
+                let zc = z.clamp(-20.0, 20.0);
+                normal_cdf(z) + zc * (-0.5 * zc * zc).exp() * INV_SQRT_2PI
+            }
             Activation::Softplus => sigmoid(z),
         }
     }
@@ -151,7 +163,7 @@ impl Activation {
                 true
             }
             Activation::LeakyRelu { slope } => slope > 0.0,
-            Activation::Gelu | Activation::Softplus => false,
+            Activation::Gelu | Activation::GeluErf | Activation::Softplus => false,
         }
     }
 
@@ -183,8 +195,51 @@ impl Activation {
             }
             Activation::Tanh => 1.0 - a * a,
             Activation::Sigmoid => a * (1.0 - a),
-            Activation::Gelu | Activation::Softplus => unreachable!("checked above"),
+            Activation::Gelu | Activation::GeluErf | Activation::Softplus => {
+                unreachable!("checked above")
+            }
         })
+    }
+}
+
+/// 1/√(2π).
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+/// The coefficients of erfc's rational-exponential form (below), highest
+/// power of t first.
+const ERFC_P: [f32; 10] = [
+    0.170_872_77,
+    -0.822_152_23,
+    1.488_515_9,
+    -1.135_204,
+    0.278_868_07,
+    -0.186_288_06,
+    0.096_784_18,
+    0.374_091_96,
+    1.000_023_7,
+    -1.265_512_2,
+];
+
+/// erfc(w) for w ≥ 0 as t·e^(−w² + P(t)), t = 1/(1 + w/2), P of degree 9
+/// (the Chebyshev fit in Press et al., *Numerical Recipes*, §6.2): relative
+/// error below 1.2·10⁻⁷ for every w ≥ 0, so Φ keeps its relative accuracy
+/// in the far tail, where 1 + erf would cancel.
+fn erfc_nonneg(w: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.5 * w);
+    let p = ERFC_P[1..].iter().fold(ERFC_P[0], |p, &c| p * t + c);
+    t * (p - w * w).exp()
+}
+
+/// Φ(z), the standard normal CDF: ½·erfc(|z|/√2) for z < 0, 1 − that for
+/// z ≥ 0. NaN stays NaN.
+fn normal_cdf(z: f32) -> f32 {
+    let e = 0.5 * erfc_nonneg(z.abs() * std::f32::consts::FRAC_1_SQRT_2);
+    if z < 0.0 {
+        e
+    } else if z.is_nan() {
+        z
+    } else {
+        1.0 - e
     }
 }
 
@@ -267,6 +322,21 @@ fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     s.select(s.lt(x, s.splat(0.0)), s.sub(s.splat(0.0), t), t)
 }
 
+/// Φ(z) on one vector (see the scalar `normal_cdf`). NaN lanes give an
+/// unspecified value; callers patch them.
+#[inline(always)]
+fn normal_cdf_v<S: Simd>(s: S, z: S::V) -> S::V {
+    let one = s.splat(1.0);
+    let w = s.mul(s.abs(z), s.splat(std::f32::consts::FRAC_1_SQRT_2));
+    let t = s.div(one, s.fmadd(s.splat(0.5), w, one));
+    let mut p = s.splat(ERFC_P[0]);
+    for &c in &ERFC_P[1..] {
+        p = s.fmadd(p, t, s.splat(c));
+    }
+    let e = s.mul(s.splat(0.5), s.mul(t, exp(s, s.sub(p, s.mul(w, w)))));
+    s.select(s.lt(z, s.splat(0.0)), e, s.sub(one, e))
+}
+
 /// 1 / (1 + e^(−x)); saturates to ~1e−38 and 1 at the ends.
 #[inline(always)]
 fn sigmoid_v<S: Simd>(s: S, x: S::V) -> S::V {
@@ -298,6 +368,7 @@ pub(crate) fn forward<S: Simd>(s: S, act: Activation, z: S::V) -> S::V {
             let sg = sigmoid_v(s, s.mul(s.splat(2.0 * GELU_C), inner));
             keep_nan(s, z, s.mul(z, sg))
         }
+        Activation::GeluErf => keep_nan(s, z, s.mul(z, normal_cdf_v(s, z))),
         Activation::Softplus => {
             let pos = s.select(s.gt(z, zero), z, zero);
             let e = exp(s, s.sub(zero, s.abs(z)));
@@ -335,6 +406,16 @@ pub(crate) fn derivative<S: Simd>(s: S, act: Activation, z: S::V) -> S::V {
             let three_a = s.splat(3.0 * GELU_A);
             let du2 = s.mul(s.splat(2.0 * GELU_C), s.fmadd(three_a, zc2, one));
             s.fmadd(s.mul(s.mul(zc, sg), s.sub(one, sg)), du2, sg)
+        }
+        Activation::GeluErf => {
+            // Φ(z) + z·e^(−z²/2)/√(2π), z clamped as in the scalar form.
+            let zc = s.min(s.max(z, s.splat(-20.0)), s.splat(20.0));
+            let density = exp(s, s.mul(s.splat(-0.5), s.mul(zc, zc)));
+            s.fmadd(
+                s.mul(zc, density),
+                s.splat(INV_SQRT_2PI),
+                normal_cdf_v(s, z),
+            )
         }
         Activation::Softplus => sigmoid_v(s, z),
     };

@@ -10,14 +10,15 @@
 //! running_mean ← (1 − m)·running_mean + m·μ,   running_var ← (1 − m)·running_var + m·σ²·B/(B − 1)
 //! ```
 //!
-//! Declares `weight` (γ, ones), `bias` (β, zeros), and the buffers
-//! `running_mean` (zeros) and `running_var` (ones), each `[width]`, as
+//! Declares `weight` (γ, ones) and `bias` (β, zeros) when affine, and the
+//! buffers `running_mean` (zeros) and `running_var` (ones), each `[width]`, as
 //! `nn.BatchNorm1d` names them. A file's `num_batches_tracked` is accepted and
-//! ignored.
+//! ignored. Without affine (`affine=False`), γ = 1 and β = 0 are fixed and not
+//! declared.
 
-use crate::nn::layer::contiguous;
 use crate::nn::layer::{
-    Backward, Buffers, Compiler, Fill, Forward, Layout, Op, Scratch, Store, Tensor,
+    contiguous, declare_affine, scale_shift, Backward, Buffers, Compiler, Fill, Forward, Layout,
+    Op, Scratch, Store, Tensor,
 };
 use crate::nn::BuildError;
 
@@ -26,27 +27,25 @@ pub const EPS: f32 = 1e-5;
 /// PyTorch's default momentum for the running averages.
 pub const MOMENTUM: f32 = 0.1;
 
-/// Declares γ, β and the running averages, and pushes the op.
-pub(crate) fn compile(c: &mut Compiler) -> Result<(), BuildError> {
+/// Declares γ and β (if `affine`) and the running averages, and pushes the op.
+pub(crate) fn compile(c: &mut Compiler, affine: bool) -> Result<(), BuildError> {
     let d = c.width;
-    let vector = |name, store, fill| Tensor {
+    let affine = declare_affine(c, affine)?;
+    let buffer = |name, fill| Tensor {
         name,
         shape: vec![d],
-        store,
+        store: Store::Buffer,
         layout: Layout::Plain,
         fill: Fill::Const(fill),
     };
-    let gamma = c.declare(vector("weight", Store::Param, 1.0))?;
-    let beta = c.declare(vector("bias", Store::Param, 0.0))?;
-    let mean = c.declare(vector("running_mean", Store::Buffer, 0.0))?;
-    let var = c.declare(vector("running_var", Store::Buffer, 1.0))?;
+    let mean = c.declare(buffer("running_mean", 0.0))?;
+    let var = c.declare(buffer("running_var", 1.0))?;
     // PyTorch's step counter: nothing here uses it (momentum is fixed).
     c.ignore("num_batches_tracked");
     c.push(
         Box::new(BatchNorm {
             d,
-            gamma,
-            beta,
+            affine,
             mean,
             var,
         }),
@@ -59,9 +58,8 @@ pub(crate) fn compile(c: &mut Compiler) -> Result<(), BuildError> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchNorm {
     d: usize,
-    /// Offsets of γ and β in the parameters.
-    gamma: usize,
-    beta: usize,
+    /// Offsets of γ and β in the parameters, if learnt.
+    affine: Option<(usize, usize)>,
     /// Offsets of the running mean and variance in the buffers.
     mean: usize,
     var: usize,
@@ -69,10 +67,13 @@ pub(crate) struct BatchNorm {
 
 impl Op for BatchNorm {
     fn scratch(&self, width: usize) -> Scratch {
-        // aux: x̂ (batch × d); stat: 1/√(σ² + ε), then the batch mean.
+        // aux: x̂ (batch × d); stat: 1/√(σ² + ε), then the batch mean, then
+        // (without affine) Σ g·x̂ and Σ g for backward, which has no ∂γ, ∂β
+        // to hold them.
+        let sums = if self.affine.is_some() { 0 } else { 2 * width };
         Scratch {
             aux: true,
-            stat_fixed: 2 * width,
+            stat_fixed: 2 * width + sums,
             ..Scratch::default()
         }
     }
@@ -85,8 +86,7 @@ impl Op for BatchNorm {
         let (b, d) = (cx.batch, self.d);
         let x = contiguous(&cx.input);
         let y = &mut cx.out[..b * d];
-        let gamma = &cx.params[self.gamma..self.gamma + d];
-        let beta = &cx.params[self.beta..self.beta + d];
+        let gb = scale_shift(self.affine, d, cx.params);
         let buffers = match cx.buffers {
             Buffers::Train(buffers) => buffers,
             Buffers::Eval(buffers) => {
@@ -94,8 +94,9 @@ impl Op for BatchNorm {
                 let rv = &buffers[self.var..self.var + d];
                 for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
                     for j in 0..d {
-                        let s = gamma[j] / (rv[j] + EPS).sqrt();
-                        yr[j] = s * (xr[j] - rm[j]) + beta[j];
+                        let (gamma, beta) = gb(j);
+                        let s = gamma / (rv[j] + EPS).sqrt();
+                        yr[j] = s * (xr[j] - rm[j]) + beta;
                     }
                 }
                 return;
@@ -137,24 +138,32 @@ impl Op for BatchNorm {
             .zip(xhat.chunks_exact_mut(d))
         {
             for j in 0..d {
+                let (gamma, beta) = gb(j);
                 let h = (xr[j] - mean[j]) * inv_std[j];
                 hr[j] = h;
-                yr[j] = gamma[j] * h + beta[j];
+                yr[j] = gamma * h + beta;
             }
         }
     }
 
-    /// From `g = ∂L/∂y`: `∂L/∂γ = Σ_i g·x̂`, `∂L/∂β = Σ_i g` (overwritten) and,
+    /// From `g = ∂L/∂y`: `∂L/∂γ = Σ_i g·x̂`, `∂L/∂β = Σ_i g` (overwritten;
+    /// formed in scratch without affine, where γ = 1) and,
     /// when the layer has an input to pass it to,
     /// `∂L/∂x = γ·inv_std/B · (B·g − Σ_i g − x̂·Σ_i g·x̂)`.
     fn backward(&self, cx: Backward<'_>) {
         let (b, d) = (cx.batch, self.d);
         let g = &cx.grad[..b * d];
         let xhat = &cx.aux[..b * d];
-        let inv_std = &cx.stat[..d];
-        let gamma = &cx.params[self.gamma..self.gamma + d];
-        let (dgamma, dbeta) = cx.grads[self.gamma..].split_at_mut(self.beta - self.gamma);
-        let (dgamma, dbeta) = (&mut dgamma[..d], &mut dbeta[..d]);
+        let (inv_std, sums) = cx.stat.split_at_mut(2 * d);
+        let inv_std = &inv_std[..d];
+        let gb = scale_shift(self.affine, d, cx.params);
+        let (dgamma, dbeta) = match self.affine {
+            Some((gamma, beta)) => {
+                let (dg, db) = cx.grads[gamma..].split_at_mut(beta - gamma);
+                (&mut dg[..d], &mut db[..d])
+            }
+            None => sums[..2 * d].split_at_mut(d),
+        };
         dgamma.fill(0.0);
         dbeta.fill(0.0);
         for (gr, hr) in g.chunks_exact(d).zip(xhat.chunks_exact(d)) {
@@ -173,7 +182,7 @@ impl Op for BatchNorm {
             .zip(dx[..b * d].chunks_exact_mut(d))
         {
             for j in 0..d {
-                let s = gamma[j] * inv_std[j] / bf;
+                let s = gb(j).0 * inv_std[j] / bf;
                 dr[j] = s * (bf * gr[j] - dbeta[j] - hr[j] * dgamma[j]);
             }
         }

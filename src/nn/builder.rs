@@ -37,15 +37,42 @@ impl MlpBuilder {
             init: Init::He,
         }
     }
-    /// Appends a dense layer with `units` outputs and the builder's default init.
+    /// Appends a dense layer with `units` outputs, a bias, and the builder's
+    /// default init (`nn.Linear`).
     pub fn dense(mut self, units: usize) -> Self {
         let init = self.init;
-        self.layers.push(Layer::Dense { units, init });
+        self.layers.push(Layer::Dense {
+            units,
+            init,
+            bias: true,
+        });
         self
     }
-    /// Appends a dense layer with an explicit initialization.
+    /// Appends a dense layer without bias, `Z = X·W` (`nn.Linear(bias=False)`),
+    /// with the builder's default init.
+    ///
+    /// ```
+    /// use backprop::nn::MlpBuilder;
+    /// let net = MlpBuilder::new(4).dense_without_bias(3).build(0).unwrap();
+    /// assert_eq!(net.num_params(), 4 * 3);
+    /// assert!(net.tensor("0.bias").is_none());
+    /// ```
+    pub fn dense_without_bias(mut self, units: usize) -> Self {
+        let init = self.init;
+        self.layers.push(Layer::Dense {
+            units,
+            init,
+            bias: false,
+        });
+        self
+    }
+    /// Appends a dense layer (with bias) with an explicit initialization.
     pub fn dense_init(mut self, units: usize, init: Init) -> Self {
-        self.layers.push(Layer::Dense { units, init });
+        self.layers.push(Layer::Dense {
+            units,
+            init,
+            bias: true,
+        });
         self
     }
     /// Sets the initialization of dense layers appended from now on.
@@ -58,14 +85,26 @@ impl MlpBuilder {
         self.layers.push(Layer::Act(act));
         self
     }
-    /// Appends batch normalization.
+    /// Appends batch normalization with learnt γ and β (`nn.BatchNorm1d`).
     pub fn batch_norm(mut self) -> Self {
-        self.layers.push(Layer::BatchNorm);
+        self.layers.push(Layer::BatchNorm { affine: true });
         self
     }
-    /// Appends layer normalization.
+    /// Appends batch normalization without γ and β
+    /// (`nn.BatchNorm1d(affine=False)`): it keeps its running averages only.
+    pub fn batch_norm_without_affine(mut self) -> Self {
+        self.layers.push(Layer::BatchNorm { affine: false });
+        self
+    }
+    /// Appends layer normalization with learnt γ and β (`nn.LayerNorm`).
     pub fn layer_norm(mut self) -> Self {
-        self.layers.push(Layer::LayerNorm);
+        self.layers.push(Layer::LayerNorm { affine: true });
+        self
+    }
+    /// Appends layer normalization without γ and β
+    /// (`nn.LayerNorm(elementwise_affine=False)`): it has no tensors.
+    pub fn layer_norm_without_affine(mut self) -> Self {
+        self.layers.push(Layer::LayerNorm { affine: false });
         self
     }
     /// Appends dropout with drop probability `p` ([`Layer::Dropout`]).

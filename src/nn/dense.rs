@@ -2,8 +2,11 @@
 //! it fused into the GEMM epilogue.
 //!
 //! Declares `weight` (`nn.Linear`'s `[out, in]`, held as `W`, `fan_in ×
-//! fan_out` row-major, drawn by the layer's [`Init`]) and `bias` (`[out]`,
-//! zeros).
+//! fan_out` row-major, drawn by the layer's [`Init`]) and, unless the layer
+//! has none, `bias` (`[out]`, zeros).
+//!
+//! Without a bias, `b` is absent from every line below: the epilogue adds
+//! nothing and no `∂b` is formed.
 //!
 //! ```text
 //! forward   Z = X·W + b,  A = φ(Z)                       X: batch × fan_in, W: fan_in × fan_out
@@ -25,7 +28,12 @@ use crate::nn::layer::{
 use crate::nn::{BuildError, Init};
 
 /// Declares the tensors and pushes the op.
-pub(crate) fn compile(c: &mut Compiler, units: usize, init: Init) -> Result<(), BuildError> {
+pub(crate) fn compile(
+    c: &mut Compiler,
+    units: usize,
+    init: Init,
+    bias: bool,
+) -> Result<(), BuildError> {
     if units == 0 {
         return Err(BuildError::ZeroWidth { layer: c.at });
     }
@@ -37,13 +45,17 @@ pub(crate) fn compile(c: &mut Compiler, units: usize, init: Init) -> Result<(), 
         layout: Layout::Transposed { fan_in, fan_out },
         fill: Fill::Draw(init, fan_in, fan_out),
     })?;
-    let b = c.declare(Tensor {
-        name: "bias",
-        shape: vec![fan_out],
-        store: Store::Param,
-        layout: Layout::Plain,
-        fill: Fill::Const(0.0),
-    })?;
+    let b = if bias {
+        Some(c.declare(Tensor {
+            name: "bias",
+            shape: vec![fan_out],
+            store: Store::Param,
+            layout: Layout::Plain,
+            fill: Fill::Const(0.0),
+        })?)
+    } else {
+        None
+    };
     let op = Dense {
         fan_in,
         fan_out,
@@ -62,8 +74,8 @@ pub(crate) struct Dense {
     pub fan_out: usize,
     /// Offset of `W` (`fan_in × fan_out`).
     pub w: usize,
-    /// Offset of `b` (`fan_out`).
-    pub b: usize,
+    /// Offset of `b` (`fan_out`), if the layer has a bias.
+    pub b: Option<usize>,
     /// Activation in the epilogue (identity if none followed).
     pub act: Activation,
 }
@@ -75,6 +87,10 @@ impl Dense {
             self.fan_in,
             self.fan_out,
         )
+    }
+    /// `b`'s range in the arena, if the layer has a bias.
+    fn bias_range(&self) -> Option<std::ops::Range<usize>> {
+        self.b.map(|b| b..b + self.fan_out)
     }
     /// Whether φ′ needs the pre-activation Z (kept in `aux`).
     fn keeps_z(&self) -> bool {
@@ -104,7 +120,7 @@ impl Op for Dense {
     fn delta_target(&self) -> Option<DeltaTarget> {
         Some(DeltaTarget {
             act: self.act,
-            bias: (self.b, self.fan_out),
+            bias: self.b.map(|b| (b, self.fan_out)),
         })
     }
 
@@ -115,7 +131,7 @@ impl Op for Dense {
     fn forward(&self, cx: Forward<'_>) {
         let (d, fan_in) = (self.fan_out, self.fan_in);
         let wv = self.weights(cx.params);
-        let bias = &cx.params[self.b..self.b + d];
+        let bias = self.bias_range().map(|r| &cx.params[r]);
         let pre = self.keeps_z().then_some((cx.aux, d));
         let (input, act) = (cx.input, self.act);
         cx.exec.run(cx.batch, [Some((cx.out, d)), pre], None, |p| {
@@ -124,7 +140,7 @@ impl Op for Dense {
             let xin = input.submatrix(p.rows.start, 0, rows, fan_in);
             let out = MatMut::from_slice_mut(out.expect("dense: output given"), rows, d);
             let z = z.map(|z| MatMut::from_slice_mut(z, rows, d));
-            dense_forward(&p.options, xin, wv, Some(bias), act, out, z);
+            dense_forward(&p.options, xin, wv, bias, act, out, z);
         });
     }
 
@@ -138,11 +154,13 @@ impl Op for Dense {
                 let src = if self.keeps_z() { cx.aux } else { cx.out };
                 apply_derivative(cx.isa, self.act, !self.keeps_z(), &src[..g.len()], g);
             }
-            let db = &mut cx.grads[self.b..self.b + fan_out];
-            db.fill(0.0);
-            for row in g.chunks_exact(fan_out) {
-                for (s, v) in db.iter_mut().zip(row) {
-                    *s += v;
+            if let Some(r) = self.bias_range() {
+                let db = &mut cx.grads[r];
+                db.fill(0.0);
+                for row in g.chunks_exact(fan_out) {
+                    for (s, v) in db.iter_mut().zip(row) {
+                        *s += v;
+                    }
                 }
             }
         }
@@ -174,8 +192,8 @@ impl Op for Dense {
                         fan_in,
                     ))
                 };
-                let db = &mut cx.grads[t.bias.0..t.bias.0 + t.bias.1];
-                cx.exec.run(batch, [out], Some(db), |p| {
+                let db = t.bias.map(|(b, n)| &mut cx.grads[b..b + n]);
+                cx.exec.run(batch, [out], db, |p| {
                     let (r0, rows) = (p.rows.start, p.rows.len());
                     let [gin] = p.outs;
                     let src = match src {
@@ -184,13 +202,13 @@ impl Op for Dense {
                             ActInput::PreActivation(z.submatrix(r0, 0, rows, fan_in))
                         }
                     };
-                    let bg = BiasGrad {
-                        out: p.partial.expect("dense: ∂b given"),
+                    let bg = p.partial.map(|out| BiasGrad {
+                        out,
                         accum: Accum::Replace,
-                    };
+                    });
                     let ds = dz.submatrix(r0, 0, rows, fan_out);
                     let gv = MatMut::from_slice_mut(gin.expect("dense: δ given"), rows, fan_in);
-                    backward_delta(&p.options, ds, wv, t.act, src, gv, Some(bg));
+                    backward_delta(&p.options, ds, wv, t.act, src, gv, bg);
                 });
             }
             None => cx.exec.run(batch, [out], None, |p| {

@@ -33,19 +33,32 @@ use crate::rng::Rng;
 /// One layer of a network description.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
-    /// `Z = X·W + b` with `units` outputs, weights drawn by `init`, zero bias.
+    /// `Z = X·W + b` with `units` outputs, weights drawn by `init`, zero bias
+    /// (`nn.Linear`); `Z = X·W` with `bias: false` (`nn.Linear(bias=False)`).
     Dense {
         /// Output width.
         units: usize,
         /// Weight initialization.
         init: Init,
+        /// Whether the layer has a bias `b`.
+        bias: bool,
     },
     /// An elementwise activation.
     Act(Activation),
-    /// Batch normalization over features (γ = 1, β = 0 at start).
-    BatchNorm,
-    /// Layer normalization over features (γ = 1, β = 0 at start).
-    LayerNorm,
+    /// Batch normalization over features (`nn.BatchNorm1d`): with `affine`,
+    /// a learnt scale γ and shift β follow (γ = 1, β = 0 at start); without,
+    /// the output is the normalised input (`affine=False`).
+    BatchNorm {
+        /// Whether γ and β are learnt.
+        affine: bool,
+    },
+    /// Layer normalization over features (`nn.LayerNorm`): with `affine`, a
+    /// learnt γ and β follow (γ = 1, β = 0 at start); without, the output is
+    /// the normalised input (`elementwise_affine=False`).
+    LayerNorm {
+        /// Whether γ and β are learnt.
+        affine: bool,
+    },
     /// `x + f(x)` where `f` is the inner list and keeps the width.
     Residual(Vec<Layer>),
     /// Dropout with drop probability `p` in [0, 1] (`nn.Dropout(p)`): in
@@ -60,10 +73,10 @@ pub enum Layer {
 /// The registration: which file compiles which description.
 pub(crate) fn compile_layer(layer: &Layer, c: &mut Compiler) -> Result<(), BuildError> {
     match layer {
-        Layer::Dense { units, init } => dense::compile(c, *units, *init),
+        Layer::Dense { units, init, bias } => dense::compile(c, *units, *init, *bias),
         Layer::Act(act) => activation::compile(c, *act),
-        Layer::BatchNorm => batch_norm::compile(c),
-        Layer::LayerNorm => layer_norm::compile(c),
+        Layer::BatchNorm { affine } => batch_norm::compile(c, *affine),
+        Layer::LayerNorm { affine } => layer_norm::compile(c, *affine),
         Layer::Residual(inner) => residual::compile(c, inner),
         Layer::Dropout { p } => dropout::compile(c, *p),
     }
@@ -187,8 +200,9 @@ pub(crate) struct Backward<'a> {
     pub out: &'a [f32],
     /// The op's saved values.
     pub aux: &'a [f32],
-    /// The op's statistics.
-    pub stat: &'a [f32],
+    /// The op's statistics (from forward; the op may use what its
+    /// [`Op::scratch`] sized beyond them as backward scratch).
+    pub stat: &'a mut [f32],
     /// ∂L/∂(this op's output), `batch × width`; an op may transform it in place.
     pub grad: &'a mut [f32],
     /// Where ∂L/∂(this op's input) goes; `None` for the first op (nobody needs it).
@@ -218,8 +232,9 @@ pub(crate) struct Backward<'a> {
 pub(crate) struct DeltaTarget {
     /// The activation fused into the target's epilogue.
     pub act: Activation,
-    /// The target's bias range in the arena.
-    pub bias: (usize, usize),
+    /// The target's bias range in the arena (`None` for a dense layer without
+    /// bias).
+    pub bias: Option<(usize, usize)>,
 }
 
 /// The sizes of an op's per-batch scratch.
@@ -471,4 +486,36 @@ pub(crate) fn contiguous<'a>(m: &MatRef<'a>) -> &'a [f32] {
             m.col_stride()
         )
     })
+}
+
+/// Declares a norm's γ (`weight`, ones) and β (`bias`, zeros), each
+/// `[width]`, when `affine`; returns their offsets.
+pub(crate) fn declare_affine(
+    c: &mut Compiler,
+    affine: bool,
+) -> Result<Option<(usize, usize)>, BuildError> {
+    if !affine {
+        return Ok(None);
+    }
+    let mut vector = |name, fill| {
+        c.declare(Tensor {
+            name,
+            shape: vec![c.width],
+            store: Store::Param,
+            layout: Layout::Plain,
+            fill: Fill::Const(fill),
+        })
+    };
+    Ok(Some((vector("weight", 1.0)?, vector("bias", 0.0)?)))
+}
+
+/// `j ↦ (γ_j, β_j)` of a norm of width `d`: the learnt values at the
+/// offsets `affine`, or (1, 0) without.
+pub(crate) fn scale_shift(
+    affine: Option<(usize, usize)>,
+    d: usize,
+    params: &[f32],
+) -> impl Fn(usize) -> (f32, f32) + '_ {
+    let gb = affine.map(|(g, b)| (&params[g..g + d], &params[b..b + d]));
+    move |j| gb.map_or((1.0, 0.0), |(g, b)| (g[j], b[j]))
 }

@@ -8,37 +8,30 @@
 //! ```
 //!
 //! Declares `weight` (γ, ones) and `bias` (β, zeros), each `[width]`, as
-//! `nn.LayerNorm` names them.
+//! `nn.LayerNorm` names them, when affine; without (`elementwise_affine=False`)
+//! γ = 1 and β = 0 are fixed and not declared.
 
-use crate::nn::layer::contiguous;
-use crate::nn::layer::{Backward, Compiler, Fill, Forward, Layout, Op, Scratch, Store, Tensor};
+use crate::nn::layer::{
+    contiguous, declare_affine, scale_shift, Backward, Compiler, Forward, Op, Scratch,
+};
 use crate::nn::BuildError;
 
 /// PyTorch's default ε.
 pub const EPS: f32 = 1e-5;
 
-/// Declares γ and β, and pushes the op.
-pub(crate) fn compile(c: &mut Compiler) -> Result<(), BuildError> {
+/// Declares γ and β (if `affine`), and pushes the op.
+pub(crate) fn compile(c: &mut Compiler, affine: bool) -> Result<(), BuildError> {
     let d = c.width;
-    let vector = |name, fill| Tensor {
-        name,
-        shape: vec![d],
-        store: Store::Param,
-        layout: Layout::Plain,
-        fill: Fill::Const(fill),
-    };
-    let gamma = c.declare(vector("weight", 1.0))?;
-    let beta = c.declare(vector("bias", 0.0))?;
-    c.push(Box::new(LayerNorm { d, gamma, beta }), d);
+    let affine = declare_affine(c, affine)?;
+    c.push(Box::new(LayerNorm { d, affine }), d);
     Ok(())
 }
 
-/// A compiled LayerNorm layer: its width and where γ and β sit.
+/// A compiled LayerNorm layer: its width and where γ and β sit, if learnt.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LayerNorm {
     d: usize,
-    gamma: usize,
-    beta: usize,
+    affine: Option<(usize, usize)>,
 }
 
 impl Op for LayerNorm {
@@ -54,8 +47,7 @@ impl Op for LayerNorm {
     fn forward(&self, cx: Forward<'_>) {
         let (b, d) = (cx.batch, self.d);
         let x = contiguous(&cx.input);
-        let gamma = &cx.params[self.gamma..self.gamma + d];
-        let beta = &cx.params[self.beta..self.beta + d];
+        let gb = scale_shift(self.affine, d, cx.params);
         let inv_d = 1.0 / d as f32;
         for (((xr, yr), hr), s) in x
             .chunks_exact(d)
@@ -69,21 +61,24 @@ impl Op for LayerNorm {
             for j in 0..d {
                 let h = (xr[j] - mu) * *s;
                 hr[j] = h;
-                yr[j] = gamma[j] * h + beta[j];
+                let (gamma, beta) = gb(j);
+                yr[j] = gamma * h + beta;
             }
         }
     }
 
     /// From `g = ∂L/∂y`, per sample with `u = γ ⊙ g`:
     /// `∂L/∂x = inv_std/D · (D·u − Σ_j u − x̂·Σ_j u·x̂)`; `∂L/∂γ = Σ_i g·x̂`,
-    /// `∂L/∂β = Σ_i g` (overwritten).
+    /// `∂L/∂β = Σ_i g` (overwritten; not formed without affine, where γ = 1).
     fn backward(&self, cx: Backward<'_>) {
         let (b, d) = (cx.batch, self.d);
-        let gamma = &cx.params[self.gamma..self.gamma + d];
-        let (dgamma, dbeta) = cx.grads[self.gamma..].split_at_mut(self.beta - self.gamma);
-        let (dgamma, dbeta) = (&mut dgamma[..d], &mut dbeta[..d]);
-        dgamma.fill(0.0);
-        dbeta.fill(0.0);
+        let gb = scale_shift(self.affine, d, cx.params);
+        let mut dgb = self.affine.map(|(gamma, beta)| {
+            let (dg, db) = cx.grads[gamma..].split_at_mut(beta - gamma);
+            dg[..d].fill(0.0);
+            db[..d].fill(0.0);
+            (&mut dg[..d], &mut db[..d])
+        });
         let rows = cx.grad[..b * d]
             .chunks_exact(d)
             .zip(cx.aux[..b * d].chunks_exact(d))
@@ -93,16 +88,20 @@ impl Op for LayerNorm {
         for ((gr, hr), &s) in rows {
             let mut su = 0.0f32;
             let mut suh = 0.0f32;
+            if let Some((dgamma, dbeta)) = dgb.as_mut() {
+                for j in 0..d {
+                    dbeta[j] += gr[j];
+                    dgamma[j] += gr[j] * hr[j];
+                }
+            }
             for j in 0..d {
-                dbeta[j] += gr[j];
-                dgamma[j] += gr[j] * hr[j];
-                let u = gr[j] * gamma[j];
+                let u = gr[j] * gb(j).0;
                 su += u;
                 suh += u * hr[j];
             }
             if let Some(dr) = dx.as_mut().and_then(|it| it.next()) {
                 for j in 0..d {
-                    let u = gr[j] * gamma[j];
+                    let u = gr[j] * gb(j).0;
                     dr[j] = s / df * (df * u - su - hr[j] * suh);
                 }
             }

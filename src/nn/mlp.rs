@@ -38,6 +38,7 @@ mod infer;
 mod params;
 mod summary;
 
+pub use access::DenseInfo;
 pub use eval::Evaluation;
 pub use infer::Inference;
 pub use params::TensorInfo;
@@ -293,7 +294,7 @@ impl Mlp {
                 input: input_of(x, &ws.out[..i], &self.dims, i, batch),
                 out: &ws.out[i],
                 aux: &ws.aux[i],
-                stat: &ws.stat[i],
+                stat: &mut ws.stat[i],
                 grad,
                 grad_in: before.last_mut().map(|g| &mut g[..]),
                 later,

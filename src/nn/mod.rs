@@ -24,5 +24,5 @@ pub use exec::BatchParallelism;
 pub use init::Init;
 pub use layer::Layer;
 pub use loss::{Loss, Prediction, Targets};
-pub use mlp::{Evaluation, Inference, Mlp, TensorInfo};
+pub use mlp::{DenseInfo, Evaluation, Inference, Mlp, TensorInfo};
 pub use workspace::MAX_ELEMENTS;

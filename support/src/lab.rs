@@ -641,13 +641,13 @@ pub fn variance_through_depth(
         let mut out = vec![0.0f32; batch * k];
         let mut z = vec![0.0f32; batch * k];
         let mut vars = Vec::with_capacity(depth);
-        for (l, (wr, br, fi, fo)) in net.dense_layers().into_iter().enumerate() {
-            let p = net.params();
+        for (l, d) in net.dense_layers().into_iter().enumerate() {
+            let (p, fi, fo) = (net.params(), d.fan_in, d.fan_out);
             dense_forward(
                 &opts,
                 MatRef::from_slice(&x, batch, fi),
-                MatRef::from_slice(&p[wr], fi, fo),
-                Some(&p[br]),
+                MatRef::from_slice(&p[d.weight], fi, fo),
+                d.bias.map(|b| &p[b]),
                 Activation::Relu,
                 MatMut::from_slice_mut(&mut out, batch, fo),
                 Some(MatMut::from_slice_mut(&mut z, batch, fo)),
@@ -793,13 +793,10 @@ pub fn gradient_norms(net: DeepNet, k: usize, depth: usize, batch: usize, seed: 
     let hidden = &layers[..layers.len() - 1];
     GradNorms {
         net,
-        weight: hidden
-            .iter()
-            .map(|(w, _, _, _)| norm(&g[w.clone()]))
-            .collect(),
+        weight: hidden.iter().map(|d| norm(&g[d.weight.clone()])).collect(),
         bias: hidden
             .iter()
-            .map(|(_, b, _, _)| norm(&g[b.clone()]))
+            .map(|d| norm(&g[d.bias.clone().expect("dense layers here have a bias")]))
             .collect(),
     }
 }
@@ -1272,7 +1269,11 @@ pub fn bn_properties(features: usize, batch: usize, seed: u64) -> BnProperties {
         Targets::Classes(&classes),
     )
     .unwrap();
-    let (wr, br, _, _) = net.dense_layers()[0].clone();
+    let first = net.dense_layers()[0].clone();
+    let (wr, br) = (
+        first.weight,
+        first.bias.expect("the first layer has a bias"),
+    );
     let maxabs = |v: &[f32]| v.iter().fold(0.0f64, |m, &x| m.max(x.abs() as f64));
     let bias_grad_before_bn = maxabs(&net.grads()[br]);
     let weight_grad_before_bn = maxabs(&net.grads()[wr]);

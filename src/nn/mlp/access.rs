@@ -9,6 +9,19 @@ use crate::nn::layer::Layout;
 use crate::nn::workspace::Workspace;
 use crate::nn::{BatchParallelism, Loss, Mlp};
 
+/// Where a dense layer's parameters sit ([`Mlp::dense_layers`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenseInfo {
+    /// `W`'s range (`fan_in × fan_out`, row-major).
+    pub weight: Range<usize>,
+    /// `b`'s range (`fan_out`), or `None` for a layer without bias.
+    pub bias: Option<Range<usize>>,
+    /// Input width.
+    pub fan_in: usize,
+    /// Output width.
+    pub fan_out: usize,
+}
+
 impl Mlp {
     /// Input features.
     pub fn input_dim(&self) -> usize {
@@ -92,15 +105,33 @@ impl Mlp {
         self.exec.parallelism
     }
 
-    /// Per dense layer: the parameter ranges of `W` (`fan_in × fan_out`,
-    /// row-major) and `b`, with the fan-in and fan-out.
-    pub fn dense_layers(&self) -> Vec<(Range<usize>, Range<usize>, usize, usize)> {
+    /// Per dense layer, in order: where its `W` and `b` sit in
+    /// [`Mlp::params`] (and [`Mlp::grads`]) and its widths.
+    ///
+    /// ```
+    /// use backprop::nn::{Activation, MlpBuilder};
+    /// let net = MlpBuilder::new(4).dense(8).act(Activation::Relu).dense_without_bias(3)
+    ///     .build(0).unwrap();
+    /// let d = net.dense_layers();
+    /// assert_eq!((d[0].weight.clone(), d[0].bias.clone()), (0..32, Some(32..40)));
+    /// assert_eq!((d[1].weight.clone(), d[1].bias.clone()), (40..64, None));
+    /// assert_eq!((d[1].fan_in, d[1].fan_out), (8, 3));
+    /// ```
+    pub fn dense_layers(&self) -> Vec<DenseInfo> {
         self.slots
             .iter()
-            .zip(self.slots.iter().skip(1))
-            .filter_map(|(w, b)| match w.tensor.layout {
+            .enumerate()
+            .filter_map(|(i, w)| match w.tensor.layout {
                 Layout::Transposed { fan_in, fan_out } => {
-                    Some((w.range(), b.range(), fan_in, fan_out))
+                    let bias = (self.slots.get(i + 1))
+                        .filter(|b| b.path == w.path && b.tensor.name == "bias")
+                        .map(|b| b.range());
+                    Some(DenseInfo {
+                        weight: w.range(),
+                        bias,
+                        fan_in,
+                        fan_out,
+                    })
                 }
                 Layout::Plain => None,
             })

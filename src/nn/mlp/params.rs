@@ -76,6 +76,6 @@ impl Mlp {
     /// parameters are not decayed), e.g. with
     /// [`DecayMask::only`](crate::optim::DecayMask::only).
     pub fn weight_ranges(&self) -> Vec<Range<usize>> {
-        self.dense_layers().into_iter().map(|(w, ..)| w).collect()
+        self.dense_layers().into_iter().map(|d| d.weight).collect()
     }
 }

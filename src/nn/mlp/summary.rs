@@ -46,10 +46,13 @@ impl Mlp {
         for (i, layer) in layers.iter().enumerate() {
             let path = format!("{base}{i}.");
             let kind = match layer {
-                Layer::Dense { units, init } => format!("dense {units} ({init:?})"),
+                Layer::Dense { units, init, bias } => {
+                    let bias = if *bias { "" } else { ", no bias" };
+                    format!("dense {units} ({init:?}{bias})")
+                }
                 Layer::Act(act) => act.name().to_string(),
-                Layer::BatchNorm => "batch_norm".into(),
-                Layer::LayerNorm => "layer_norm".into(),
+                Layer::BatchNorm { affine } => format!("batch_norm{}", plain(*affine)),
+                Layer::LayerNorm { affine } => format!("layer_norm{}", plain(*affine)),
                 Layer::Residual(_) => "residual x + f(x)".into(),
                 Layer::Dropout { p } => format!("dropout p={p}"),
             };
@@ -69,5 +72,14 @@ impl Mlp {
             }
         }
         Ok(())
+    }
+}
+
+/// The summary's mark for a norm without γ and β.
+fn plain(affine: bool) -> &'static str {
+    if affine {
+        ""
+    } else {
+        " (no affine)"
     }
 }
