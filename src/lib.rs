@@ -100,6 +100,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod dist;
 pub mod gemm;
 #[cfg(feature = "model-files")]
 pub mod io;

@@ -13,11 +13,12 @@
 
 use std::path::{Path, PathBuf};
 
+use backprop::dist::Group;
 use backprop::io::{
     check_writable, load_checkpoint, load_weights_into, mlp_from_safetensors, mlp_from_state_dict,
     read_file, save_checkpoint, Checkpoint,
 };
-use backprop::nn::{Activation, Init, Layer, Loss, Mlp, MlpBuilder, Targets};
+use backprop::nn::{Activation, BatchParallelism, Init, Layer, Loss, Mlp, MlpBuilder, Targets};
 use backprop::optim::{Adam, AdamConfig, Optimizer, Schedule, Sgd, SgdConfig, WeightDecay};
 use backprop::train::csv::{read_csv, LabelKind};
 use backprop::train::{Dataset, TrainError, Trainer};
@@ -86,6 +87,11 @@ pub struct Args {
     /// RAYON_NUM_THREADS, cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Cut each minibatch into S fixed shards whose gradients are summed in shard order
+    /// (bitwise the same for any thread count and, under mpirun, any number of ranks; default:
+    /// each GEMM splits its own work over the threads, and 8 shards under mpirun).
+    #[arg(long, value_name = "S")]
+    pub shards: Option<usize>,
     /// Seed of the initialization, the shuffles and the synthetic data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -218,6 +224,11 @@ pub fn validate(args: &Args) -> Result<(), String> {
     if args.batch == 0 {
         return Err("--batch 0: the minibatch size must be at least 1".into());
     }
+    if let Some(s) = args.shards {
+        if !(1..=MAX_SHARDS).contains(&s) {
+            return Err(format!("--shards {s}: must be 1 to {MAX_SHARDS}"));
+        }
+    }
     if let Some(t) = args.threads {
         if !(1..=MAX_THREADS).contains(&t) {
             return Err(format!("--threads {t}: must be 1 to {MAX_THREADS}"));
@@ -287,6 +298,32 @@ pub struct Setup {
     pub train: Dataset,
     pub test: Dataset,
     pub trainer: Trainer,
+    /// Whether this process reports and writes files: the only one, or rank 0.
+    pub lead: bool,
+}
+
+/// The most shards `--shards` takes.
+pub const MAX_SHARDS: usize = 4096;
+
+/// The shards of a run under mpirun when `--shards` is not given.
+pub const DEFAULT_MPI_SHARDS: usize = 8;
+
+/// Trains data-parallel with the ranks of `group` (started by mpirun): each
+/// minibatch in `--shards` shards (default [`DEFAULT_MPI_SHARDS`]), this rank
+/// computing its own; only rank 0 reports and writes files.
+pub fn join_group(setup: Setup, args: &Args, group: Group) -> Result<Setup, String> {
+    let shards = args.shards.unwrap_or(DEFAULT_MPI_SHARDS);
+    if shards < group.size() {
+        return Err(format!(
+            "--shards {shards}: fewer shards than the {} ranks (each rank needs one)",
+            group.size()
+        ));
+    }
+    Ok(Setup {
+        lead: group.rank() == 0,
+        trainer: setup.trainer.with_group(group, shards),
+        ..setup
+    })
 }
 
 /// Loads the data and builds (or resumes) the trainer.
@@ -320,7 +357,7 @@ pub fn setup(args: &Args) -> Result<Setup, String> {
         Targets::Signs(_) => Loss::Logistic,
         Targets::Values(_) => Loss::Mse,
     });
-    let trainer = match resume {
+    let mut trainer = match resume {
         Some(ckpt) => {
             check_resume_flags(args, &ckpt)?;
             check_resume_batches(args, &ckpt, train.len())?;
@@ -356,10 +393,16 @@ pub fn setup(args: &Args) -> Result<Setup, String> {
             train.features()
         ));
     }
+    if let Some(s) = args.shards {
+        trainer
+            .net_mut()
+            .set_parallelism(BatchParallelism::Shards(s));
+    }
     Ok(Setup {
         train,
         test,
         trainer,
+        lead: true,
     })
 }
 
@@ -715,6 +758,7 @@ pub fn train_epochs(
         train,
         test,
         trainer,
+        lead,
     } = setup;
     let mut rows = Vec::new();
     let mut saved: Option<u64> = None;
@@ -733,7 +777,9 @@ pub fn train_epochs(
         let total = train.len().div_ceil(args.batch);
         let stats = trainer
             .train_epoch_with(train, args.batch, |done, _, l| {
-                progress.batch(epoch, done, total, l)
+                if *lead {
+                    progress.batch(epoch, done, total, l)
+                }
             })
             .map_err(|e| match e {
                 TrainError::Diverged { .. } => format!("{e}{}", kept(saved)),
@@ -775,11 +821,13 @@ pub fn train_epochs(
             test_loss: eval.loss,
             test_accuracy: eval.accuracy(),
         };
-        if let Some(path) = &args.checkpoint {
+        if let (Some(path), true) = (&args.checkpoint, *lead) {
             save_checkpoint(trainer, path).map_err(|e| format!("--checkpoint: {e}"))?;
             saved = Some(epoch);
         }
-        progress.epoch(&row);
+        if *lead {
+            progress.epoch(&row);
+        }
         rows.push(row);
     }
     Ok(rows)

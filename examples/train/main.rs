@@ -29,12 +29,43 @@ fn main() -> ExitCode {
         // Usage errors exit with 2, --help and --version with 0, as clap does.
         Err(e) => e.exit(),
     };
-    match run(&args) {
+    let group = match mpi_group() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: MPI: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rank = group.as_ref().map(|g| g.rank());
+    match run(&args, group) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            match rank {
+                Some(r) => eprintln!("error (rank {r}): {e}"),
+                None => eprintln!("error: {e}"),
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The MPI world when this process was started by mpirun/mpiexec (and the
+/// example was built with the `mpi` feature); `None` otherwise.
+fn mpi_group() -> Result<Option<backprop::dist::Group>, String> {
+    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !launched {
+        return Ok(None);
+    }
+    #[cfg(feature = "mpi")]
+    {
+        let comm = backprop::dist::MpiCommunicator::init()?;
+        Ok(Some(backprop::dist::Group::new(comm)))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        Err("started by mpirun, but this build has no MPI: build it with --features mpi".into())
     }
 }
 
@@ -82,24 +113,38 @@ impl cli::Progress for Terminal {
     }
 }
 
-fn run(args: &cli::Args) -> Result<(), String> {
+fn run(args: &cli::Args, group: Option<backprop::dist::Group>) -> Result<(), String> {
     cli::validate(args)?;
     cli::check_outputs(args)?;
     let mut setup = cli::setup(args)?;
+    let ranks = group.as_ref().map_or(1, |g| g.size());
+    if let Some(g) = group.clone() {
+        setup = cli::join_group(setup, args, g)?;
+    }
+    let lead = setup.lead;
+    // Only the lead process (rank 0) reports and writes files.
+    macro_rules! say {
+        ($($t:tt)*) => { if lead { eprintln!($($t)*); } };
+    }
     if let Some(path) = &args.resume {
-        eprintln!(
+        say!(
             "resuming {} after epoch {}",
             path.display(),
             setup.trainer.epochs()
         );
     }
-    eprintln!(
-        "{} training / {} test samples, {} parameters, {} kernels, {} threads",
+    say!(
+        "{} training / {} test samples, {} parameters, {} kernels, {} threads{}",
         setup.train.len(),
         setup.test.len(),
         setup.trainer.net().num_params(),
         backprop::active_isa(),
-        backprop::num_threads()
+        backprop::num_threads(),
+        match (&group, setup.trainer.net().parallelism()) {
+            (Some(_), backprop::nn::BatchParallelism::Shards(s)) =>
+                format!(" per rank, {ranks} ranks, {s} shards"),
+            _ => String::new(),
+        }
     );
     let mut terminal = Terminal::default();
     let result = cli::train_epochs(&mut setup, args, &mut terminal);
@@ -113,6 +158,9 @@ fn run(args: &cli::Args) -> Result<(), String> {
         .trainer
         .evaluate(&setup.test, 1000)
         .map_err(|e| format!("evaluation: {e}"))?;
+    if !lead {
+        return Ok(());
+    }
     if rows.is_empty() {
         eprintln!(
             "no epoch to train; test loss {:.4}{}",
@@ -135,7 +183,8 @@ fn run(args: &cli::Args) -> Result<(), String> {
         write_plot(path, &rows).map_err(|e| format!("--plot {}: {e}", path.display()))?;
     }
     if args.json {
-        println!("{}", json_report(&rows, net, &final_eval));
+        let comm = group.as_ref().map(|g| g.stats());
+        println!("{}", json_report(&rows, net, &final_eval, ranks, comm));
     }
     Ok(())
 }
@@ -168,7 +217,13 @@ fn json_number(x: f64) -> String {
     }
 }
 
-fn json_report(rows: &[EpochRow], net: &Mlp, last: &Evaluation) -> String {
+fn json_report(
+    rows: &[EpochRow],
+    net: &Mlp,
+    last: &Evaluation,
+    ranks: usize,
+    comm: Option<backprop::dist::CommStats>,
+) -> String {
     let mut s = String::from("{\"epochs\":[");
     for (i, r) in rows.iter().enumerate() {
         if i > 0 {
@@ -187,10 +242,17 @@ fn json_report(rows: &[EpochRow], net: &Mlp, last: &Evaluation) -> String {
     }
     let _ = write!(
         s,
-        "],\"test_loss\":{},\"test_accuracy\":{},\"threads\":{},\"isa\":\"{}\",\"params_checksum\":\"{}\",\"peak_rss_mb\":{}}}",
+        "],\"test_loss\":{},\"test_accuracy\":{},\"threads\":{},\"ranks\":{},\"shards\":{},\"comm_bytes_sent\":{},\"comm_seconds\":{},\"isa\":\"{}\",\"params_checksum\":\"{}\",\"peak_rss_mb\":{}}}",
         json_number(last.loss as f64),
         last.accuracy().map_or("null".into(), |a| json_number(a as f64)),
         backprop::num_threads(),
+        ranks,
+        match net.parallelism() {
+            backprop::nn::BatchParallelism::Shards(s) => s.to_string(),
+            backprop::nn::BatchParallelism::SplitGemm => "null".into(),
+        },
+        comm.map_or("null".into(), |c| c.bytes_sent.to_string()),
+        comm.map_or("null".into(), |c| json_number(c.seconds)),
         backprop::active_isa(),
         checksum(net.params()),
         peak_rss_mb().map_or("null".into(), json_number)

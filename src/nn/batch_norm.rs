@@ -17,8 +17,8 @@
 //! declared.
 
 use crate::nn::layer::{
-    contiguous, declare_affine, scale_shift, Backward, Buffers, Compiler, Fill, Forward, Layout,
-    Op, Scratch, Store, Tensor,
+    affine_sums, contiguous, declare_affine, scale_shift, Backward, Buffers, Compiler, Fill,
+    Forward, Layout, Op, Scratch, Store, Tensor,
 };
 use crate::nn::BuildError;
 
@@ -102,28 +102,39 @@ impl Op for BatchNorm {
                 return;
             }
         };
+        // The statistics are the whole minibatch's: over all its rows, or
+        // per shard and then in shard order (across ranks for a part).
+        let whole = cx.exec.cut(b).batch;
         assert!(
-            b >= 2,
-            "batch_norm: training needs a batch of at least 2, got {b}"
+            whole >= 2,
+            "batch_norm: training needs a batch of at least 2, got {whole}"
         );
         let xhat = &mut cx.aux[..b * d];
         let (inv_std, mean) = cx.stat[..2 * d].split_at_mut(d);
-        mean.fill(0.0);
-        for row in x.chunks_exact(d) {
-            for (m, &v) in mean.iter_mut().zip(row) {
-                *m += v;
+        let rows = |r: std::ops::Range<usize>| x[r.start * d..r.end * d].chunks_exact(d);
+        cx.exec.run(b, [], Some(mean), |p| {
+            let sum = p.partial.expect("batch_norm: Σx given");
+            sum.fill(0.0);
+            for row in rows(p.rows) {
+                for (m, &v) in sum.iter_mut().zip(row) {
+                    *m += v;
+                }
             }
-        }
-        let inv_b = 1.0 / b as f32;
+        });
+        let inv_b = 1.0 / whole as f32;
         mean.iter_mut().for_each(|m| *m *= inv_b);
-        inv_std.fill(0.0);
-        for row in x.chunks_exact(d) {
-            for ((s, &v), &m) in inv_std.iter_mut().zip(row).zip(mean.iter()) {
-                let c = v - m;
-                *s += c * c;
+        let mean: &[f32] = mean;
+        cx.exec.run(b, [], Some(inv_std), |p| {
+            let sum = p.partial.expect("batch_norm: Σ(x − μ)² given");
+            sum.fill(0.0);
+            for row in rows(p.rows) {
+                for ((s, &v), &m) in sum.iter_mut().zip(row).zip(mean) {
+                    let c = v - m;
+                    *s += c * c;
+                }
             }
-        }
-        let unbias = b as f32 / (b as f32 - 1.0);
+        });
+        let unbias = whole as f32 / (whole as f32 - 1.0);
         let (rm, rv) = buffers.split_at_mut(self.var);
         let (rm, rv) = (&mut rm[self.mean..self.mean + d], &mut rv[..d]);
         for j in 0..d {
@@ -157,25 +168,24 @@ impl Op for BatchNorm {
         let (inv_std, sums) = cx.stat.split_at_mut(2 * d);
         let inv_std = &inv_std[..d];
         let gb = scale_shift(self.affine, d, cx.params);
-        let (dgamma, dbeta) = match self.affine {
+        // [∂γ | ∂β] (γ and β are declared one after the other), over the
+        // whole minibatch as the statistics were.
+        let both = match self.affine {
             Some((gamma, beta)) => {
-                let (dg, db) = cx.grads[gamma..].split_at_mut(beta - gamma);
-                (&mut dg[..d], &mut db[..d])
+                debug_assert_eq!(beta, gamma + d);
+                &mut cx.grads[gamma..gamma + 2 * d]
             }
-            None => sums[..2 * d].split_at_mut(d),
+            None => &mut sums[..2 * d],
         };
-        dgamma.fill(0.0);
-        dbeta.fill(0.0);
-        for (gr, hr) in g.chunks_exact(d).zip(xhat.chunks_exact(d)) {
-            for j in 0..d {
-                dbeta[j] += gr[j];
-                dgamma[j] += gr[j] * hr[j];
-            }
-        }
+        affine_sums(cx.exec, b, g, xhat, both);
+        let (dgamma, dbeta) = match self.affine {
+            Some((gamma, _)) => cx.grads[gamma..gamma + 2 * d].split_at(d),
+            None => sums[..2 * d].split_at(d),
+        };
         let Some(dx) = cx.grad_in else {
             return;
         };
-        let bf = b as f32;
+        let bf = cx.exec.cut(b).batch as f32;
         for ((gr, hr), dr) in g
             .chunks_exact(d)
             .zip(xhat.chunks_exact(d))

@@ -154,17 +154,20 @@ impl Op for Dense {
                 let src = if self.keeps_z() { cx.aux } else { cx.out };
                 apply_derivative(cx.isa, self.act, !self.keeps_z(), &src[..g.len()], g);
             }
-            if let Some(r) = self.bias_range() {
-                let db = &mut cx.grads[r];
+        }
+        let g: &[f32] = g;
+        if let (false, Some(r)) = (fused_from_above, self.bias_range()) {
+            // Per shard, then in shard order (one sum in split-GEMM mode).
+            cx.exec.run(batch, [], Some(&mut cx.grads[r]), |p| {
+                let db = p.partial.expect("dense: ∂b given");
                 db.fill(0.0);
-                for row in g.chunks_exact(fan_out) {
+                for row in g[p.rows.start * fan_out..p.rows.end * fan_out].chunks_exact(fan_out) {
                     for (s, v) in db.iter_mut().zip(row) {
                         *s += v;
                     }
                 }
-            }
+            });
         }
-        let g: &[f32] = g;
         let dz = MatRef::from_slice(g, batch, fan_out);
         let xin = cx.input;
         let dw = &mut cx.grads[self.w..self.w + fan_in * fan_out];

@@ -93,8 +93,11 @@ impl Op for Dropout {
             return;
         }
         let m = &mut cx.aux[..x.len()];
+        // Elements are numbered over the whole minibatch (this rank's rows
+        // start at its first row), so a mask never depends on the ranks.
+        let first = (cx.exec.cut(cx.batch).first_row() * cx.input.cols()) as u64;
         for (i, ((yi, &xi), mi)) in y.iter_mut().zip(x).zip(m.iter_mut()).enumerate() {
-            *mi = mask(cx.noise, self.salt, i as u64, self.p);
+            *mi = mask(cx.noise, self.salt, first + i as u64, self.p);
             *yi = xi * *mi;
         }
     }

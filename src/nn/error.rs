@@ -121,12 +121,23 @@ pub enum StepError {
         /// The network's loss.
         loss: Loss,
     },
+    /// Another rank of the group failed this step's loss (its own error is
+    /// reported there); every rank stops at the same step.
+    Peer {
+        /// The first rank that failed.
+        rank: usize,
+    },
 }
 
 impl fmt::Display for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StepError::Loss(e) => write!(f, "{e}"),
+            StepError::Peer { rank } => write!(
+                f,
+                "rank {rank} of the group could not compute its part of the loss (its own \
+                 message says why)"
+            ),
             StepError::TargetKind { loss } => {
                 write!(f, "targets of the wrong kind for a {loss:?} loss")
             }

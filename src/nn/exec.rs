@@ -29,7 +29,9 @@
 
 use std::ops::Range;
 
+use crate::dist::Group;
 use crate::gemm::GemmOptions;
+use crate::nn::StepError;
 use crate::parallel::{self, SharedMut};
 use crate::Threads;
 
@@ -71,6 +73,54 @@ pub(crate) struct Exec {
     pub parallelism: BatchParallelism,
     /// Shard mode: `S` partials of one reduced output at a time; only grows.
     partials: Vec<f32>,
+    /// The ranks this network trains with (shard mode only).
+    group: Option<Group>,
+    /// Set for a pass over this rank's part of a group's minibatch.
+    part: Option<Part>,
+    /// The group's reduction scratch.
+    scratch: Vec<f32>,
+    /// Per-shard loss values and their status: this pass's, then all.
+    sums: Vec<f64>,
+}
+
+/// This rank's part of a minibatch of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Part {
+    /// Rows of the whole minibatch.
+    pub batch: usize,
+    /// The first of this rank's shards, and how many it has.
+    pub first_shard: usize,
+    pub shards: usize,
+}
+
+/// How the rows a pass was given sit in the minibatch: the shards over
+/// them (shard mode) and their place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Cut {
+    /// Rows of the whole minibatch.
+    pub batch: usize,
+    /// Shards of the whole minibatch (1 outside shard mode).
+    pub total_shards: usize,
+    /// The first shard the pass covers, and how many.
+    pub first_shard: usize,
+    pub shards: usize,
+}
+
+impl Cut {
+    /// Global rows of shard `k`.
+    pub fn shard_rows(&self, k: usize) -> Range<usize> {
+        k * self.batch / self.total_shards..(k + 1) * self.batch / self.total_shards
+    }
+    /// The global row of the pass's first row.
+    pub fn first_row(&self) -> usize {
+        self.shard_rows(self.first_shard).start
+    }
+    /// The pass's rows of its `j`-th shard, counted from its first row.
+    pub fn local_rows(&self, j: usize) -> Range<usize> {
+        let r = self.shard_rows(self.first_shard + j);
+        let o = self.first_row();
+        r.start - o..r.end - o
+    }
 }
 
 impl Exec {
@@ -80,7 +130,129 @@ impl Exec {
             options,
             parallelism,
             partials: Vec::new(),
+            group: None,
+            part: None,
+            scratch: Vec::new(),
+            sums: Vec::new(),
         }
+    }
+
+    /// Trains with `group` (shard mode), or alone.
+    pub(crate) fn set_group(&mut self, group: Option<Group>) {
+        self.group = group;
+    }
+    /// The group, if any.
+    pub(crate) fn group(&self) -> Option<&Group> {
+        self.group.as_ref()
+    }
+    /// Marks the coming passes as over this rank's part of a minibatch of
+    /// `batch` rows (`None`: the passes are over whole batches).
+    ///
+    /// # Panics
+    /// Outside shard mode or without a group.
+    pub(crate) fn set_part(&mut self, batch: Option<usize>) {
+        self.part = batch.map(|batch| {
+            let (group, BatchParallelism::Shards(s)) = (&self.group, self.parallelism) else {
+                panic!("exec: a part of a minibatch needs shard mode");
+            };
+            let group = group
+                .as_ref()
+                .expect("exec: a part of a minibatch needs a group");
+            let mine = group.shards_of(group.rank(), s);
+            Part {
+                batch,
+                first_shard: mine.start,
+                shards: mine.len(),
+            }
+        });
+    }
+    /// The rows this rank takes of a minibatch of `batch` rows, when the
+    /// passes are parts of a group's minibatches.
+    pub(crate) fn rows_of(&self, batch: usize) -> Range<usize> {
+        match (&self.group, self.parallelism) {
+            (Some(g), BatchParallelism::Shards(s)) => {
+                let mine = g.shards_of(g.rank(), s);
+                mine.start * batch / s..mine.end * batch / s
+            }
+            _ => 0..batch,
+        }
+    }
+
+    /// How a pass over `rows` rows sits in its minibatch.
+    pub(crate) fn cut(&self, rows: usize) -> Cut {
+        match (self.part, self.parallelism) {
+            (Some(p), BatchParallelism::Shards(s)) => Cut {
+                batch: p.batch,
+                total_shards: s,
+                first_shard: p.first_shard,
+                shards: p.shards,
+            },
+            (_, BatchParallelism::Shards(s)) => Cut {
+                batch: rows,
+                total_shards: s,
+                first_shard: 0,
+                shards: s,
+            },
+            (_, BatchParallelism::SplitGemm) => Cut {
+                batch: rows,
+                total_shards: 1,
+                first_shard: 0,
+                shards: 1,
+            },
+        }
+    }
+
+    /// `Σ_k f(rows of shard k)` over the shards of the pass's minibatch, in
+    /// shard order, in `f64`: the loss of a minibatch from per-shard sums.
+    /// Across the group when the pass is a part: every rank takes part even
+    /// when its own shard fails, and every rank then fails alike (its own
+    /// error, or [`StepError::Peer`] naming the first rank that failed).
+    pub(crate) fn shard_sum(
+        &mut self,
+        cut: Cut,
+        mut f: impl FnMut(Range<usize>) -> Result<f64, StepError>,
+    ) -> Result<f64, StepError> {
+        let s = cut.total_shards;
+        let mut own = None;
+        for j in 0..cut.shards {
+            let (v, ok) = match f(cut.local_rows(j)) {
+                Ok(v) => (v, 0.0),
+                Err(e) => {
+                    own.get_or_insert(e);
+                    (f64::NAN, 1.0)
+                }
+            };
+            self.sums[2 * j] = v;
+            self.sums[2 * j + 1] = ok;
+        }
+        let (local, all) = self.sums.split_at_mut(2 * s);
+        let all = &mut all[..2 * s];
+        match (&self.group, self.part) {
+            (Some(g), Some(_)) => g.gather_f64(&local[..2 * cut.shards], s, 2, all),
+            _ => {
+                if let Some(e) = own {
+                    return Err(e);
+                }
+                all.copy_from_slice(local);
+            }
+        }
+        if let Some(k) = (0..s).find(|&k| all[2 * k + 1] != 0.0) {
+            return Err(match own {
+                Some(e) => e,
+                None => {
+                    let g = self
+                        .group
+                        .as_ref()
+                        .expect("failures elsewhere come from a group");
+                    StepError::Peer {
+                        rank: (0..g.size())
+                            .find(|&q| g.shards_of(q, s).contains(&k))
+                            .unwrap_or(0),
+                    }
+                }
+            });
+        }
+        Ok((0..s).map(|k| all[2 * k]).fold(0.0, |t, v| t + v))
     }
 
     /// The ISA of the network's elementwise loops: the one the GEMM options
@@ -93,6 +265,11 @@ impl Exec {
     /// steps allocate nothing. `None` if the size overflows or is refused.
     pub(crate) fn reserve(&mut self, len: usize) -> Option<()> {
         if let BatchParallelism::Shards(shards) = self.parallelism {
+            let sums = shards.checked_mul(4)?;
+            if sums > self.sums.len() {
+                self.sums.try_reserve_exact(sums - self.sums.len()).ok()?;
+                self.sums.resize(sums, 0.0);
+            }
             let need = shards.checked_mul(len)?;
             if need > self.partials.len() {
                 self.partials
@@ -121,7 +298,7 @@ impl Exec {
     ) where
         F: Fn(Piece<'_, N>) + Sync,
     {
-        let shards = match self.parallelism {
+        let total = match self.parallelism {
             BatchParallelism::SplitGemm => {
                 work(Piece {
                     rows: 0..batch,
@@ -147,10 +324,13 @@ impl Exec {
         let len = reduced.as_ref().map_or(0, |r| r.len());
         self.reserve(len)
             .expect("exec: partials reserved with the workspaces");
+        let cut = self.cut(batch);
+        let shards = cut.shards;
+        debug_assert!(total >= shards);
         let parts = SharedMut::new(&mut self.partials[..shards * len]);
         let has_partial = reduced.is_some();
         parallel::for_each_piece(self.options.threads.count(), shards, |k| {
-            let rows = k * batch / shards..(k + 1) * batch / shards;
+            let rows = cut.local_rows(k);
             // SAFETY: shard k alone touches partial slot k.
             let partial = unsafe { parts.range(k * len..(k + 1) * len) };
             if rows.is_empty() {
@@ -174,7 +354,15 @@ impl Exec {
             });
         });
         if let Some(out) = reduced {
-            reduce(&self.partials[..shards * len], shards, out);
+            match (&self.group, self.part) {
+                (Some(g), Some(_)) => g.ordered_sum(
+                    &self.partials[..shards * len],
+                    total,
+                    out,
+                    &mut self.scratch,
+                ),
+                _ => reduce(&self.partials[..shards * len], shards, out),
+            }
         }
     }
 }

@@ -519,3 +519,23 @@ pub(crate) fn scale_shift(
     let gb = affine.map(|(g, b)| (&params[g..g + d], &params[b..b + d]));
     move |j| gb.map_or((1.0, 0.0), |(g, b)| (g[j], b[j]))
 }
+
+/// A norm's `[Σ g·x̂ | Σ g]` over the minibatch (`∂γ` then `∂β`, `width`
+/// each) into `out`: per shard, then in shard order (across the group for a
+/// part of its minibatch), or one sum over the rows in split-GEMM mode. `g`
+/// and `xhat` are `rows × width` row-major.
+pub(crate) fn affine_sums(exec: &mut Exec, rows: usize, g: &[f32], xhat: &[f32], out: &mut [f32]) {
+    let d = out.len() / 2;
+    exec.run(rows, [], Some(out), |p| {
+        let (dgamma, dbeta) = p.partial.expect("norm: sums given").split_at_mut(d);
+        dgamma.fill(0.0);
+        dbeta.fill(0.0);
+        let (r0, r1) = (p.rows.start * d, p.rows.end * d);
+        for (gr, hr) in g[r0..r1].chunks_exact(d).zip(xhat[r0..r1].chunks_exact(d)) {
+            for j in 0..d {
+                dbeta[j] += gr[j];
+                dgamma[j] += gr[j] * hr[j];
+            }
+        }
+    });
+}

@@ -12,7 +12,7 @@
 //! γ = 1 and β = 0 are fixed and not declared.
 
 use crate::nn::layer::{
-    contiguous, declare_affine, scale_shift, Backward, Compiler, Forward, Op, Scratch,
+    affine_sums, contiguous, declare_affine, scale_shift, Backward, Compiler, Forward, Op, Scratch,
 };
 use crate::nn::BuildError;
 
@@ -73,12 +73,12 @@ impl Op for LayerNorm {
     fn backward(&self, cx: Backward<'_>) {
         let (b, d) = (cx.batch, self.d);
         let gb = scale_shift(self.affine, d, cx.params);
-        let mut dgb = self.affine.map(|(gamma, beta)| {
-            let (dg, db) = cx.grads[gamma..].split_at_mut(beta - gamma);
-            dg[..d].fill(0.0);
-            db[..d].fill(0.0);
-            (&mut dg[..d], &mut db[..d])
-        });
+        if let Some((gamma, beta)) = self.affine {
+            // [∂γ | ∂β] over the minibatch: per shard, then in shard order.
+            debug_assert_eq!(beta, gamma + d);
+            let (g, xhat) = (&cx.grad[..b * d], &cx.aux[..b * d]);
+            affine_sums(cx.exec, b, g, xhat, &mut cx.grads[gamma..gamma + 2 * d]);
+        }
         let rows = cx.grad[..b * d]
             .chunks_exact(d)
             .zip(cx.aux[..b * d].chunks_exact(d))
@@ -88,12 +88,6 @@ impl Op for LayerNorm {
         for ((gr, hr), &s) in rows {
             let mut su = 0.0f32;
             let mut suh = 0.0f32;
-            if let Some((dgamma, dbeta)) = dgb.as_mut() {
-                for j in 0..d {
-                    dbeta[j] += gr[j];
-                    dgamma[j] += gr[j] * hr[j];
-                }
-            }
             for j in 0..d {
                 let u = gr[j] * gb(j).0;
                 su += u;

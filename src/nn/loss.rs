@@ -138,6 +138,18 @@ impl Targets<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The targets of samples `rows` (a part of a minibatch).
+    ///
+    /// # Panics
+    /// If `rows` reaches past [`Targets::len`].
+    pub(crate) fn rows(self, rows: std::ops::Range<usize>) -> Self {
+        match self {
+            Targets::Values(y) => Targets::Values(y.submatrix(rows.start, 0, rows.len(), y.cols())),
+            Targets::Signs(s) => Targets::Signs(&s[rows]),
+            Targets::Classes(c) => Targets::Classes(&c[rows]),
+        }
+    }
 }
 
 /// What a network predicts for each sample, by its loss's inference rule
@@ -215,6 +227,26 @@ impl Loss {
             (Loss::Mse, Targets::Values(y)) => mse(h, y, grad),
             (Loss::Logistic, Targets::Signs(y)) => logistic(h, y, grad)?,
             (Loss::SoftmaxCrossEntropy, Targets::Classes(c)) => softmax_cross_entropy(h, c, grad)?,
+            (loss, _) => return Err(StepError::TargetKind { loss }),
+        })
+    }
+
+    /// [`Loss::value`]'s sum over the rows of `h` (not divided by their
+    /// number), with the gradient scaled by `inv_b`: the loss of a part of a
+    /// minibatch whose whole has `1/inv_b` rows.
+    pub(crate) fn sum(
+        self,
+        h: MatRef<'_>,
+        targets: Targets<'_>,
+        grad: Option<MatMut<'_>>,
+        inv_b: f64,
+    ) -> Result<f64, StepError> {
+        Ok(match (self, targets) {
+            (Loss::Mse, Targets::Values(y)) => mse_sum(h, y, grad, inv_b),
+            (Loss::Logistic, Targets::Signs(y)) => logistic_sum(h, y, grad, inv_b)?,
+            (Loss::SoftmaxCrossEntropy, Targets::Classes(c)) => {
+                softmax_cross_entropy_sum(h, c, grad, inv_b)?
+            }
             (loss, _) => return Err(StepError::TargetKind { loss }),
         })
     }
@@ -441,17 +473,26 @@ fn sigmoid(t: f64) -> f64 {
 /// assert_eq!(g, [0.0, 1.0, 1.5, 0.0]); // (h − y) / 2
 /// ```
 #[track_caller]
-pub fn mse(h: MatRef<'_>, y: MatRef<'_>, mut grad: Option<MatMut<'_>>) -> f32 {
+pub fn mse(h: MatRef<'_>, y: MatRef<'_>, grad: Option<MatMut<'_>>) -> f32 {
+    let inv_b = 1.0 / h.rows().max(1) as f64;
+    (mse_sum(h, y, grad, inv_b) * inv_b) as f32
+}
+
+/// [`mse`]'s sum over the rows (not divided by B), with the gradient scaled
+/// by `inv_b` (1/B of the whole minibatch when `h` is part of it).
+#[track_caller]
+pub(crate) fn mse_sum(
+    h: MatRef<'_>,
+    y: MatRef<'_>,
+    mut grad: Option<MatMut<'_>>,
+    inv_b: f64,
+) -> f64 {
     let shape = (h.rows(), h.cols());
     check_same_shape("mse", "y", (y.rows(), y.cols()), shape);
     if let Some(g) = &grad {
         check_same_shape("mse", "grad", (g.rows(), g.cols()), shape);
     }
     let (b, n) = shape;
-    if b == 0 {
-        return 0.0;
-    }
-    let inv_b = 1.0 / b as f64;
     let mut total = 0.0f64;
     for i in 0..b {
         for j in 0..n {
@@ -463,7 +504,7 @@ pub fn mse(h: MatRef<'_>, y: MatRef<'_>, mut grad: Option<MatMut<'_>>) -> f32 {
             }
         }
     }
-    (total * inv_b) as f32
+    total
 }
 
 /// Binary logistic loss over the batch, with the gradient in the same pass.
@@ -512,7 +553,20 @@ pub fn mse(h: MatRef<'_>, y: MatRef<'_>, mut grad: Option<MatMut<'_>>) -> f32 {
 /// assert!(logistic(MatRef::from_slice(&h, 2, 1), &[1.0, 0.0], None).is_err());
 /// ```
 #[track_caller]
-pub fn logistic(h: MatRef<'_>, y: &[f32], mut grad: Option<MatMut<'_>>) -> Result<f32, LossError> {
+pub fn logistic(h: MatRef<'_>, y: &[f32], grad: Option<MatMut<'_>>) -> Result<f32, LossError> {
+    let inv_b = 1.0 / h.rows().max(1) as f64;
+    Ok((logistic_sum(h, y, grad, inv_b)? * inv_b) as f32)
+}
+
+/// [`logistic`]'s sum over the rows, gradient scaled by `inv_b` (as
+/// [`mse_sum`]).
+#[track_caller]
+pub(crate) fn logistic_sum(
+    h: MatRef<'_>,
+    y: &[f32],
+    mut grad: Option<MatMut<'_>>,
+    inv_b: f64,
+) -> Result<f64, LossError> {
     check_one_column("logistic", &h);
     let b = h.rows();
     if let Some(g) = &grad {
@@ -527,10 +581,6 @@ pub fn logistic(h: MatRef<'_>, y: &[f32], mut grad: Option<MatMut<'_>>) -> Resul
     if let Some((row, &value)) = y.iter().enumerate().find(|&(_, &v)| v != 1.0 && v != -1.0) {
         return Err(LossError::InvalidLabel { row, value });
     }
-    if b == 0 {
-        return Ok(0.0);
-    }
-    let inv_b = 1.0 / b as f64;
     let mut total = 0.0f64;
     for (i, &yi) in y.iter().enumerate() {
         // y = ±1, so t = −y·h is exact in f64.
@@ -542,7 +592,7 @@ pub fn logistic(h: MatRef<'_>, y: &[f32], mut grad: Option<MatMut<'_>>) -> Resul
             g.set(i, 0, (-yi * sigmoid(t) * inv_b) as f32);
         }
     }
-    Ok((total * inv_b) as f32)
+    Ok(total)
 }
 
 /// Softmax cross-entropy over the batch, with the gradient in the same pass.
@@ -604,8 +654,21 @@ pub fn logistic(h: MatRef<'_>, y: &[f32], mut grad: Option<MatMut<'_>>) -> Resul
 pub fn softmax_cross_entropy(
     h: MatRef<'_>,
     classes: &[usize],
-    mut grad: Option<MatMut<'_>>,
+    grad: Option<MatMut<'_>>,
 ) -> Result<f32, LossError> {
+    let inv_b = 1.0 / h.rows().max(1) as f64;
+    Ok((softmax_cross_entropy_sum(h, classes, grad, inv_b)? * inv_b) as f32)
+}
+
+/// [`softmax_cross_entropy`]'s sum over the rows, gradient scaled by
+/// `inv_b` (as [`mse_sum`]).
+#[track_caller]
+pub(crate) fn softmax_cross_entropy_sum(
+    h: MatRef<'_>,
+    classes: &[usize],
+    mut grad: Option<MatMut<'_>>,
+    inv_b: f64,
+) -> Result<f64, LossError> {
     let (b, k) = (h.rows(), h.cols());
     if let Some(g) = &grad {
         check_same_shape(
@@ -628,10 +691,6 @@ pub fn softmax_cross_entropy(
             num_classes: k,
         });
     }
-    if b == 0 {
-        return Ok(0.0);
-    }
-    let inv_b = 1.0 / b as f64;
     let mut total = 0.0f64;
     for (i, &c) in classes.iter().enumerate() {
         // Pass 1: the row maximum m and the first index j* attaining it. A NaN
@@ -690,7 +749,7 @@ pub fn softmax_cross_entropy(
             }
         }
     }
-    Ok((total * inv_b) as f32)
+    Ok(total)
 }
 
 /// The logistic inference rule: `out[i] = sign(h[i, 0]) ∈ {−1.0, +1.0}`.

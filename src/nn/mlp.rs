@@ -263,7 +263,8 @@ impl Mlp {
                 got: x.cols(),
             });
         }
-        if training && x.rows() == 1 && self.ops.iter().any(|op| op.needs_batch_statistics()) {
+        let batch = self.exec.cut(x.rows()).batch;
+        if training && batch == 1 && self.ops.iter().any(|op| op.needs_batch_statistics()) {
             return Err(StepError::BatchOfOne);
         }
         Ok(())
@@ -273,7 +274,7 @@ impl Mlp {
     pub(crate) fn backprop(
         &mut self,
         x: MatRef<'_>,
-        loss: impl FnOnce(MatRef<'_>, MatMut<'_>) -> Result<f32, StepError>,
+        loss: impl FnOnce(MatRef<'_>, MatMut<'_>, &mut Exec) -> Result<f32, StepError>,
     ) -> Result<f32, StepError> {
         let batch = x.rows();
         self.forward_inner(x)?;
@@ -282,7 +283,7 @@ impl Mlp {
         // δ⁽ᴸ⁺¹⁾ = ∂loss/∂h into the gradient buffer of the last op.
         let h = MatRef::from_slice(&self.ws.out[last][..batch * d_out], batch, d_out);
         let g = MatMut::from_slice_mut(&mut self.ws.grad[last][..batch * d_out], batch, d_out);
-        let value = loss(h, g)?;
+        let value = loss(h, g, &mut self.exec)?;
         let isa = self.exec.isa();
         let ws = &mut self.ws;
         let x = staged(&*self.ops[0], x, &ws.input);

@@ -4,8 +4,10 @@
 use std::fmt;
 use std::time::Instant;
 
+use crate::dist::Group;
 use crate::matrix::{MatMut, MatRef};
-use crate::nn::{Evaluation, Mlp, StepError, Targets};
+use crate::nn::loss::LossError;
+use crate::nn::{BatchParallelism, Evaluation, Mlp, StepError, Targets};
 use crate::optim::{clip_grad_norm, Optimizer, Schedule};
 use crate::rng::Rng;
 use crate::train::{Batch, Dataset};
@@ -205,7 +207,81 @@ impl Trainer {
     /// assert_eq!(t.net().params(), &before[..]);
     /// ```
     pub fn step(&mut self, x: MatRef<'_>, targets: Targets<'_>) -> Result<f32, TrainError> {
-        self.run_step(|net| net.forward_backward(x, targets))
+        let batch = x.rows();
+        let r = self.net.rows_of(batch);
+        if r.len() == batch {
+            return self.run_step(batch, |net| net.forward_backward(x, targets));
+        }
+        // In a group: every rank is given the whole minibatch and computes
+        // its own rows.
+        if targets.len() != batch {
+            return Err(TrainError::Step(StepError::Loss(LossError::TargetLen {
+                expected: batch,
+                got: targets.len(),
+            })));
+        }
+        let xs = x.submatrix(r.start, 0, r.len(), x.cols());
+        let ts = targets.rows(r);
+        self.run_step(batch, |net| net.forward_backward(xs, ts))
+    }
+
+    /// Trains data-parallel with the ranks of `group`, bitwise as one process
+    /// with [`BatchParallelism::Shards`]`(shards)`: each minibatch is cut
+    /// into `shards` shards, this rank computes its own (`shards·r/R ..
+    /// shards·(r+1)/R`), and every sum over the minibatch (gradients,
+    /// BatchNorm statistics, the loss) is taken per shard and then over the
+    /// shards in shard order across the ranks (see [`crate::dist`]). Every
+    /// rank builds its trainer alike (network, optimizer, schedule, seed) and
+    /// passes the same data; [`Trainer::train_epoch`] gathers only this
+    /// rank's rows, [`Trainer::step`] takes the whole minibatch on every rank
+    /// and uses this rank's rows.
+    ///
+    /// # Panics
+    /// If `shards` is smaller than the number of ranks (each needs one).
+    ///
+    /// ```
+    /// use backprop::dist::{Group, LocalGroup};
+    /// use backprop::matrix::MatRef;
+    /// use backprop::nn::{BatchParallelism, MlpBuilder, Targets};
+    /// use backprop::optim::{Schedule, Sgd, SgdConfig};
+    /// use backprop::train::Trainer;
+    /// let x: Vec<f32> = (0..16).map(|i| i as f32 / 8.0).collect();
+    /// let y: Vec<f32> = x.iter().step_by(2).map(|v| 2.0 * v).collect();
+    /// let trainer = || {
+    ///     let net = MlpBuilder::new(2).dense(4).dense(1).build(3).unwrap();
+    ///     let opt = Sgd::new(net.num_params(), SgdConfig::default());
+    ///     Trainer::new(net, Box::new(opt), Schedule::constant(0.1), 0)
+    /// };
+    /// let step = |mut t: Trainer| {
+    ///     t.step(MatRef::from_slice(&x, 8, 2), Targets::Values(MatRef::from_slice(&y, 8, 1))).unwrap();
+    ///     t.into_net().params().to_vec()
+    /// };
+    /// // Two ranks as threads, 4 shards; one process with the same 4 shards.
+    /// let ranks: Vec<Vec<f32>> = std::thread::scope(|s| {
+    ///     let hs: Vec<_> = LocalGroup::ranks(2).into_iter().map(|c| {
+    ///         s.spawn(move || step(trainer().with_group(Group::new(c), 4)))
+    ///     }).collect();
+    ///     hs.into_iter().map(|h| h.join().unwrap()).collect()
+    /// });
+    /// let mut alone = trainer();
+    /// alone.net_mut().set_parallelism(BatchParallelism::Shards(4));
+    /// let alone = step(alone);
+    /// assert!(ranks.iter().all(|p| p == &alone));
+    /// ```
+    pub fn with_group(mut self, group: Group, shards: usize) -> Trainer {
+        assert!(
+            shards >= group.size(),
+            "Trainer::with_group: {shards} shards cannot be spread over {} ranks (each needs one)",
+            group.size()
+        );
+        self.net.set_parallelism(BatchParallelism::Shards(shards));
+        self.net.set_group(Some(group));
+        self
+    }
+
+    /// The group this trainer trains with, if any.
+    pub fn group(&self) -> Option<&Group> {
+        self.net.group()
     }
 
     /// [`Trainer::step`] with a loss of the caller's, as
@@ -245,7 +321,7 @@ impl Trainer {
         x: MatRef<'_>,
         loss: impl FnOnce(MatRef<'_>, MatMut<'_>) -> f32,
     ) -> Result<f32, TrainError> {
-        self.run_step(|net| net.forward_backward_with(x, loss))
+        self.run_step(x.rows(), |net| net.forward_backward_with(x, loss))
     }
 
     /// One step around the backward pass `pass`: training mode and the
@@ -253,11 +329,16 @@ impl Trainer {
     /// the update.
     fn run_step(
         &mut self,
+        batch: usize,
         pass: impl FnOnce(&mut Mlp) -> Result<f32, StepError>,
     ) -> Result<f32, TrainError> {
         self.net.set_training(true);
         self.net.set_noise(self.seed, self.step);
-        let loss = pass(&mut self.net)?;
+        let grouped = self.net.group().is_some();
+        self.net.set_part(grouped.then_some(batch));
+        let loss = pass(&mut self.net);
+        self.net.set_part(None);
+        let loss = loss?;
         let (params, grads) = self.net.params_and_grads();
         // Clipping needs the norm anyway (it leaves non-finite gradients
         // alone); without it, one pass checks the gradient for NaN and ±∞.
@@ -359,8 +440,13 @@ impl Trainer {
         let mut buf = std::mem::take(&mut self.batch);
         let order = std::mem::take(&mut self.order);
         let result = {
-            let (x, targets) = data.gather(&order[lo..hi], &mut buf);
-            self.step(x, targets)
+            // In a group, only this rank's rows of the minibatch.
+            let r = self.net.rows_of(hi - lo);
+            let (x, targets) = data.gather(&order[lo + r.start..lo + r.end], &mut buf);
+            match self.net.group() {
+                Some(_) => self.run_step(hi - lo, |net| net.forward_backward(x, targets)),
+                None => self.step(x, targets),
+            }
         };
         self.batch = buf;
         self.order = order;

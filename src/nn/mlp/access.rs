@@ -97,8 +97,28 @@ impl Mlp {
             parallelism != BatchParallelism::Shards(0),
             "set_parallelism: at least one shard"
         );
+        let group = self.exec.group().cloned();
         self.exec = Exec::new(self.exec.options, parallelism);
+        self.exec.set_group(group);
         self.ws = Workspace::default(); // resized with the shard buffers on the next step
+    }
+    /// Trains with `group` from now on (shard mode), or alone (`None`).
+    pub(crate) fn set_group(&mut self, group: Option<crate::dist::Group>) {
+        self.exec.set_group(group);
+    }
+    /// The group the network trains with, if any.
+    pub(crate) fn group(&self) -> Option<&crate::dist::Group> {
+        self.exec.group()
+    }
+    /// Marks the coming passes as over this rank's part of a group's
+    /// minibatch of `batch` rows, or (`None`) over whole batches.
+    pub(crate) fn set_part(&mut self, batch: Option<usize>) {
+        self.exec.set_part(batch);
+    }
+    /// The rows of a minibatch of `batch` rows this rank computes in a group
+    /// (all of them alone).
+    pub(crate) fn rows_of(&self, batch: usize) -> Range<usize> {
+        self.exec.rows_of(batch)
     }
     /// The current [`BatchParallelism`].
     pub fn parallelism(&self) -> BatchParallelism {

@@ -38,7 +38,24 @@ impl Mlp {
         targets: Targets<'_>,
     ) -> Result<f32, StepError> {
         let loss = self.loss;
-        self.backprop(x, |h, g| loss.value(h, targets, Some(g)))
+        self.backprop(x, |h, mut g, exec| {
+            let cut = exec.cut(h.rows());
+            if cut.total_shards == 1 || targets.len() != h.rows() {
+                // One sum over the batch (or the loss's own length error).
+                return loss.value(h, targets, Some(g));
+            }
+            // Shard mode: per-shard sums, added in shard order (across the
+            // group for a part of its minibatch), each row's ∂L/∂h divided
+            // by the whole minibatch's size.
+            let inv_b = 1.0 / cut.batch.max(1) as f64;
+            let cols = h.cols();
+            let total = exec.shard_sum(cut, |r| {
+                let hs = h.submatrix(r.start, 0, r.len(), cols);
+                let gs = g.rb_mut().submatrix_mut(r.start, 0, r.len(), cols);
+                loss.sum(hs, targets.rows(r), Some(gs), inv_b)
+            })?;
+            Ok((total * inv_b) as f32)
+        })
     }
 
     /// [`Mlp::forward_backward`] with a loss of the caller's: `loss(h, dh)`
@@ -47,7 +64,9 @@ impl Mlp {
     /// writes ∂L/∂h into `dh` and returns L. The network then runs the same
     /// backward pass as for a built-in loss, fused δ steps included, and
     /// leaves ∂L/∂params in [`Mlp::grads`]. For a mean over the batch, divide
-    /// by the batch size in both.
+    /// by the batch size in both. (In a [`Trainer`](crate::train::Trainer)
+    /// with a group, `h` holds this rank's rows only: divide by the whole
+    /// minibatch's size, and the value returned is this rank's part.)
     ///
     /// # Errors
     /// As [`Mlp::forward`].
@@ -84,7 +103,7 @@ impl Mlp {
         x: MatRef<'_>,
         loss: impl FnOnce(MatRef<'_>, MatMut<'_>) -> f32,
     ) -> Result<f32, StepError> {
-        self.backprop(x, |h, mut g| {
+        self.backprop(x, |h, mut g, _| {
             g.fill(0.0);
             Ok(loss(h, g))
         })

@@ -1,0 +1,369 @@
+//! Data-parallel training over several processes, bitwise equal to one.
+//!
+//! # The semantics
+//! A minibatch of `B` rows is cut into a fixed number `S` of logical shards,
+//! `k·B/S .. (k+1)·B/S`, the same cut as
+//! [`BatchParallelism::Shards`](crate::nn::BatchParallelism::Shards). With `R`
+//! processes (ranks), rank `r` owns the contiguous shards `S·r/R .. S·(r+1)/R`
+//! and gathers only their rows. Everything a step computes from one row stays
+//! on the rank that has it; everything summed over the batch is summed **per
+//! shard, then over the shards in shard order**:
+//! * the weight and bias gradients (each shard's `Xᵀ·δ`, `Σ δ`),
+//! * BatchNorm's batch statistics (mean, then variance) and its backward
+//!   sums (synchronised BatchNorm: the statistics are the whole minibatch's),
+//! * LayerNorm's `∂γ`, `∂β`, and the loss value.
+//!
+//! One process running the same `S` shards does exactly these sums in
+//! exactly this order, so the trained weights are bitwise identical for any
+//! number of ranks, and equal to one process with `Shards(S)`. Dropout masks
+//! are keyed by the global row, and the optimizer runs on every rank on the
+//! same summed gradient, so it needs no communication and stays replicated.
+//!
+//! # The communication scheme
+//! A reduction of `S` partials of length `n` (one per shard) is a
+//! **reduce-scatter in shard order, then an all-gather**:
+//! 1. element range `o·n/R .. (o+1)·n/R` belongs to rank `o`. Each rank sends
+//!    to each owner its shards' partials of the owner's range (one
+//!    all-to-all with variable counts);
+//! 2. each owner now holds all `S` partials of its range, in shard order
+//!    (ranks own shards in rank order), and adds them left to right: the
+//!    same additions in the same order as one process;
+//! 3. an all-gather with variable counts gives every rank the whole sum.
+//!
+//! A rank sends `(S/R)·n·(R − 1)/R` values in step 1 and `n·(R − 1)/R` in
+//! step 3; with one shard per rank (`S = R`) that is `2·n·(R − 1)/R`, what a
+//! ring all-reduce sends, and the additions are spread over the ranks. A
+//! tree or ring all-reduce would send as little but add in an order that
+//! depends on `R`, which is exactly what this crate refuses. Summing each
+//! rank's own shards first would send less for `S > R` but group the sums by
+//! rank, again depending on `R`.
+//!
+//! The optimizer is replicated rather than sharded (ZeRO-1): every rank holds
+//! the full optimizer state and applies the same update. Sharding it would
+//! save the update's compute and state memory (small for the networks this
+//! crate trains) but not traffic, and it would need gradient clipping's
+//! global norm summed in a fixed order across ranks too.
+//!
+//! # Communicators
+//! [`Communicator`] is the transport: two collectives on `f32` with variable
+//! counts and one on `f64`. [`LocalGroup`] runs the ranks as threads of one
+//! process (for tests and for trying a configuration); with the feature
+//! `mpi`, `MpiCommunicator` runs them over MPI.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Instant;
+
+#[cfg(feature = "mpi")]
+mod mpi_comm;
+#[cfg(feature = "mpi")]
+pub use mpi_comm::MpiCommunicator;
+
+/// The transport between the ranks of a group: collectives that every rank
+/// calls in the same order with matching counts. A failure to communicate
+/// ends the process with a message naming the rank (never a return that the
+/// other ranks would wait on forever).
+pub trait Communicator: Send + Sync {
+    /// This process's rank, `0..size()`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// All-to-all with variable counts: `send` holds, in rank order,
+    /// `send_counts[q]` values for each rank `q`; on return `recv` holds, in
+    /// rank order, the `recv_counts[q]` values rank `q` sent to this rank.
+    fn all_to_all_v(
+        &self,
+        send: &[f32],
+        send_counts: &[usize],
+        recv: &mut [f32],
+        recv_counts: &[usize],
+    );
+    /// All-gather with variable counts: `send` (`counts[rank]` values) from
+    /// every rank, concatenated in rank order into `recv`.
+    fn all_gather_v(&self, send: &[f32], recv: &mut [f32], counts: &[usize]);
+    /// All-gather of `f64`s with equal counts: `recv` is `size()` times
+    /// `send.len()` values, rank order.
+    fn all_gather_f64(&self, send: &[f64], recv: &mut [f64]);
+}
+
+/// What a group's collectives cost a rank so far: for the benchmark's
+/// bytes per step and the time spent communicating.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CommStats {
+    /// Bytes this rank sent to other ranks.
+    pub bytes_sent: u64,
+    /// Wall time inside collectives (sending, receiving and waiting).
+    pub seconds: f64,
+    /// Collective calls.
+    pub calls: u64,
+}
+
+/// A communicator and the bookkeeping of the shard sums over it.
+#[derive(Clone)]
+pub struct Group {
+    comm: Arc<dyn Communicator>,
+    sent: Arc<AtomicU64>,
+    nanos: Arc<AtomicU64>,
+    calls: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("rank", &self.rank())
+            .field("size", &self.size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Group {
+    /// A group over `comm`.
+    pub fn new(comm: Arc<dyn Communicator>) -> Group {
+        Group {
+            comm,
+            sent: Arc::new(AtomicU64::new(0)),
+            nanos: Arc::new(AtomicU64::new(0)),
+            calls: Arc::new(AtomicU64::new(0)),
+        }
+    }
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+    /// Number of ranks.
+    pub fn size(&self) -> usize {
+        self.comm.size()
+    }
+    /// The communication so far.
+    pub fn stats(&self) -> CommStats {
+        CommStats {
+            bytes_sent: self.sent.load(Ordering::Relaxed),
+            seconds: self.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+            calls: self.calls.load(Ordering::Relaxed),
+        }
+    }
+
+    fn timed<T>(&self, bytes: usize, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
+    /// The shards rank `rank` owns of `shards`.
+    pub(crate) fn shards_of(&self, rank: usize, shards: usize) -> Range<usize> {
+        owned(rank, self.size(), shards)
+    }
+
+    /// `out = Σ_k parts_k` over all `shards` shards, added left to right in
+    /// shard order, on every rank; `local` holds this rank's shards' partials
+    /// (each `out.len()` long, in shard order). `scratch` is reused.
+    pub(crate) fn ordered_sum(
+        &self,
+        local: &[f32],
+        shards: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let (r, size, n) = (self.rank(), self.size(), out.len());
+        let mine = self.shards_of(r, shards).len();
+        debug_assert_eq!(local.len(), mine * n);
+        let slice = |o: usize| o * n / size..(o + 1) * n / size;
+        // Step 1: to each owner, this rank's shards' pieces of its slice.
+        let send_counts: Vec<usize> = (0..size).map(|o| mine * slice(o).len()).collect();
+        let recv_counts: Vec<usize> = (0..size)
+            .map(|q| self.shards_of(q, shards).len() * slice(r).len())
+            .collect();
+        let (send_len, recv_len) = (local.len(), shards * slice(r).len());
+        scratch.clear();
+        scratch.resize(send_len + recv_len, 0.0);
+        let (send, recv) = scratch.split_at_mut(send_len);
+        let mut at = 0;
+        for o in 0..size {
+            for k in 0..mine {
+                let s = slice(o);
+                let src = &local[k * n + s.start..k * n + s.end];
+                send[at..at + src.len()].copy_from_slice(src);
+                at += src.len();
+            }
+        }
+        let away = send_len - send_counts[r];
+        self.timed(away * 4, || {
+            self.comm
+                .all_to_all_v(send, &send_counts, recv, &recv_counts)
+        });
+        // Step 2: the owner adds the S pieces of its slice in shard order.
+        let s = slice(r);
+        let w = s.len();
+        let sum = &mut out[s.clone()];
+        if shards > 0 && w > 0 {
+            sum.copy_from_slice(&recv[..w]);
+            for k in 1..shards {
+                for (x, y) in sum.iter_mut().zip(&recv[k * w..(k + 1) * w]) {
+                    *x += y;
+                }
+            }
+        } else {
+            sum.fill(0.0);
+        }
+        // Step 3: everyone gets every slice.
+        let counts: Vec<usize> = (0..size).map(|o| slice(o).len()).collect();
+        let mine_sum = out[s].to_vec();
+        self.timed(w * 4 * (size - 1), || {
+            self.comm.all_gather_v(&mine_sum, out, &counts)
+        });
+    }
+
+    /// The `shards` per-shard `f64` values of all ranks, in shard order
+    /// (`local` holds this rank's, `per` values each, `out` gets
+    /// `shards × per`). Ranks pad to the largest shard count.
+    pub(crate) fn gather_f64(&self, local: &[f64], shards: usize, per: usize, out: &mut [f64]) {
+        let size = self.size();
+        let most = (0..size)
+            .map(|q| self.shards_of(q, shards).len())
+            .max()
+            .unwrap_or(0);
+        let mut send = vec![0.0f64; most * per];
+        send[..local.len()].copy_from_slice(local);
+        let mut recv = vec![0.0f64; size * most * per];
+        self.timed(send.len() * 8 * (size - 1), || {
+            self.comm.all_gather_f64(&send, &mut recv)
+        });
+        let mut at = 0;
+        for q in 0..size {
+            let n = self.shards_of(q, shards).len() * per;
+            out[at..at + n].copy_from_slice(&recv[q * most * per..q * most * per + n]);
+            at += n;
+        }
+    }
+}
+
+/// The shards of `shards` that rank `rank` of `size` owns: an even,
+/// contiguous cut, in rank order.
+pub(crate) fn owned(rank: usize, size: usize, shards: usize) -> Range<usize> {
+    rank * shards / size..(rank + 1) * shards / size
+}
+
+/// `size` ranks as threads of one process: [`LocalGroup::ranks`] gives one
+/// communicator per rank, to hand to one thread each. Every collective is
+/// a rendezvous of all the threads (they must all call it).
+///
+/// ```
+/// use std::sync::Arc;
+/// use backprop::dist::{Communicator, LocalGroup};
+/// let ranks = LocalGroup::ranks(3);
+/// let sums: Vec<Vec<f32>> = std::thread::scope(|s| {
+///     let handles: Vec<_> = ranks.into_iter().map(|c| s.spawn(move || {
+///         let mut all = vec![0.0f32; 3];
+///         c.all_gather_v(&[c.rank() as f32], &mut all, &[1, 1, 1]);
+///         all
+///     })).collect();
+///     handles.into_iter().map(|h| h.join().unwrap()).collect()
+/// });
+/// assert!(sums.iter().all(|v| v == &[0.0, 1.0, 2.0]));
+/// ```
+pub struct LocalGroup {
+    rank: usize,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    size: usize,
+    barrier: Barrier,
+    /// What each rank posted for the current collective.
+    posted: Mutex<Vec<Vec<f64>>>,
+}
+
+impl LocalGroup {
+    /// `size` communicators (≥ 1), rank `i` at index `i`.
+    ///
+    /// # Panics
+    /// If `size` is 0.
+    pub fn ranks(size: usize) -> Vec<Arc<dyn Communicator>> {
+        assert!(size > 0, "LocalGroup: at least one rank");
+        let shared = Arc::new(Shared {
+            size,
+            barrier: Barrier::new(size),
+            posted: Mutex::new(vec![Vec::new(); size]),
+        });
+        (0..size)
+            .map(|rank| {
+                Arc::new(LocalGroup {
+                    rank,
+                    shared: shared.clone(),
+                }) as Arc<dyn Communicator>
+            })
+            .collect()
+    }
+
+    /// Posts `values`, waits for every rank, hands `read` all posts, and
+    /// waits again so no post is replaced while another rank reads it.
+    fn exchange(&self, values: Vec<f64>, read: impl FnOnce(&[Vec<f64>])) {
+        let s = &self.shared;
+        s.posted.lock().expect("a rank panicked")[self.rank] = values;
+        s.barrier.wait();
+        read(&s.posted.lock().expect("a rank panicked"));
+        s.barrier.wait();
+    }
+}
+
+impl Communicator for LocalGroup {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.shared.size
+    }
+    fn all_to_all_v(
+        &self,
+        send: &[f32],
+        send_counts: &[usize],
+        recv: &mut [f32],
+        recv_counts: &[usize],
+    ) {
+        let me = self.rank;
+        let size = self.shared.size;
+        // The post: the counts for each rank, then the values.
+        let post: Vec<f64> = (send_counts.iter().map(|&c| c as f64))
+            .chain(send.iter().map(|&v| f64::from(v)))
+            .collect();
+        self.exchange(post, |posts| {
+            let mut at = 0;
+            for (q, post) in posts.iter().enumerate() {
+                let start = size + post[..me].iter().map(|&c| c as usize).sum::<usize>();
+                let n = recv_counts[q];
+                assert_eq!(
+                    post[me] as usize, n,
+                    "LocalGroup: rank {q} sends {} values to rank {me}, which expects {n}",
+                    post[me]
+                );
+                for (d, &v) in recv[at..at + n].iter_mut().zip(&post[start..start + n]) {
+                    *d = v as f32;
+                }
+                at += n;
+            }
+        });
+    }
+    fn all_gather_v(&self, send: &[f32], recv: &mut [f32], counts: &[usize]) {
+        self.exchange(send.iter().map(|&v| f64::from(v)).collect(), |posts| {
+            let mut at = 0;
+            for (q, post) in posts.iter().enumerate() {
+                for (d, &v) in recv[at..at + counts[q]].iter_mut().zip(post) {
+                    *d = v as f32;
+                }
+                at += counts[q];
+            }
+        });
+    }
+    fn all_gather_f64(&self, send: &[f64], recv: &mut [f64]) {
+        self.exchange(send.to_vec(), |posts| {
+            for (q, post) in posts.iter().enumerate() {
+                recv[q * send.len()..(q + 1) * send.len()].copy_from_slice(post);
+            }
+        });
+    }
+}

@@ -1,0 +1,187 @@
+//! [`Communicator`] over MPI (feature `mpi`, through the `mpi` crate and the
+//! system's MPI library, e.g. Open MPI).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mpi::datatype::{Partition, PartitionMut};
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator as _, CommunicatorCollectives as _};
+use mpi::Count;
+
+use super::Communicator;
+
+/// The ranks of `MPI_COMM_WORLD`, as started by `mpirun`/`mpiexec` (a
+/// program started alone is a world of one).
+///
+/// MPI is initialised with `MPI_THREAD_SERIALIZED` and every collective
+/// holds a lock, so the communicator may be used from any thread. A
+/// watchdog ends the process, naming its rank, when one collective has
+/// waited longer than the timeout (`BACKPROP_MPI_TIMEOUT` seconds, default
+/// 300): MPI itself has no timeout, and a peer that hangs rather than dies
+/// would otherwise hang every rank. (A peer that dies is seen by `mpirun`,
+/// which ends the job and names the rank.) MPI is finalised when the last
+/// clone of the `Arc` is dropped.
+pub struct MpiCommunicator {
+    world: Mutex<World>,
+    rank: usize,
+    size: usize,
+    /// Nanoseconds since `start` when the current collective began; 0 when
+    /// none is in progress.
+    busy_since: Arc<AtomicU64>,
+    start: Instant,
+    // Dropped last: finalises MPI.
+    _universe: Finaliser,
+}
+
+/// The world communicator's handle.
+struct World(SimpleCommunicator);
+
+// SAFETY: MPI is initialised with MPI_THREAD_SERIALIZED, which allows MPI
+// calls from any thread as long as no two are concurrent. Every use of the
+// handle goes through `MpiCommunicator::world`'s mutex, so they never are.
+unsafe impl Send for World {}
+
+/// The universe, whose drop finalises MPI.
+struct Finaliser(#[allow(dead_code)] Universe);
+
+// SAFETY: the universe is only dropped (MPI_Finalize, once, by the last
+// owner), never used otherwise; MPI_THREAD_SERIALIZED allows that call from
+// any thread, and the communicator's lock is free by then (no collective
+// can be running while the last reference is being dropped).
+unsafe impl Send for Finaliser {}
+// SAFETY: as for `Send`: the universe is never accessed through a shared
+// reference.
+unsafe impl Sync for Finaliser {}
+
+impl std::fmt::Debug for MpiCommunicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MpiCommunicator")
+            .field("rank", &self.rank)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MpiCommunicator {
+    /// Initialises MPI and returns the world's communicator.
+    ///
+    /// # Errors
+    /// A message if MPI was initialised already or cannot give
+    /// `MPI_THREAD_SERIALIZED`.
+    pub fn init() -> Result<Arc<MpiCommunicator>, String> {
+        let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+            .ok_or("MPI was initialised already")?;
+        if level < mpi::Threading::Serialized {
+            return Err(format!(
+                "the MPI library gives threading level {level:?}; MPI_THREAD_SERIALIZED is needed"
+            ));
+        }
+        let world = universe.world();
+        let (rank, size) = (world.rank() as usize, world.size() as usize);
+        let timeout = std::env::var("BACKPROP_MPI_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|t| *t > 0.0)
+            .unwrap_or(300.0);
+        let comm = Arc::new(MpiCommunicator {
+            world: Mutex::new(World(world)),
+            rank,
+            size,
+            busy_since: Arc::new(AtomicU64::new(0)),
+            start: Instant::now(),
+            _universe: Finaliser(universe),
+        });
+        let (busy, start) = (comm.busy_since.clone(), comm.start);
+        std::thread::Builder::new()
+            .name("backprop-mpi-watchdog".into())
+            .spawn(move || watchdog(busy, start, rank, timeout))
+            .map_err(|e| format!("cannot start the MPI watchdog thread: {e}"))?;
+        Ok(comm)
+    }
+
+    /// Runs `f` on the world, marked busy for the watchdog.
+    fn call<T>(&self, f: impl FnOnce(&SimpleCommunicator) -> T) -> T {
+        let world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.start.elapsed().as_nanos() as u64;
+        self.busy_since.store(now.max(1), Ordering::Relaxed);
+        let out = f(&world.0);
+        self.busy_since.store(0, Ordering::Relaxed);
+        out
+    }
+}
+
+/// Ends the process when a collective has been in progress for longer than
+/// `timeout` seconds.
+fn watchdog(busy: Arc<AtomicU64>, start: Instant, rank: usize, timeout: f64) {
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let since = busy.load(Ordering::Relaxed);
+        if since == 0 {
+            continue;
+        }
+        let waited =
+            start.elapsed().as_nanos() as u64 - since.min(start.elapsed().as_nanos() as u64);
+        if waited as f64 * 1e-9 > timeout {
+            eprintln!(
+                "backprop: rank {rank}: a collective has waited {timeout} s for the other ranks \
+                 (one of them died or hangs, or the network failed); ending rank {rank} \
+                 (BACKPROP_MPI_TIMEOUT sets the limit)"
+            );
+            std::process::exit(70);
+        }
+    }
+}
+
+/// Counts and displacements as MPI takes them.
+fn layout(counts: &[usize]) -> (Vec<Count>, Vec<Count>) {
+    let as_count = |n: usize| {
+        Count::try_from(n).unwrap_or_else(|_| {
+            panic!("MpiCommunicator: {n} values in one message exceed MPI's int count")
+        })
+    };
+    let mut displs = Vec::with_capacity(counts.len());
+    let mut at = 0usize;
+    for &c in counts {
+        displs.push(as_count(at));
+        at += c;
+    }
+    as_count(at);
+    (counts.iter().map(|&c| as_count(c)).collect(), displs)
+}
+
+impl Communicator for MpiCommunicator {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn size(&self) -> usize {
+        self.size
+    }
+    fn all_to_all_v(
+        &self,
+        send: &[f32],
+        send_counts: &[usize],
+        recv: &mut [f32],
+        recv_counts: &[usize],
+    ) {
+        let (sc, sd) = layout(send_counts);
+        let (rc, rd) = layout(recv_counts);
+        self.call(|w| {
+            let s = Partition::new(send, sc, sd);
+            let mut r = PartitionMut::new(recv, rc, rd);
+            w.all_to_all_varcount_into(&s, &mut r);
+        });
+    }
+    fn all_gather_v(&self, send: &[f32], recv: &mut [f32], counts: &[usize]) {
+        let (c, d) = layout(counts);
+        self.call(|w| {
+            let mut r = PartitionMut::new(recv, c, d);
+            w.all_gather_varcount_into(send, &mut r);
+        });
+    }
+    fn all_gather_f64(&self, send: &[f64], recv: &mut [f64]) {
+        self.call(|w| w.all_gather_into(send, recv));
+    }
+}

@@ -1,0 +1,191 @@
+//! Data-parallel training is bitwise one process: ranks as threads
+//! (`LocalGroup`), 1 to 4 of them, give the weights, BatchNorm statistics and
+//! losses of one process running the same shards (`BatchParallelism::Shards`),
+//! with BatchNorm, LayerNorm, dropout, Adam and a schedule, minibatches whose
+//! last one leaves shards empty, and any thread count.
+
+use std::sync::Arc;
+
+use backprop::dist::{Communicator, Group, LocalGroup};
+use backprop::gemm::GemmOptions;
+use backprop::matrix::MatRef;
+use backprop::nn::{Activation, BatchParallelism, Loss, MlpBuilder, StepError, Targets};
+use backprop::optim::{Adam, AdamConfig, Schedule};
+use backprop::train::{Dataset, TrainError, Trainer};
+use backprop::Threads;
+
+/// 103 samples of 6 features, 3 classes.
+fn data() -> Dataset {
+    let n = 103;
+    let x: Vec<f32> = (0..n * 6)
+        .map(|i| ((i * 7919 % 211) as f32 / 50.0) - 2.0)
+        .collect();
+    let c: Vec<usize> = (0..n).map(|i| (i * 31 % 7) % 3).collect();
+    Dataset::new(x, n, 6, Targets::Classes(&c)).unwrap()
+}
+
+fn trainer(threads: usize) -> Trainer {
+    let mut net = MlpBuilder::new(6)
+        .dense(16)
+        .batch_norm()
+        .act(Activation::Relu)
+        .dropout(0.25)
+        .dense(12)
+        .layer_norm()
+        .act(Activation::Tanh)
+        .dense(3)
+        .loss(Loss::SoftmaxCrossEntropy)
+        .build(5)
+        .unwrap();
+    net.set_gemm_options(GemmOptions {
+        threads: Threads::Fixed(threads),
+        ..GemmOptions::default()
+    });
+    let opt = Adam::new(net.num_params(), AdamConfig::default());
+    let schedule = Schedule::warmup(3, 0.1, Schedule::cosine(0.01, 1e-4, 40));
+    Trainer::new(net, Box::new(opt), schedule, 11)
+}
+
+/// Params, buffers and per-epoch losses (as bits) after 3 epochs of batch 20
+/// (the last minibatch has 3 rows: with 8 shards, five are empty).
+type Run = (Vec<u32>, Vec<u32>, Vec<u32>);
+
+fn train(mut t: Trainer) -> Run {
+    let d = data();
+    let mut losses = Vec::new();
+    for _ in 0..3 {
+        losses.push(t.train_epoch(&d, 20).unwrap().mean_loss.to_bits());
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let net = t.into_net();
+    (bits(net.params()), bits(net.buffers()), losses)
+}
+
+fn alone(shards: usize, threads: usize) -> Run {
+    let mut t = trainer(threads);
+    t.net_mut()
+        .set_parallelism(BatchParallelism::Shards(shards));
+    train(t)
+}
+
+fn ranks(size: usize, shards: usize, threads: usize) -> Vec<Run> {
+    let comms = LocalGroup::ranks(size);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = comms
+            .into_iter()
+            .map(|c| s.spawn(move || train(trainer(threads).with_group(Group::new(c), shards))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn any_number_of_ranks_gives_one_process_bits() {
+    for shards in [4, 8] {
+        let want = alone(shards, 1);
+        assert_eq!(want, alone(shards, 2), "{shards} shards: thread count");
+        for size in 1..=4 {
+            for (r, got) in ranks(size, shards, 1).into_iter().enumerate() {
+                assert!(
+                    got == want,
+                    "{shards} shards, {size} ranks: rank {r} differs from one process"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_shard_count_changes_the_bits_the_rank_count_does_not() {
+    // Different shard counts sum in different orders: the weights differ
+    // (a little), which is what makes the equalities above meaningful.
+    assert_ne!(alone(4, 1).0, alone(8, 1).0);
+}
+
+#[test]
+fn step_takes_the_whole_minibatch_on_every_rank() {
+    let d = data();
+    let x = d.x_values();
+    let Targets::Classes(c) = d.labels() else {
+        unreachable!()
+    };
+    let xs = MatRef::from_slice(&x[..40 * 6], 40, 6);
+    let step = |mut t: Trainer| {
+        for _ in 0..3 {
+            t.step(xs, Targets::Classes(&c[..40])).unwrap();
+        }
+        t.into_net().params().to_vec()
+    };
+    let mut one = trainer(1);
+    one.net_mut().set_parallelism(BatchParallelism::Shards(3));
+    let want = step(one);
+    let comms = LocalGroup::ranks(3);
+    let got: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| s.spawn(move || step(trainer(1).with_group(Group::new(c), 3))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(got.iter().all(|p| p == &want));
+}
+
+#[test]
+fn a_bad_label_on_one_rank_stops_every_rank_at_the_same_step() {
+    let d = data();
+    let x = d.x_values();
+    let mut c: Vec<usize> = (0..40).map(|i| i % 3).collect();
+    c[35] = 9; // in the last rank's rows
+    let xs = MatRef::from_slice(&x[..40 * 6], 40, 6);
+    let comms: Vec<Arc<dyn Communicator>> = LocalGroup::ranks(2);
+    let errors: Vec<TrainError> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|comm| {
+                let c = &c;
+                s.spawn(move || {
+                    let mut t = trainer(1).with_group(Group::new(comm), 4);
+                    t.step(xs, Targets::Classes(c)).unwrap_err()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        matches!(errors[0], TrainError::Step(StepError::Peer { rank: 1 })),
+        "{:?}",
+        errors[0]
+    );
+    assert!(
+        matches!(errors[1], TrainError::Step(StepError::Loss(_))),
+        "{:?}",
+        errors[1]
+    );
+    assert!(errors[0].to_string().contains("rank 1"), "{}", errors[0]);
+}
+
+#[test]
+fn communication_is_counted() {
+    let comms = LocalGroup::ranks(2);
+    let stats: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let g = Group::new(c);
+                    let mut t = trainer(1).with_group(g.clone(), 2);
+                    t.train_epoch(&data(), 20).unwrap();
+                    (g.stats(), t.net().num_params())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (st, params) in stats {
+        // Each of the 6 steps reduces every parameter tensor once: with two
+        // ranks and two shards a rank sends half of each partial and half
+        // of each sum (its own piece stays), at least `params` floats.
+        assert!(st.bytes_sent >= 6 * params as u64 * 4, "{st:?}");
+        assert!(st.calls > 0 && st.seconds >= 0.0, "{st:?}");
+    }
+}
