@@ -170,14 +170,15 @@ impl Op for BatchNorm {
         let gb = scale_shift(self.affine, d, cx.params);
         // [∂γ | ∂β] (γ and β are declared one after the other), over the
         // whole minibatch as the statistics were.
-        let both = match self.affine {
+        // Needed now (∂L/∂x uses them), so never deferred.
+        let (dst, range) = match self.affine {
             Some((gamma, beta)) => {
                 debug_assert_eq!(beta, gamma + d);
-                &mut cx.grads[gamma..gamma + 2 * d]
+                (&mut cx.grads[..], gamma..gamma + 2 * d)
             }
-            None => &mut sums[..2 * d],
+            None => (&mut sums[..], 0..2 * d),
         };
-        affine_sums(cx.exec, b, g, xhat, both);
+        affine_sums(cx.exec, b, (g, xhat), dst, range, false);
         let (dgamma, dbeta) = match self.affine {
             Some((gamma, _)) => cx.grads[gamma..gamma + 2 * d].split_at(d),
             None => sums[..2 * d].split_at(d),

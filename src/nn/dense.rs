@@ -158,7 +158,7 @@ impl Op for Dense {
         let g: &[f32] = g;
         if let (false, Some(r)) = (fused_from_above, self.bias_range()) {
             // Per shard, then in shard order (one sum in split-GEMM mode).
-            cx.exec.run(batch, [], Some(&mut cx.grads[r]), |p| {
+            cx.exec.run_grad(batch, [], cx.grads, Some(r), |p| {
                 let db = p.partial.expect("dense: ∂b given");
                 db.fill(0.0);
                 for row in g[p.rows.start * fan_out..p.rows.end * fan_out].chunks_exact(fan_out) {
@@ -170,8 +170,8 @@ impl Op for Dense {
         }
         let dz = MatRef::from_slice(g, batch, fan_out);
         let xin = cx.input;
-        let dw = &mut cx.grads[self.w..self.w + fan_in * fan_out];
-        cx.exec.run(batch, [], Some(dw), |p| {
+        let dw = self.w..self.w + fan_in * fan_out;
+        cx.exec.run_grad(batch, [], cx.grads, Some(dw), |p| {
             let rows = p.rows.len();
             let xs = xin.submatrix(p.rows.start, 0, rows, fan_in);
             let ds = dz.submatrix(p.rows.start, 0, rows, fan_out);
@@ -195,8 +195,8 @@ impl Op for Dense {
                         fan_in,
                     ))
                 };
-                let db = t.bias.map(|(b, n)| &mut cx.grads[b..b + n]);
-                cx.exec.run(batch, [out], db, |p| {
+                let db = t.bias.map(|(b, n)| b..b + n);
+                cx.exec.run_grad(batch, [out], cx.grads, db, |p| {
                     let (r0, rows) = (p.rows.start, p.rows.len());
                     let [gin] = p.outs;
                     let src = match src {

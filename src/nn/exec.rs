@@ -81,6 +81,13 @@ pub(crate) struct Exec {
     scratch: Vec<f32>,
     /// Per-shard loss values and their status: this pass's, then all.
     sums: Vec<f64>,
+    /// Kept gradient partials of a group's pass (each tensor's shard
+    /// partials together), with each tensor's place in the gradient arena
+    /// and length; then the same shard-major, and their sums.
+    pending: Vec<f32>,
+    pending_at: Vec<(usize, usize)>,
+    staged: Vec<f32>,
+    summed: Vec<f32>,
 }
 
 /// This rank's part of a minibatch of a group.
@@ -134,6 +141,10 @@ impl Exec {
             part: None,
             scratch: Vec::new(),
             sums: Vec::new(),
+            pending: Vec::new(),
+            pending_at: Vec::new(),
+            staged: Vec::new(),
+            summed: Vec::new(),
         }
     }
 
@@ -298,6 +309,74 @@ impl Exec {
     ) where
         F: Fn(Piece<'_, N>) + Sync,
     {
+        self.run_into(batch, outs, reduced, None, work);
+    }
+
+    /// [`Exec::run`] whose reduced output is `grads[range]`, a parameter
+    /// gradient nothing reads before the backward pass ends. Over a part of a
+    /// group's minibatch its shard partials are kept, and [`Exec::flush`]
+    /// reduces all of a pass's gradients in one exchange: the same sums, in
+    /// the same order, with two collectives per step instead of two per
+    /// tensor. Otherwise as `run` into `grads[range]` (none without a range).
+    pub(crate) fn run_grad<const N: usize, F>(
+        &mut self,
+        batch: usize,
+        outs: [RowsMut<'_>; N],
+        grads: &mut [f32],
+        range: Option<Range<usize>>,
+        work: F,
+    ) where
+        F: Fn(Piece<'_, N>) + Sync,
+    {
+        let at = range.as_ref().map(|r| r.start);
+        let reduced = range.map(|r| &mut grads[r]);
+        self.run_into(batch, outs, reduced, at, work);
+    }
+
+    /// Reduces the gradients [`Exec::run_grad`] kept (if any) into `grads`.
+    pub(crate) fn flush(&mut self, grads: &mut [f32]) {
+        if self.pending_at.is_empty() {
+            return;
+        }
+        let (Some(g), BatchParallelism::Shards(total)) = (&self.group, self.parallelism) else {
+            unreachable!("gradients are kept only for a group's part");
+        };
+        let n: usize = self.pending_at.iter().map(|&(_, len)| len).sum();
+        let mine = self.pending.len() / n.max(1);
+        // Entry-major (each tensor's shard partials together) to shard-major.
+        self.staged.clear();
+        self.staged.resize(mine * n, 0.0);
+        let (mut src, mut pos) = (0, 0);
+        for &(_, len) in &self.pending_at {
+            for j in 0..mine {
+                self.staged[j * n + pos..j * n + pos + len]
+                    .copy_from_slice(&self.pending[src..src + len]);
+                src += len;
+            }
+            pos += len;
+        }
+        self.summed.clear();
+        self.summed.resize(n, 0.0);
+        g.ordered_sum(&self.staged, total, &mut self.summed, &mut self.scratch);
+        let mut pos = 0;
+        for &(at, len) in &self.pending_at {
+            grads[at..at + len].copy_from_slice(&self.summed[pos..pos + len]);
+            pos += len;
+        }
+        self.pending.clear();
+        self.pending_at.clear();
+    }
+
+    fn run_into<const N: usize, F>(
+        &mut self,
+        batch: usize,
+        outs: [RowsMut<'_>; N],
+        reduced: Option<&mut [f32]>,
+        grad_at: Option<usize>,
+        work: F,
+    ) where
+        F: Fn(Piece<'_, N>) + Sync,
+    {
         let total = match self.parallelism {
             BatchParallelism::SplitGemm => {
                 work(Piece {
@@ -355,6 +434,12 @@ impl Exec {
         });
         if let Some(out) = reduced {
             match (&self.group, self.part) {
+                (Some(_), Some(_)) if grad_at.is_some() => {
+                    let at = grad_at.expect("checked");
+                    self.pending
+                        .extend_from_slice(&self.partials[..shards * len]);
+                    self.pending_at.push((at, len));
+                }
                 (Some(g), Some(_)) => g.ordered_sum(
                     &self.partials[..shards * len],
                     total,

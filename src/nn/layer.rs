@@ -23,7 +23,7 @@ use std::fmt;
 
 use crate::kernel::{Activation, Isa};
 use crate::matrix::MatRef;
-use crate::nn::exec::Exec;
+use crate::nn::exec::{Exec, Piece};
 use crate::nn::workspace::try_filled;
 use crate::nn::{
     activation, batch_norm, dense, dropout, layer_norm, residual, BuildError, Init, MAX_ELEMENTS,
@@ -521,12 +521,21 @@ pub(crate) fn scale_shift(
 }
 
 /// A norm's `[Σ g·x̂ | Σ g]` over the minibatch (`∂γ` then `∂β`, `width`
-/// each) into `out`: per shard, then in shard order (across the group for a
-/// part of its minibatch), or one sum over the rows in split-GEMM mode. `g`
-/// and `xhat` are `rows × width` row-major.
-pub(crate) fn affine_sums(exec: &mut Exec, rows: usize, g: &[f32], xhat: &[f32], out: &mut [f32]) {
-    let d = out.len() / 2;
-    exec.run(rows, [], Some(out), |p| {
+/// each) into `dst[range]`: per shard, then in shard order (across the group
+/// for a part of its minibatch), or one sum over the rows in split-GEMM
+/// mode. `g` and `xhat` are `rows × width` row-major. With `later`, `dst` is
+/// the gradient arena and the sums may wait for the pass's end
+/// ([`Exec::run_grad`]); without, they are there on return.
+pub(crate) fn affine_sums(
+    exec: &mut Exec,
+    rows: usize,
+    (g, xhat): (&[f32], &[f32]),
+    dst: &mut [f32],
+    range: std::ops::Range<usize>,
+    later: bool,
+) {
+    let d = range.len() / 2;
+    let work = |p: Piece<'_, 0>| {
         let (dgamma, dbeta) = p.partial.expect("norm: sums given").split_at_mut(d);
         dgamma.fill(0.0);
         dbeta.fill(0.0);
@@ -537,5 +546,10 @@ pub(crate) fn affine_sums(exec: &mut Exec, rows: usize, g: &[f32], xhat: &[f32],
                 dgamma[j] += gr[j] * hr[j];
             }
         }
-    });
+    };
+    if later {
+        exec.run_grad(rows, [], dst, Some(range), work);
+    } else {
+        exec.run(rows, [], Some(&mut dst[range]), work);
+    }
 }

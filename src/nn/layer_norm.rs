@@ -77,7 +77,8 @@ impl Op for LayerNorm {
             // [∂γ | ∂β] over the minibatch: per shard, then in shard order.
             debug_assert_eq!(beta, gamma + d);
             let (g, xhat) = (&cx.grad[..b * d], &cx.aux[..b * d]);
-            affine_sums(cx.exec, b, g, xhat, &mut cx.grads[gamma..gamma + 2 * d]);
+            let range = gamma..gamma + 2 * d;
+            affine_sums(cx.exec, b, (g, xhat), cx.grads, range, true);
         }
         let rows = cx.grad[..b * d]
             .chunks_exact(d)

@@ -308,6 +308,8 @@ impl Mlp {
                 exec: &mut self.exec,
             });
         }
+        // A group's parameter gradients, kept during the pass, in one exchange.
+        self.exec.flush(&mut self.grads);
         Ok(value)
     }
 }
