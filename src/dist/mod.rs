@@ -178,28 +178,37 @@ impl Group {
         let recv_counts: Vec<usize> = (0..size)
             .map(|q| self.shards_of(q, shards).len() * slice(r).len())
             .collect();
-        let (send_len, recv_len) = (local.len(), shards * slice(r).len());
-        scratch.clear();
-        scratch.resize(send_len + recv_len, 0.0);
-        let (send, recv) = scratch.split_at_mut(send_len);
-        let mut at = 0;
-        for o in 0..size {
-            for k in 0..mine {
-                let s = slice(o);
-                let src = &local[k * n + s.start..k * n + s.end];
-                send[at..at + src.len()].copy_from_slice(src);
-                at += src.len();
-            }
+        let (send_len, recv_len, w) = (local.len(), shards * slice(r).len(), slice(r).len());
+        // Scratch: [send (only when reordered) | recv | this rank's sums].
+        // With one shard, `local` is already laid out owner by owner.
+        let reorder = mine > 1;
+        let need = if reorder { send_len } else { 0 } + recv_len + w;
+        if scratch.len() < need {
+            scratch.resize(need, 0.0);
         }
+        let (send_buf, rest) = scratch.split_at_mut(if reorder { send_len } else { 0 });
+        let (recv, rest) = rest.split_at_mut(recv_len);
+        let sum = &mut rest[..w];
+        let send: &[f32] = if reorder {
+            let mut at = 0;
+            for o in 0..size {
+                for k in 0..mine {
+                    let s = slice(o);
+                    let src = &local[k * n + s.start..k * n + s.end];
+                    send_buf[at..at + src.len()].copy_from_slice(src);
+                    at += src.len();
+                }
+            }
+            send_buf
+        } else {
+            local
+        };
         let away = send_len - send_counts[r];
         self.timed(away * 4, || {
             self.comm
                 .all_to_all_v(send, &send_counts, recv, &recv_counts)
         });
         // Step 2: the owner adds the S pieces of its slice in shard order.
-        let s = slice(r);
-        let w = s.len();
-        let sum = &mut out[s.clone()];
         if shards > 0 && w > 0 {
             sum.copy_from_slice(&recv[..w]);
             for k in 1..shards {
@@ -212,9 +221,8 @@ impl Group {
         }
         // Step 3: everyone gets every slice.
         let counts: Vec<usize> = (0..size).map(|o| slice(o).len()).collect();
-        let mine_sum = out[s].to_vec();
         self.timed(w * 4 * (size - 1), || {
-            self.comm.all_gather_v(&mine_sum, out, &counts)
+            self.comm.all_gather_v(sum, out, &counts)
         });
     }
 

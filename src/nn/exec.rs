@@ -343,21 +343,29 @@ impl Exec {
         };
         let n: usize = self.pending_at.iter().map(|&(_, len)| len).sum();
         let mine = self.pending.len() / n.max(1);
-        // Entry-major (each tensor's shard partials together) to shard-major.
-        self.staged.clear();
-        self.staged.resize(mine * n, 0.0);
-        let (mut src, mut pos) = (0, 0);
-        for &(_, len) in &self.pending_at {
-            for j in 0..mine {
-                self.staged[j * n + pos..j * n + pos + len]
-                    .copy_from_slice(&self.pending[src..src + len]);
-                src += len;
+        // Entry-major (each tensor's shard partials together) is shard-major
+        // already with one shard; otherwise reorder.
+        let local = if mine == 1 {
+            &self.pending[..n]
+        } else {
+            if self.staged.len() < mine * n {
+                self.staged.resize(mine * n, 0.0);
             }
-            pos += len;
+            let (mut src, mut pos) = (0, 0);
+            for &(_, len) in &self.pending_at {
+                for j in 0..mine {
+                    self.staged[j * n + pos..j * n + pos + len]
+                        .copy_from_slice(&self.pending[src..src + len]);
+                    src += len;
+                }
+                pos += len;
+            }
+            &self.staged[..mine * n]
+        };
+        if self.summed.len() < n {
+            self.summed.resize(n, 0.0);
         }
-        self.summed.clear();
-        self.summed.resize(n, 0.0);
-        g.ordered_sum(&self.staged, total, &mut self.summed, &mut self.scratch);
+        g.ordered_sum(local, total, &mut self.summed[..n], &mut self.scratch);
         let mut pos = 0;
         for &(at, len) in &self.pending_at {
             grads[at..at + len].copy_from_slice(&self.summed[pos..pos + len]);
