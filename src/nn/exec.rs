@@ -21,11 +21,18 @@
 //! depends on the thread count, so both give bitwise the same result on any
 //! number of threads; they differ from each other in the order of the sums.
 //!
-//! # The seam for a wider reduction
+//! # Across processes
 //! A shard's partial is complete before the reduction starts, and the
-//! reduction is one function of `(S partials) → sum in shard order`. A
-//! reduction across processes plugs in there: it receives the same partials
-//! and must add them in the same order to keep the bits.
+//! reduction is one function of `(S partials) → sum in shard order`. With a
+//! [`Group`] (see [`crate::dist`]) a pass may cover only this rank's shards
+//! of a minibatch ([`Exec::set_part`]): the pieces are those shards' rows,
+//! and the reduction receives their partials and adds all `S` in the same
+//! order across the ranks ([`Group::ordered_sum`]), so the bits are those of
+//! one process. Parameter gradients ([`Exec::run_grad`]) are kept until the
+//! backward pass ends and reduced together ([`Exec::flush`]). The other sums
+//! over a minibatch (BatchNorm's statistics, LayerNorm's and the loss's)
+//! go through the same two functions, so they too are per shard, then in
+//! shard order, in shard mode.
 
 use std::ops::Range;
 
