@@ -46,9 +46,10 @@ fn trainer(threads: usize) -> Trainer {
     Trainer::new(net, Box::new(opt), schedule, 11)
 }
 
-/// Params, buffers and per-epoch losses (as bits) after 3 epochs of batch 20
-/// (the last minibatch has 3 rows: with 8 shards, five are empty).
-type Run = (Vec<u32>, Vec<u32>, Vec<u32>);
+/// Params, buffers, per-epoch losses and the optimizer's state (as bits)
+/// after 3 epochs of batch 20 (the last minibatch has 3 rows: with 8 shards,
+/// five are empty).
+type Run = (Vec<u32>, Vec<u32>, Vec<u32>, Vec<u32>);
 
 fn train(mut t: Trainer) -> Run {
     let d = data();
@@ -56,9 +57,13 @@ fn train(mut t: Trainer) -> Run {
     for _ in 0..3 {
         losses.push(t.train_epoch(&d, 20).unwrap().mean_loss.to_bits());
     }
+    t.sync_optimizer();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let state = t.optimizer().state();
+    let mut opt: Vec<u32> = state.buffers.iter().flat_map(|b| bits(b)).collect();
+    opt.push(state.steps as u32);
     let net = t.into_net();
-    (bits(net.params()), bits(net.buffers()), losses)
+    (bits(net.params()), bits(net.buffers()), losses, opt)
 }
 
 fn alone(shards: usize, threads: usize) -> Run {
@@ -93,6 +98,25 @@ fn any_number_of_ranks_gives_one_process_bits() {
             }
         }
     }
+}
+
+#[test]
+fn with_clipping_every_rank_updates_everything_and_the_bits_hold() {
+    let clipped = |t: Trainer| t.with_clip(0.5);
+    let want = {
+        let mut t = clipped(trainer(1));
+        t.net_mut().set_parallelism(BatchParallelism::Shards(4));
+        train(t)
+    };
+    let comms = LocalGroup::ranks(3);
+    let got: Vec<Run> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| s.spawn(move || train(clipped(trainer(1)).with_group(Group::new(c), 4))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(got.iter().all(|r| r == &want));
 }
 
 #[test]
@@ -162,6 +186,66 @@ fn a_bad_label_on_one_rank_stops_every_rank_at_the_same_step() {
         errors[1]
     );
     assert!(errors[0].to_string().contains("rank 1"), "{}", errors[0]);
+    // The failing row is named by its place in the whole minibatch.
+    assert!(errors[1].to_string().contains("row 35"), "{}", errors[1]);
+}
+
+#[test]
+fn a_custom_loss_trains_alike_on_any_number_of_ranks() {
+    let d = data();
+    let x = d.x_values();
+    let xs = MatRef::from_slice(&x[..40 * 6], 40, 6);
+    // L = mean over the whole minibatch of Σ_j h_ij² / 2.
+    let step = |mut t: Trainer| {
+        for _ in 0..3 {
+            t.step_with(xs, |h, mut dh| {
+                let mut total = 0.0;
+                for i in 0..h.rows() {
+                    for j in 0..h.cols() {
+                        let v = h.get(i, j);
+                        total += 0.5 * v * v / 40.0;
+                        dh.set(i, j, v / 40.0);
+                    }
+                }
+                total
+            })
+            .unwrap();
+        }
+        t.into_net().params().to_vec()
+    };
+    let mut one = trainer(1);
+    one.net_mut().set_parallelism(BatchParallelism::Shards(4));
+    let want = step(one);
+    let comms = LocalGroup::ranks(2);
+    let got: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| s.spawn(move || step(trainer(1).with_group(Group::new(c), 4))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(got.iter().all(|p| p == &want));
+}
+
+#[test]
+fn a_rank_that_panics_releases_the_others() {
+    let comms = LocalGroup::ranks(2);
+    let outcomes: Vec<bool> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    if c.rank() == 1 {
+                        panic!("rank 1 fails before the collective");
+                    }
+                    let mut all = [0.0f32; 2];
+                    c.all_gather_v(&[1.0], &mut all, &[1, 1]);
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().is_err()).collect()
+    });
+    assert_eq!(outcomes, [true, true], "both ranks end, neither waits forever");
 }
 
 #[test]

@@ -239,6 +239,12 @@ fn what_the_names_do_not_determine_is_refused_with_the_place() {
     nested.tensors.insert("7.inner.0.bias".into(), t);
     let e = infer_layers(&nested, &[relu.clone(), relu.clone()]).unwrap_err();
     assert!(e.to_string().contains("7.inner.0.bias"), "{e}");
+    // Indices that are not written as PyTorch writes them.
+    let mut odd = st.clone();
+    let t = odd.tensors.remove("7.bias").unwrap();
+    odd.tensors.insert("07.bias".into(), t);
+    let e = infer_layers(&odd, &[relu.clone(), relu.clone()]).unwrap_err();
+    assert!(e.to_string().contains("07.bias"), "{e}");
     // Widths that do not chain.
     let mut bad = st.clone();
     bad.tensors.get_mut("7.weight").unwrap().shape = vec![1, 14];

@@ -821,6 +821,10 @@ pub fn train_epochs(
             test_loss: eval.loss,
             test_accuracy: eval.accuracy(),
         };
+        if args.checkpoint.is_some() {
+            // Every rank: the optimizer state's slices to every rank.
+            trainer.sync_optimizer();
+        }
         if let (Some(path), true) = (&args.checkpoint, *lead) {
             save_checkpoint(trainer, path).map_err(|e| format!("--checkpoint: {e}"))?;
             saved = Some(epoch);

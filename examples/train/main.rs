@@ -36,16 +36,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rank = group.as_ref().map(|g| g.rank());
-    match run(&args, group) {
+    match run(&args, group.clone()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            match rank {
-                Some(r) => eprintln!("error (rank {r}): {e}"),
-                None => eprintln!("error: {e}"),
+        Err(e) => match group {
+            // The other ranks may be waiting for this one: end them all.
+            Some(g) => {
+                eprintln!("error (rank {}): {e}", g.rank());
+                g.abort(1)
             }
-            ExitCode::FAILURE
-        }
+            None => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

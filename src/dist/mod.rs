@@ -52,7 +52,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 #[cfg(feature = "mpi")]
@@ -85,6 +85,12 @@ pub trait Communicator: Send + Sync {
     /// All-gather of `f64`s with equal counts: `recv` is `size()` times
     /// `send.len()` values, rank order.
     fn all_gather_f64(&self, send: &[f64], recv: &mut [f64]);
+    /// Ends every rank of the group with exit status `code`: for a failure
+    /// the other ranks cannot know of (they would wait for this one). By
+    /// default, this process exits.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }
 
 /// What a group's collectives cost a rank so far: for the benchmark's
@@ -131,6 +137,10 @@ impl Group {
     pub fn rank(&self) -> usize {
         self.comm.rank()
     }
+    /// Ends every rank ([`Communicator::abort`]).
+    pub fn abort(&self, code: i32) -> ! {
+        self.comm.abort(code)
+    }
     /// Number of ranks.
     pub fn size(&self) -> usize {
         self.comm.size()
@@ -159,6 +169,13 @@ impl Group {
         owned(rank, self.size(), shards)
     }
 
+    /// The elements of a length-`n` vector that rank `o` owns in a
+    /// reduction: `o·n/R .. (o+1)·n/R`.
+    pub fn owned_slice(&self, o: usize, n: usize) -> Range<usize> {
+        let size = self.size();
+        o * n / size..(o + 1) * n / size
+    }
+
     /// `out = Σ_k parts_k` over all `shards` shards, added left to right in
     /// shard order, on every rank; `local` holds this rank's shards' partials
     /// (each `out.len()` long, in shard order). `scratch` is reused.
@@ -169,26 +186,44 @@ impl Group {
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        let (r, size, n) = (self.rank(), self.size(), out.len());
+        let own = self.owned_slice(self.rank(), out.len());
+        let n = out.len();
+        self.reduce_scatter(local, shards, n, &mut out[own], scratch);
+        self.all_gather_slices(out, scratch);
+    }
+
+    /// The first half of [`Group::ordered_sum`]: `sum` (this rank's owned
+    /// slice of a length-`n` vector) gets `Σ_k parts_k` over that slice,
+    /// added left to right in shard order.
+    pub(crate) fn reduce_scatter(
+        &self,
+        local: &[f32],
+        shards: usize,
+        n: usize,
+        sum: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let (r, size) = (self.rank(), self.size());
         let mine = self.shards_of(r, shards).len();
         debug_assert_eq!(local.len(), mine * n);
-        let slice = |o: usize| o * n / size..(o + 1) * n / size;
+        let slice = |o: usize| self.owned_slice(o, n);
         // Step 1: to each owner, this rank's shards' pieces of its slice.
         let send_counts: Vec<usize> = (0..size).map(|o| mine * slice(o).len()).collect();
         let recv_counts: Vec<usize> = (0..size)
             .map(|q| self.shards_of(q, shards).len() * slice(r).len())
             .collect();
-        let (send_len, recv_len, w) = (local.len(), shards * slice(r).len(), slice(r).len());
-        // Scratch: [send (only when reordered) | recv | this rank's sums].
-        // With one shard, `local` is already laid out owner by owner.
+        let (send_len, w) = (local.len(), slice(r).len());
+        let recv_len = shards * w;
+        debug_assert_eq!(sum.len(), w);
+        // Scratch: [send (only when reordered) | recv]. With one shard,
+        // `local` is already laid out owner by owner.
         let reorder = mine > 1;
-        let need = if reorder { send_len } else { 0 } + recv_len + w;
+        let need = if reorder { send_len } else { 0 } + recv_len;
         if scratch.len() < need {
             scratch.resize(need, 0.0);
         }
         let (send_buf, rest) = scratch.split_at_mut(if reorder { send_len } else { 0 });
-        let (recv, rest) = rest.split_at_mut(recv_len);
-        let sum = &mut rest[..w];
+        let recv = &mut rest[..recv_len];
         let send: &[f32] = if reorder {
             let mut at = 0;
             for o in 0..size {
@@ -219,11 +254,33 @@ impl Group {
         } else {
             sum.fill(0.0);
         }
-        // Step 3: everyone gets every slice.
-        let counts: Vec<usize> = (0..size).map(|o| slice(o).len()).collect();
+    }
+
+    /// Every rank's owned slice of `data` (as [`Group::owned_slice`] cuts
+    /// it) to every rank: on entry this rank's slice is filled in, on return
+    /// all are.
+    pub(crate) fn all_gather_slices(&self, data: &mut [f32], scratch: &mut Vec<f32>) {
+        let (r, size, n) = (self.rank(), self.size(), data.len());
+        let own = self.owned_slice(r, n);
+        let w = own.len();
+        if scratch.len() < w {
+            scratch.resize(w, 0.0);
+        }
+        scratch[..w].copy_from_slice(&data[own]);
+        let counts: Vec<usize> = (0..size).map(|o| self.owned_slice(o, n).len()).collect();
         self.timed(w * 4 * (size - 1), || {
-            self.comm.all_gather_v(sum, out, &counts)
+            self.comm.all_gather_v(&scratch[..w], data, &counts)
         });
+    }
+
+    /// Whether every rank says `ok` (one small exchange).
+    pub(crate) fn all_agree(&self, ok: bool) -> bool {
+        let mut all = vec![0.0f64; self.size()];
+        self.timed(8 * (self.size() - 1), || {
+            self.comm
+                .all_gather_f64(&[f64::from(u8::from(ok))], &mut all)
+        });
+        all.iter().all(|&v| v == 1.0)
     }
 
     /// The `shards` per-shard `f64` values of all ranks, in shard order
@@ -281,9 +338,21 @@ pub struct LocalGroup {
 
 struct Shared {
     size: usize,
-    barrier: Barrier,
-    /// What each rank posted for the current collective.
-    posted: Mutex<Vec<Vec<f64>>>,
+    state: Mutex<Rendezvous>,
+    turn: Condvar,
+}
+
+/// The collective in progress.
+struct Rendezvous {
+    /// What each rank posted for it.
+    posted: Vec<Vec<f64>>,
+    /// Ranks that reached the current barrier, and how many barriers have
+    /// completed.
+    arrived: usize,
+    generation: u64,
+    /// A rank whose thread panicked: every wait fails from then on, so no
+    /// rank waits forever for it.
+    failed: Option<usize>,
 }
 
 impl LocalGroup {
@@ -295,8 +364,13 @@ impl LocalGroup {
         assert!(size > 0, "LocalGroup: at least one rank");
         let shared = Arc::new(Shared {
             size,
-            barrier: Barrier::new(size),
-            posted: Mutex::new(vec![Vec::new(); size]),
+            state: Mutex::new(Rendezvous {
+                posted: vec![Vec::new(); size],
+                arrived: 0,
+                generation: 0,
+                failed: None,
+            }),
+            turn: Condvar::new(),
         });
         (0..size)
             .map(|rank| {
@@ -308,14 +382,59 @@ impl LocalGroup {
             .collect()
     }
 
+    fn lock(&self) -> MutexGuard<'_, Rendezvous> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every rank has arrived (or panics, naming the rank that
+    /// failed, if one did).
+    fn barrier<'a>(&'a self, mut st: MutexGuard<'a, Rendezvous>) -> MutexGuard<'a, Rendezvous> {
+        let fail = |r: usize| -> ! {
+            panic!(
+                "LocalGroup rank {}: rank {r} failed, so this collective cannot finish",
+                self.rank
+            )
+        };
+        if let Some(r) = st.failed {
+            fail(r);
+        }
+        let generation = st.generation;
+        st.arrived += 1;
+        if st.arrived == self.shared.size {
+            st.arrived = 0;
+            st.generation += 1;
+            self.shared.turn.notify_all();
+            return st;
+        }
+        while st.generation == generation {
+            if let Some(r) = st.failed {
+                fail(r);
+            }
+            st = self.shared.turn.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st
+    }
+
     /// Posts `values`, waits for every rank, hands `read` all posts, and
     /// waits again so no post is replaced while another rank reads it.
     fn exchange(&self, values: Vec<f64>, read: impl FnOnce(&[Vec<f64>])) {
-        let s = &self.shared;
-        s.posted.lock().expect("a rank panicked")[self.rank] = values;
-        s.barrier.wait();
-        read(&s.posted.lock().expect("a rank panicked"));
-        s.barrier.wait();
+        let mut st = self.lock();
+        st.posted[self.rank] = values;
+        let st = self.barrier(st);
+        read(&st.posted);
+        let st = self.barrier(st);
+        drop(st);
+    }
+}
+
+impl Drop for LocalGroup {
+    /// A rank whose thread unwinds releases the others: their waits fail.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut st = self.lock();
+            st.failed.get_or_insert(self.rank);
+            self.shared.turn.notify_all();
+        }
     }
 }
 

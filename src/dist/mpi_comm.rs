@@ -184,4 +184,9 @@ impl Communicator for MpiCommunicator {
     fn all_gather_f64(&self, send: &[f64], recv: &mut [f64]) {
         self.call(|w| w.all_gather_into(send, recv));
     }
+    /// `MPI_Abort` on the world: every rank ends.
+    fn abort(&self, code: i32) -> ! {
+        let world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        world.0.abort(code)
+    }
 }

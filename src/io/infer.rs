@@ -87,10 +87,17 @@ pub fn infer_layers(st: &SafeTensors, fill: &[Layer]) -> Result<(usize, Vec<Laye
         let Some(rest) = name.strip_prefix(prefix) else {
             continue; // another part of a checkpoint (`optimizer.…`)
         };
+        // Indices as PyTorch writes them: decimal digits, no sign, no
+        // leading zero (so `01.weight` and `1.weight` never merge).
+        let canonical = |i: &str| {
+            !i.is_empty()
+                && i.bytes().all(|b| b.is_ascii_digit())
+                && (i == "0" || !i.starts_with('0'))
+        };
         let parsed = rest
             .split_once('.')
-            .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n)))
-            .filter(|(_, n)| !n.contains('.'));
+            .filter(|(i, n)| canonical(i) && !n.contains('.'))
+            .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n)));
         let Some((index, field)) = parsed else {
             return Err(fail(format!(
                 "tensor {name:?} is not named {prefix}{{index}}.{{name}}: only a flat \

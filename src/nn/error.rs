@@ -129,6 +129,31 @@ pub enum StepError {
     },
 }
 
+impl StepError {
+    /// The error with a loss's row numbers counted from `first` (a part of
+    /// a minibatch that starts at row `first`).
+    pub(crate) fn rows_from(self, first: usize) -> StepError {
+        match self {
+            StepError::Loss(LossError::InvalidLabel { row, value }) => {
+                StepError::Loss(LossError::InvalidLabel {
+                    row: row + first,
+                    value,
+                })
+            }
+            StepError::Loss(LossError::ClassOutOfRange {
+                row,
+                class,
+                num_classes,
+            }) => StepError::Loss(LossError::ClassOutOfRange {
+                row: row + first,
+                class,
+                num_classes,
+            }),
+            e => e,
+        }
+    }
+}
+
 impl fmt::Display for StepError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

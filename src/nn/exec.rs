@@ -88,13 +88,15 @@ pub(crate) struct Exec {
     scratch: Vec<f32>,
     /// Per-shard loss values and their status: this pass's, then all.
     sums: Vec<f64>,
-    /// Kept gradient partials of a group's pass (each tensor's shard
-    /// partials together), with each tensor's place in the gradient arena
-    /// and length; then the same shard-major, and their sums.
-    pending: Vec<f32>,
-    pending_at: Vec<(usize, usize)>,
+    /// Kept gradient partials of a group's pass: a shard-major copy of the
+    /// gradient arena per local shard (`pending_shards` of them), the kept
+    /// tensors' places and lengths, and this rank's slice of their sums.
     staged: Vec<f32>,
+    pending_at: Vec<(usize, usize)>,
+    pending_shards: usize,
     summed: Vec<f32>,
+    /// Whether `flush` all-gathers the summed gradient.
+    full_grads: bool,
 }
 
 /// This rank's part of a minibatch of a group.
@@ -148,10 +150,11 @@ impl Exec {
             part: None,
             scratch: Vec::new(),
             sums: Vec::new(),
-            pending: Vec::new(),
-            pending_at: Vec::new(),
             staged: Vec::new(),
+            pending_at: Vec::new(),
+            pending_shards: 0,
             summed: Vec::new(),
+            full_grads: true,
         }
     }
 
@@ -171,7 +174,10 @@ impl Exec {
     pub(crate) fn set_part(&mut self, batch: Option<usize>) {
         self.part = batch.map(|batch| {
             let (group, BatchParallelism::Shards(s)) = (&self.group, self.parallelism) else {
-                panic!("exec: a part of a minibatch needs shard mode");
+                panic!(
+                    "a network that trains with a group needs shard mode: do not change its \
+                     parallelism after Trainer::with_group"
+                );
             };
             let group = group
                 .as_ref()
@@ -335,12 +341,22 @@ impl Exec {
     ) where
         F: Fn(Piece<'_, N>) + Sync,
     {
-        let at = range.as_ref().map(|r| r.start);
+        let at = range.as_ref().map(|r| (r.start, grads.len()));
         let reduced = range.map(|r| &mut grads[r]);
         self.run_into(batch, outs, reduced, at, work);
     }
 
-    /// Reduces the gradients [`Exec::run_grad`] kept (if any) into `grads`.
+    /// Whether [`Exec::flush`] gives every rank the whole summed gradient
+    /// (`true`, the default) or each rank only its owned slice
+    /// ([`Group::owned_slice`]), for an update sharded over the ranks.
+    pub(crate) fn set_full_grads(&mut self, full: bool) {
+        self.full_grads = full;
+    }
+
+    /// Reduces the gradients [`Exec::run_grad`] kept (if any) into `grads`:
+    /// one reduce-scatter in shard order over the whole gradient arena, each
+    /// rank writing the sums of its owned slice, then (unless
+    /// [`Exec::set_full_grads`] said otherwise) an all-gather of the slices.
     pub(crate) fn flush(&mut self, grads: &mut [f32]) {
         if self.pending_at.is_empty() {
             return;
@@ -348,37 +364,24 @@ impl Exec {
         let (Some(g), BatchParallelism::Shards(total)) = (&self.group, self.parallelism) else {
             unreachable!("gradients are kept only for a group's part");
         };
-        let n: usize = self.pending_at.iter().map(|&(_, len)| len).sum();
-        let mine = self.pending.len() / n.max(1);
-        // Entry-major (each tensor's shard partials together) is shard-major
-        // already with one shard; otherwise reorder.
-        let local = if mine == 1 {
-            &self.pending[..n]
-        } else {
-            if self.staged.len() < mine * n {
-                self.staged.resize(mine * n, 0.0);
-            }
-            let (mut src, mut pos) = (0, 0);
-            for &(_, len) in &self.pending_at {
-                for j in 0..mine {
-                    self.staged[j * n + pos..j * n + pos + len]
-                        .copy_from_slice(&self.pending[src..src + len]);
-                    src += len;
-                }
-                pos += len;
-            }
-            &self.staged[..mine * n]
-        };
-        if self.summed.len() < n {
-            self.summed.resize(n, 0.0);
+        let (n, mine) = (grads.len(), self.pending_shards);
+        let own = g.owned_slice(g.rank(), n);
+        if self.summed.len() < own.len() {
+            self.summed.resize(own.len(), 0.0);
         }
-        g.ordered_sum(local, total, &mut self.summed[..n], &mut self.scratch);
-        let mut pos = 0;
+        let sum = &mut self.summed[..own.len()];
+        g.reduce_scatter(&self.staged[..mine * n], total, n, sum, &mut self.scratch);
+        // Only the kept tensors: the rest of the arena (BatchNorm's γ, β,
+        // reduced when they were made) is right in `grads` already.
         for &(at, len) in &self.pending_at {
-            grads[at..at + len].copy_from_slice(&self.summed[pos..pos + len]);
-            pos += len;
+            let (lo, hi) = (at.max(own.start), (at + len).min(own.end));
+            if lo < hi {
+                grads[lo..hi].copy_from_slice(&sum[lo - own.start..hi - own.start]);
+            }
         }
-        self.pending.clear();
+        if self.full_grads {
+            g.all_gather_slices(grads, &mut self.scratch);
+        }
         self.pending_at.clear();
     }
 
@@ -387,7 +390,7 @@ impl Exec {
         batch: usize,
         outs: [RowsMut<'_>; N],
         reduced: Option<&mut [f32]>,
-        grad_at: Option<usize>,
+        grad_at: Option<(usize, usize)>,
         work: F,
     ) where
         F: Fn(Piece<'_, N>) + Sync,
@@ -450,10 +453,17 @@ impl Exec {
         if let Some(out) = reduced {
             match (&self.group, self.part) {
                 (Some(_), Some(_)) if grad_at.is_some() => {
-                    let at = grad_at.expect("checked");
-                    self.pending
-                        .extend_from_slice(&self.partials[..shards * len]);
+                    // Into the shard-major copy of the gradient arena.
+                    let (at, arena) = grad_at.expect("checked");
+                    if self.staged.len() < shards * arena {
+                        self.staged.resize(shards * arena, 0.0);
+                    }
+                    for j in 0..shards {
+                        self.staged[j * arena + at..j * arena + at + len]
+                            .copy_from_slice(&self.partials[j * len..(j + 1) * len]);
+                    }
                     self.pending_at.push((at, len));
+                    self.pending_shards = shards;
                 }
                 (Some(g), Some(_)) => g.ordered_sum(
                     &self.partials[..shards * len],

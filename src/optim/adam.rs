@@ -4,6 +4,8 @@ use super::{
     check_lens, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
     WeightDecay,
 };
+use std::ops::Range;
+
 use crate::parallel::{self, SharedMut};
 
 /// Hyperparameters of [`Adam`]. `AdamConfig::default()` is PyTorch's `Adam`
@@ -189,7 +191,23 @@ impl Optimizer for Adam {
     /// If `params.len()` or `grads.len()` is not [`len`](Optimizer::len).
     #[track_caller]
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        let n = self.n;
+        self.step_range(params, grads, lr, 0..n);
+    }
+
+    fn can_step_range(&self) -> bool {
+        true
+    }
+
+    /// The update of `step` on `range` alone (elementwise: the same bits).
+    #[track_caller]
+    fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: Range<usize>) {
         check_lens("Adam", self.n, params.len(), grads.len());
+        assert!(
+            range.start <= range.end && range.end <= self.n,
+            "Adam::step_range: {range:?} is outside the {} parameters",
+            self.n
+        );
         self.steps += 1;
         let c = &self.config;
         // t as f64 is exact up to 2⁵³ steps; β^t underflows to 0 long before.
@@ -222,8 +240,9 @@ impl Optimizer for Adam {
             SharedMut::new(&mut self.exp_avg[..]),
             SharedMut::new(&mut self.exp_avg_sq[..]),
         );
-        parallel::for_each_range(self.n, |r| {
-            mask.split(r, |r, decayed| {
+        let base = range.start;
+        parallel::for_each_range(range.len(), |r| {
+            mask.split(base + r.start..base + r.end, |r, decayed| {
                 // SAFETY: for_each_range hands out disjoint ranges and the
                 // mask cuts each into disjoint pieces; the three slices stay
                 // borrowed until it returns.

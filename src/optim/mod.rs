@@ -181,6 +181,32 @@ pub trait Optimizer {
     /// nothing is updated then.
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32);
 
+    /// Whether [`step_range`](Optimizer::step_range) is supported: an
+    /// elementwise update, whose slices can be stepped apart (a rank's share
+    /// in data-parallel training). `false` by default.
+    fn can_step_range(&self) -> bool {
+        false
+    }
+
+    /// [`step`](Optimizer::step) restricted to the elements in `range`:
+    /// those parameters and their state get exactly the update `step` gives
+    /// them (bit for bit); the others, and their state, are untouched.
+    /// Increments [`steps`](Optimizer::steps) as `step` does.
+    ///
+    /// # Panics
+    /// As `step`, or if `range` reaches past [`len`](Optimizer::len), or if
+    /// [`can_step_range`](Optimizer::can_step_range) is false (the default).
+    fn step_range(
+        &mut self,
+        params: &mut [f32],
+        grads: &[f32],
+        lr: f32,
+        range: std::ops::Range<usize>,
+    ) {
+        let _ = (params, grads, lr, range);
+        panic!("this optimizer cannot step a range of its parameters (can_step_range is false)");
+    }
+
     /// The number of parameters n the state was sized for.
     fn len(&self) -> usize;
 

@@ -4,6 +4,8 @@ use super::{
     check_lens, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
     WeightDecay,
 };
+use std::ops::Range;
+
 use crate::parallel::{self, SharedMut};
 
 /// Hyperparameters of [`Sgd`]. `SgdConfig::default()` is plain SGD: no
@@ -134,7 +136,23 @@ impl Optimizer for Sgd {
     /// If `params.len()` or `grads.len()` is not [`len`](Optimizer::len).
     #[track_caller]
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        let n = self.n;
+        self.step_range(params, grads, lr, 0..n);
+    }
+
+    fn can_step_range(&self) -> bool {
+        true
+    }
+
+    /// The update of `step` on `range` alone (elementwise: the same bits).
+    #[track_caller]
+    fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: Range<usize>) {
         check_lens("Sgd", self.n, params.len(), grads.len());
+        assert!(
+            range.start <= range.end && range.end <= self.n,
+            "Sgd::step_range: {range:?} is outside the {} parameters",
+            self.n
+        );
         self.steps += 1;
         let (l2, decay) = self.config.weight_decay.split(lr);
         let coupled = matches!(self.config.weight_decay, WeightDecay::L2(_));
@@ -146,8 +164,9 @@ impl Optimizer for Sgd {
             SharedMut::new(params),
             SharedMut::new(&mut self.velocity[..]),
         );
-        parallel::for_each_range(self.n, |r| {
-            mask.split(r, |r, decayed| {
+        let base = range.start;
+        parallel::for_each_range(range.len(), |r| {
+            mask.split(base + r.start..base + r.end, |r, decayed| {
                 // Outside the decay mask: no decay (λ = 0, factor exactly 1).
                 let (coupled, l2, decay) = match decayed {
                     true => (coupled, l2, decay),

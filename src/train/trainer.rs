@@ -8,7 +8,7 @@ use crate::dist::Group;
 use crate::matrix::{MatMut, MatRef};
 use crate::nn::loss::LossError;
 use crate::nn::{BatchParallelism, Evaluation, Mlp, StepError, Targets};
-use crate::optim::{clip_grad_norm, Optimizer, Schedule};
+use crate::optim::{clip_grad_norm, OptimState, Optimizer, Schedule};
 use crate::rng::Rng;
 use crate::train::{Batch, Dataset};
 
@@ -98,6 +98,8 @@ pub struct Trainer {
     /// The epoch's sample order and the gathered minibatch (reused).
     order: Vec<usize>,
     batch: Batch,
+    /// A group's exchange buffer (reused).
+    scratch: Vec<f32>,
 }
 
 impl Trainer {
@@ -123,6 +125,7 @@ impl Trainer {
             seed,
             order: Vec::new(),
             batch: Batch::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -236,6 +239,13 @@ impl Trainer {
     /// rank's rows, [`Trainer::step`] takes the whole minibatch on every rank
     /// and uses this rank's rows.
     ///
+    /// The parameters are the same on every rank after each step. Unless
+    /// gradient clipping is on (or the optimizer cannot step a range), each
+    /// rank applies the update to its own slice of the parameters only, so
+    /// [`Mlp::grads`] is the summed gradient only in that slice, and the
+    /// optimizer's state is current only there until
+    /// [`Trainer::sync_optimizer`] (call it on every rank before a checkpoint).
+    ///
     /// # Panics
     /// If `shards` is smaller than the number of ranks (each needs one).
     ///
@@ -284,6 +294,35 @@ impl Trainer {
         self.net.group()
     }
 
+    /// In a group, brings every rank's copy of the optimizer state up to
+    /// date. Each rank updates only the parameters it owns
+    /// ([`Group::owned_slice`]), so its optimizer state is current only
+    /// there; this exchanges the slices. Call it on **every** rank (it is a
+    /// collective) before reading [`Trainer::optimizer`]'s state or saving
+    /// a checkpoint. Nothing to do alone, with clipping, or with an
+    /// optimizer that steps everything.
+    pub fn sync_optimizer(&mut self) {
+        let Some(g) = self.net.group().cloned() else {
+            return;
+        };
+        if self.clip.is_some() || !self.opt.can_step_range() {
+            return;
+        }
+        let state = self.opt.state();
+        let steps = state.steps;
+        let mut buffers: Vec<Vec<f32>> = state.buffers.iter().map(|b| b.to_vec()).collect();
+        for b in &mut buffers {
+            g.all_gather_slices(b, &mut self.scratch);
+        }
+        let state = OptimState {
+            steps,
+            buffers: buffers.iter().map(|b| &b[..]).collect(),
+        };
+        self.opt
+            .load_state(&state)
+            .expect("the optimizer's own state, gathered, fits it");
+    }
+
     /// [`Trainer::step`] with a loss of the caller's, as
     /// [`Mlp::forward_backward_with`] takes it: `loss(h, dh)` writes ∂L/∂h
     /// into the zeroed `dh` and returns L. Clipping, the divergence check
@@ -316,12 +355,20 @@ impl Trainer {
     /// }
     /// assert!(t.step_with(MatRef::from_slice(&x, 2, 2), l1).unwrap() < first);
     /// ```
+    ///
+    /// In a group ([`Trainer::with_group`]), `x` is the whole minibatch on
+    /// every rank and `loss` gets this rank's rows of it: divide by
+    /// `x.rows()`, the whole minibatch's size, and the value returned is this
+    /// rank's part of L.
     pub fn step_with(
         &mut self,
         x: MatRef<'_>,
         loss: impl FnOnce(MatRef<'_>, MatMut<'_>) -> f32,
     ) -> Result<f32, TrainError> {
-        self.run_step(x.rows(), |net| net.forward_backward_with(x, loss))
+        let batch = x.rows();
+        let r = self.net.rows_of(batch);
+        let xs = x.submatrix(r.start, 0, r.len(), x.cols());
+        self.run_step(batch, |net| net.forward_backward_with(xs, loss))
     }
 
     /// One step around the backward pass `pass`: training mode and the
@@ -334,11 +381,35 @@ impl Trainer {
     ) -> Result<f32, TrainError> {
         self.net.set_training(true);
         self.net.set_noise(self.seed, self.step);
-        let grouped = self.net.group().is_some();
-        self.net.set_part(grouped.then_some(batch));
+        let group = self.net.group().cloned();
+        // In a group, each rank updates the slice of the parameters it owns
+        // (the update is elementwise, so the bits are those of a full update)
+        // and the slices are exchanged: the update's work is split over the
+        // ranks. Clipping needs the whole gradient's norm, and an optimizer
+        // may not step a range: then every rank updates everything.
+        let sharded = group.is_some() && self.clip.is_none() && self.opt.can_step_range();
+        self.net.set_full_grads(!sharded);
+        self.net.set_part(group.is_some().then_some(batch));
         let loss = pass(&mut self.net);
         self.net.set_part(None);
         let loss = loss?;
+        if let (true, Some(g)) = (sharded, &group) {
+            let own = g.owned_slice(g.rank(), self.net.num_params());
+            let (params, grads) = self.net.params_and_grads();
+            // One verdict for all ranks (a caller's loss value is per rank).
+            let finite = g.all_agree(loss.is_finite() && all_finite(&grads[own.clone()]));
+            if !finite {
+                return Err(TrainError::Diverged {
+                    step: self.step,
+                    loss,
+                });
+            }
+            self.opt
+                .step_range(params, grads, self.schedule.lr_at(self.step), own);
+            g.all_gather_slices(params, &mut self.scratch);
+            self.step += 1;
+            return Ok(loss);
+        }
         let (params, grads) = self.net.params_and_grads();
         // Clipping needs the norm anyway (it leaves non-finite gradients
         // alone); without it, one pass checks the gradient for NaN and ±∞.
@@ -346,7 +417,10 @@ impl Trainer {
             Some(max) => clip_grad_norm(grads, max).is_finite(),
             None => all_finite(grads),
         };
-        if !loss.is_finite() || !finite {
+        let finite = loss.is_finite() && finite;
+        // One verdict for all ranks (a caller's loss value is per rank).
+        let finite = group.map_or(finite, |g| g.all_agree(finite));
+        if !finite {
             return Err(TrainError::Diverged {
                 step: self.step,
                 loss,

@@ -110,6 +110,11 @@ impl Mlp {
     pub(crate) fn group(&self) -> Option<&crate::dist::Group> {
         self.exec.group()
     }
+    /// Whether a group's backward pass leaves the whole summed gradient on
+    /// every rank (`true`) or only each rank's owned slice.
+    pub(crate) fn set_full_grads(&mut self, full: bool) {
+        self.exec.set_full_grads(full);
+    }
     /// Marks the coming passes as over this rank's part of a group's
     /// minibatch of `batch` rows, or (`None`) over whole batches.
     pub(crate) fn set_part(&mut self, batch: Option<usize>) {

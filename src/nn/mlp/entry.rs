@@ -52,7 +52,10 @@ impl Mlp {
             let total = exec.shard_sum(cut, |r| {
                 let hs = h.submatrix(r.start, 0, r.len(), cols);
                 let gs = g.rb_mut().submatrix_mut(r.start, 0, r.len(), cols);
+                // A failing row is named by its place in the whole minibatch.
+                let first = cut.first_row() + r.start;
                 loss.sum(hs, targets.rows(r), Some(gs), inv_b)
+                    .map_err(|e| e.rows_from(first))
             })?;
             Ok((total * inv_b) as f32)
         })
@@ -64,9 +67,8 @@ impl Mlp {
     /// writes ∂L/∂h into `dh` and returns L. The network then runs the same
     /// backward pass as for a built-in loss, fused δ steps included, and
     /// leaves ∂L/∂params in [`Mlp::grads`]. For a mean over the batch, divide
-    /// by the batch size in both. (In a [`Trainer`](crate::train::Trainer)
-    /// with a group, `h` holds this rank's rows only: divide by the whole
-    /// minibatch's size, and the value returned is this rank's part.)
+    /// by the batch size in both. ([`Trainer::step_with`](crate::train::Trainer::step_with)
+    /// says how this goes in a group.)
     ///
     /// # Errors
     /// As [`Mlp::forward`].
