@@ -16,8 +16,9 @@
 //! One process running the same `S` shards does exactly these sums in
 //! exactly this order, so the trained weights are bitwise identical for any
 //! number of ranks, and equal to one process with `Shards(S)`. Dropout masks
-//! are keyed by the global row, and the optimizer runs on every rank on the
-//! same summed gradient, so it needs no communication and stays replicated.
+//! are keyed by the global row. The optimizer's update is elementwise, so
+//! each rank applies it to the slice of the parameters it owns and the
+//! slices are exchanged: the same bits as one full update.
 //!
 //! # The communication scheme
 //! A reduction of `S` partials of length `n` (one per shard) is a
@@ -38,11 +39,19 @@
 //! rank's own shards first would send less for `S > R` but group the sums by
 //! rank, again depending on `R`.
 //!
-//! The optimizer is replicated rather than sharded (ZeRO-1): every rank holds
-//! the full optimizer state and applies the same update. Sharding it would
-//! save the update's compute and state memory (small for the networks this
-//! crate trains) but not traffic, and it would need gradient clipping's
-//! global norm summed in a fixed order across ranks too.
+//! A training step's parameter gradients are kept during the backward pass
+//! and reduced in one such exchange at its end, over the whole gradient
+//! arena. Then, rather than all-gathering the gradient (step 3) and updating
+//! every parameter on every rank, each rank updates the parameters of its
+//! own slice ([`Optimizer::step_range`](crate::optim::Optimizer::step_range),
+//! elementwise, so the same bits) and the *parameters* are all-gathered:
+//! the same traffic as step 3, and the update's work split over the ranks
+//! (it is memory-bound: Adam reads and writes 28 bytes per parameter).
+//! Every rank keeps the whole optimizer state, current in its own slice;
+//! [`Trainer::sync_optimizer`](crate::train::Trainer::sync_optimizer)
+//! exchanges the slices before a checkpoint. With gradient clipping, whose
+//! global norm would have to be summed in an `R`-independent order, the
+//! gradient is all-gathered and every rank updates everything.
 //!
 //! # Communicators
 //! [`Communicator`] is the transport: two collectives on `f32` with variable
