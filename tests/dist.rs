@@ -245,7 +245,11 @@ fn a_rank_that_panics_releases_the_others() {
             .collect();
         hs.into_iter().map(|h| h.join().is_err()).collect()
     });
-    assert_eq!(outcomes, [true, true], "both ranks end, neither waits forever");
+    assert_eq!(
+        outcomes,
+        [true, true],
+        "both ranks end, neither waits forever"
+    );
 }
 
 #[test]
