@@ -134,6 +134,9 @@ struct Shared {
     /// briefly before parking (training calls GEMMs back to back, and waking
     /// a parked thread costs tens of microseconds).
     epoch: AtomicU64,
+    /// Workers that have started (their thread set-up, which allocates, is
+    /// done).
+    started: AtomicUsize,
 }
 
 impl Shared {
@@ -178,6 +181,7 @@ impl Team {
             work: Condvar::new(),
             finished: Condvar::new(),
             epoch: AtomicU64::new(0),
+            started: AtomicUsize::new(0),
         });
         let handles = (1..threads)
             .map(|i| {
@@ -188,6 +192,12 @@ impl Team {
                     .expect("backprop: could not start a worker thread")
             })
             .collect();
+        // Every worker's start-up (thread set-up, its thread-locals) happens
+        // here, not later in the middle of a caller's work: a steady-state
+        // training step allocates nothing, whatever the scheduler does.
+        while shared.started.load(Ordering::Acquire) + 1 < threads {
+            std::thread::yield_now();
+        }
         Team {
             threads,
             shared,
@@ -246,6 +256,7 @@ impl Drop for Team {
 
 fn worker(shared: &Shared) {
     IN_PIECE.with(|f| f.set(true));
+    shared.started.fetch_add(1, Ordering::Release);
     let mut seen = 0u64;
     loop {
         // Spin a little (≈ 20 µs) for the next job before parking; the job is
