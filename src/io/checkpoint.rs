@@ -234,7 +234,11 @@ fn meta_u64(st: &SafeTensors, key: &'static str) -> Result<u64, IoError> {
 /// Saves the trainer's network, optimizer state and position to a
 /// safetensors file (layout in [`checkpoint_to_safetensors`]), atomically
 /// ([`write_atomic`](super::write_atomic)): a crash while saving leaves the
-/// previous checkpoint intact.
+/// previous checkpoint intact. A trainer in a group
+/// ([`Trainer::with_group`](crate::train::Trainer::with_group)) holds its
+/// optimizer state current only in its own slice: call
+/// [`Trainer::sync_optimizer`](crate::train::Trainer::sync_optimizer) on
+/// every rank first, then save on one.
 ///
 /// # Errors
 /// [`IoError::NonFinite`] (and nothing written, so the previous checkpoint
