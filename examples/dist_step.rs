@@ -101,9 +101,7 @@ fn main() {
 
 #[cfg(feature = "mpi")]
 fn group() -> Option<backprop::dist::Group> {
-    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
+    let launched = backprop::dist::launched_by_mpi();
     launched.then(|| {
         backprop::dist::Group::new(backprop::dist::MpiCommunicator::init().expect("MPI starts"))
     })

@@ -55,9 +55,7 @@ fn main() -> ExitCode {
 /// The MPI world when this process was started by mpirun/mpiexec (and the
 /// example was built with the `mpi` feature); `None` otherwise.
 fn mpi_group() -> Result<Option<backprop::dist::Group>, String> {
-    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
+    let launched = backprop::dist::launched_by_mpi();
     if !launched {
         return Ok(None);
     }

@@ -316,6 +316,16 @@ impl Group {
     }
 }
 
+/// Whether this process was started by an MPI launcher (`mpirun`,
+/// `mpiexec`: Open MPI's `OMPI_COMM_WORLD_SIZE`, or the `PMI_SIZE` /
+/// `PMIX_RANK` of MPICH-style and PMIx launchers): whether a program should
+/// join an MPI world rather than run alone.
+pub fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
 /// The shards of `shards` that rank `rank` of `size` owns: an even,
 /// contiguous cut, in rank order.
 pub(crate) fn owned(rank: usize, size: usize, shards: usize) -> Range<usize> {
