@@ -53,7 +53,7 @@ fn main() {
     );
     let params = net.num_params();
     let mut trainer = Trainer::new(net, Box::new(opt), Schedule::constant(1e-4), 1);
-    let group = group();
+    let group = backprop::dist::world().expect("MPI starts");
     if let Some(g) = &group {
         assert!(shards >= g.size(), "give at least one shard per rank");
         trainer = trainer.with_group(g.clone(), shards);
@@ -97,17 +97,4 @@ fn main() {
             backprop::active_isa()
         );
     }
-}
-
-#[cfg(feature = "mpi")]
-fn group() -> Option<backprop::dist::Group> {
-    let launched = backprop::dist::launched_by_mpi();
-    launched.then(|| {
-        backprop::dist::Group::new(backprop::dist::MpiCommunicator::init().expect("MPI starts"))
-    })
-}
-
-#[cfg(not(feature = "mpi"))]
-fn group() -> Option<backprop::dist::Group> {
-    None
 }

@@ -73,15 +73,31 @@ fn alone(shards: usize, threads: usize) -> Run {
     train(t)
 }
 
-fn ranks(size: usize, shards: usize, threads: usize) -> Vec<Run> {
-    let comms = LocalGroup::ranks(size);
+/// `f` on each of `size` ranks as threads, given that rank's communicator;
+/// the results in rank order.
+fn on_ranks<T: Send>(size: usize, f: impl Fn(Arc<dyn Communicator>) -> T + Sync) -> Vec<T> {
+    let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = comms
+        let handles: Vec<_> = LocalGroup::ranks(size)
             .into_iter()
-            .map(|c| s.spawn(move || train(trainer(threads).with_group(Group::new(c), shards))))
+            .map(|c| s.spawn(move || f(c)))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
+}
+
+/// `run` on each of `size` ranks, with a trainer in a group of `shards`.
+fn grouped<T: Send>(
+    size: usize,
+    shards: usize,
+    t: impl Fn() -> Trainer + Sync,
+    run: impl Fn(Trainer) -> T + Sync,
+) -> Vec<T> {
+    on_ranks(size, |c| run(t().with_group(Group::new(c), shards)))
+}
+
+fn ranks(size: usize, shards: usize, threads: usize) -> Vec<Run> {
+    grouped(size, shards, || trainer(threads), train)
 }
 
 #[test]
@@ -108,14 +124,7 @@ fn with_clipping_every_rank_updates_everything_and_the_bits_hold() {
         t.net_mut().set_parallelism(BatchParallelism::Shards(4));
         train(t)
     };
-    let comms = LocalGroup::ranks(3);
-    let got: Vec<Run> = std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| s.spawn(move || train(clipped(trainer(1)).with_group(Group::new(c), 4))))
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let got = grouped(3, 4, || clipped(trainer(1)), train);
     assert!(got.iter().all(|r| r == &want));
 }
 
@@ -143,14 +152,7 @@ fn step_takes_the_whole_minibatch_on_every_rank() {
     let mut one = trainer(1);
     one.net_mut().set_parallelism(BatchParallelism::Shards(3));
     let want = step(one);
-    let comms = LocalGroup::ranks(3);
-    let got: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| s.spawn(move || step(trainer(1).with_group(Group::new(c), 3))))
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let got = grouped(3, 3, || trainer(1), step);
     assert!(got.iter().all(|p| p == &want));
 }
 
@@ -161,20 +163,12 @@ fn a_bad_label_on_one_rank_stops_every_rank_at_the_same_step() {
     let mut c: Vec<usize> = (0..40).map(|i| i % 3).collect();
     c[35] = 9; // in the last rank's rows
     let xs = MatRef::from_slice(&x[..40 * 6], 40, 6);
-    let comms: Vec<Arc<dyn Communicator>> = LocalGroup::ranks(2);
-    let errors: Vec<TrainError> = std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|comm| {
-                let c = &c;
-                s.spawn(move || {
-                    let mut t = trainer(1).with_group(Group::new(comm), 4);
-                    t.step(xs, Targets::Classes(c)).unwrap_err()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let errors: Vec<TrainError> = grouped(
+        2,
+        4,
+        || trainer(1),
+        |mut t| t.step(xs, Targets::Classes(&c)).unwrap_err(),
+    );
     assert!(
         matches!(errors[0], TrainError::Step(StepError::Peer { rank: 1 })),
         "{:?}",
@@ -216,14 +210,7 @@ fn a_custom_loss_trains_alike_on_any_number_of_ranks() {
     let mut one = trainer(1);
     one.net_mut().set_parallelism(BatchParallelism::Shards(4));
     let want = step(one);
-    let comms = LocalGroup::ranks(2);
-    let got: Vec<Vec<f32>> = std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| s.spawn(move || step(trainer(1).with_group(Group::new(c), 4))))
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let got = grouped(2, 4, || trainer(1), step);
     assert!(got.iter().all(|p| p == &want));
 }
 
@@ -254,20 +241,11 @@ fn a_rank_that_panics_releases_the_others() {
 
 #[test]
 fn communication_is_counted() {
-    let comms = LocalGroup::ranks(2);
-    let stats: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = comms
-            .into_iter()
-            .map(|c| {
-                s.spawn(move || {
-                    let g = Group::new(c);
-                    let mut t = trainer(1).with_group(g.clone(), 2);
-                    t.train_epoch(&data(), 20).unwrap();
-                    (g.stats(), t.net().num_params())
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    let stats = on_ranks(2, |c| {
+        let g = Group::new(c);
+        let mut t = trainer(1).with_group(g.clone(), 2);
+        t.train_epoch(&data(), 20).unwrap();
+        (g.stats(), t.net().num_params())
     });
     for (st, params) in stats {
         // Each of the 6 steps reduces every parameter tensor once: with two

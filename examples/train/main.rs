@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         // Usage errors exit with 2, --help and --version with 0, as clap does.
         Err(e) => e.exit(),
     };
-    let group = match mpi_group() {
+    let group = match backprop::dist::world() {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: MPI: {e}");
@@ -49,24 +49,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-    }
-}
-
-/// The MPI world when this process was started by mpirun/mpiexec (and the
-/// example was built with the `mpi` feature); `None` otherwise.
-fn mpi_group() -> Result<Option<backprop::dist::Group>, String> {
-    let launched = backprop::dist::launched_by_mpi();
-    if !launched {
-        return Ok(None);
-    }
-    #[cfg(feature = "mpi")]
-    {
-        let comm = backprop::dist::MpiCommunicator::init()?;
-        Ok(Some(backprop::dist::Group::new(comm)))
-    }
-    #[cfg(not(feature = "mpi"))]
-    {
-        Err("started by mpirun, but this build has no MPI: build it with --features mpi".into())
     }
 }
 

@@ -316,14 +316,32 @@ impl Group {
     }
 }
 
-/// Whether this process was started by an MPI launcher (`mpirun`,
-/// `mpiexec`: Open MPI's `OMPI_COMM_WORLD_SIZE`, or the `PMI_SIZE` /
-/// `PMIX_RANK` of MPICH-style and PMIx launchers): whether a program should
-/// join an MPI world rather than run alone.
-pub fn launched_by_mpi() -> bool {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+/// The MPI world as a group when this process was started by an MPI
+/// launcher (`mpirun`, `mpiexec`: Open MPI's `OMPI_COMM_WORLD_SIZE`, or the
+/// `PMI_SIZE` / `PMIX_RANK` of MPICH-style and PMIx launchers); `None` when
+/// it runs alone.
+///
+/// # Errors
+/// A message if a launcher started it but MPI cannot start, or the build
+/// has no feature `mpi`.
+pub fn world() -> Result<Option<Group>, String> {
+    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
         .iter()
-        .any(|v| std::env::var_os(v).is_some())
+        .any(|v| std::env::var_os(v).is_some());
+    if !launched {
+        return Ok(None);
+    }
+    #[cfg(feature = "mpi")]
+    {
+        Ok(Some(Group::new(MpiCommunicator::init()?)))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        Err(
+            "started by an MPI launcher, but this build has no MPI: build it with --features mpi"
+                .into(),
+        )
+    }
 }
 
 /// The shards of `shards` that rank `rank` of `size` owns: an even,

@@ -1,7 +1,7 @@
 //! Adam and AdamW.
 
 use super::{
-    check_lens, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
+    check_step, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
     WeightDecay,
 };
 use std::ops::Range;
@@ -202,12 +202,7 @@ impl Optimizer for Adam {
     /// The update of `step` on `range` alone (elementwise: the same bits).
     #[track_caller]
     fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: Range<usize>) {
-        check_lens("Adam", self.n, params.len(), grads.len());
-        assert!(
-            range.start <= range.end && range.end <= self.n,
-            "Adam::step_range: {range:?} is outside the {} parameters",
-            self.n
-        );
+        check_step("Adam", self.n, params, grads, &range);
         self.steps += 1;
         let c = &self.config;
         // t as f64 is exact up to 2⁵³ steps; β^t underflows to 0 long before.

@@ -81,6 +81,7 @@ mod schedule;
 mod sgd;
 
 use std::fmt;
+use std::ops::Range;
 
 pub use adam::{Adam, AdamConfig};
 pub use decay::DecayMask;
@@ -353,13 +354,18 @@ fn load_buffers(
     Ok(())
 }
 
-/// Panics unless both slices have the optimizer's length `n`.
+/// Panics unless both slices have the optimizer's length `n` and `range`
+/// (the elements a step updates) lies within it.
 #[track_caller]
 #[inline]
-fn check_lens(who: &str, n: usize, params: usize, grads: usize) {
-    if params != n || grads != n {
-        len_fail(who, n, params, grads);
+fn check_step(who: &str, n: usize, params: &[f32], grads: &[f32], range: &Range<usize>) {
+    if params.len() != n || grads.len() != n {
+        len_fail(who, n, params.len(), grads.len());
     }
+    assert!(
+        range.start <= range.end && range.end <= n,
+        "{who}::step_range: {range:?} is outside the {n} parameters"
+    );
 }
 
 #[cold]

@@ -1,7 +1,7 @@
 //! Stochastic gradient descent with optional heavy-ball or Nesterov momentum.
 
 use super::{
-    check_lens, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
+    check_step, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
     WeightDecay,
 };
 use std::ops::Range;
@@ -147,12 +147,7 @@ impl Optimizer for Sgd {
     /// The update of `step` on `range` alone (elementwise: the same bits).
     #[track_caller]
     fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: Range<usize>) {
-        check_lens("Sgd", self.n, params.len(), grads.len());
-        assert!(
-            range.start <= range.end && range.end <= self.n,
-            "Sgd::step_range: {range:?} is outside the {} parameters",
-            self.n
-        );
+        check_step("Sgd", self.n, params, grads, &range);
         self.steps += 1;
         let (l2, decay) = self.config.weight_decay.split(lr);
         let coupled = matches!(self.config.weight_decay, WeightDecay::L2(_));

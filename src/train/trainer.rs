@@ -393,40 +393,36 @@ impl Trainer {
         let loss = pass(&mut self.net);
         self.net.set_part(None);
         let loss = loss?;
-        if let (true, Some(g)) = (sharded, &group) {
-            let own = g.owned_slice(g.rank(), self.net.num_params());
-            let (params, grads) = self.net.params_and_grads();
-            // One verdict for all ranks (a caller's loss value is per rank).
-            let finite = g.all_agree(loss.is_finite() && all_finite(&grads[own.clone()]));
-            if !finite {
-                return Err(TrainError::Diverged {
-                    step: self.step,
-                    loss,
-                });
-            }
-            self.opt
-                .step_range(params, grads, self.schedule.lr_at(self.step), own);
-            g.all_gather_slices(params, &mut self.scratch);
-            self.step += 1;
-            return Ok(loss);
-        }
+        // Sharded: the gradient is summed only in this rank's slice.
+        let own = group
+            .as_ref()
+            .filter(|_| sharded)
+            .map(|g| g.owned_slice(g.rank(), self.net.num_params()));
         let (params, grads) = self.net.params_and_grads();
         // Clipping needs the norm anyway (it leaves non-finite gradients
         // alone); without it, one pass checks the gradient for NaN and ±∞.
-        let finite = match self.clip {
-            Some(max) => clip_grad_norm(grads, max).is_finite(),
-            None => all_finite(grads),
+        let finite = match (&own, self.clip) {
+            (Some(r), _) => all_finite(&grads[r.clone()]),
+            (None, Some(max)) => clip_grad_norm(grads, max).is_finite(),
+            (None, None) => all_finite(grads),
         };
         let finite = loss.is_finite() && finite;
         // One verdict for all ranks (a caller's loss value is per rank).
-        let finite = group.map_or(finite, |g| g.all_agree(finite));
+        let finite = group.as_ref().map_or(finite, |g| g.all_agree(finite));
         if !finite {
             return Err(TrainError::Diverged {
                 step: self.step,
                 loss,
             });
         }
-        self.opt.step(params, grads, self.schedule.lr_at(self.step));
+        let lr = self.schedule.lr_at(self.step);
+        match (own, &group) {
+            (Some(r), Some(g)) => {
+                self.opt.step_range(params, grads, lr, r);
+                g.all_gather_slices(params, &mut self.scratch);
+            }
+            _ => self.opt.step(params, grads, lr),
+        }
         self.step += 1;
         Ok(loss)
     }
