@@ -96,8 +96,18 @@ fn grouped<T: Send>(
     on_ranks(size, |c| run(t().with_group(Group::new(c), shards)))
 }
 
-fn ranks(size: usize, shards: usize, threads: usize) -> Vec<Run> {
-    grouped(size, shards, || trainer(threads), train)
+/// The gradient exchange's settings: in the background or at the pass's
+/// end, whole or in buckets of a few values (every tensor its own bucket,
+/// or some merged).
+const EXCHANGES: [(bool, usize); 4] = [(true, 1 << 18), (false, 1 << 18), (true, 7), (true, 100)];
+
+fn ranks_exchanging(size: usize, shards: usize, (overlap, bucket): (bool, usize)) -> Vec<Run> {
+    on_ranks(size, |c| {
+        let g = Group::new(c)
+            .with_overlap(overlap)
+            .with_bucket_values(bucket);
+        train(trainer(1).with_group(g, shards))
+    })
 }
 
 #[test]
@@ -106,11 +116,14 @@ fn any_number_of_ranks_gives_one_process_bits() {
         let want = alone(shards, 1);
         assert_eq!(want, alone(shards, 2), "{shards} shards: thread count");
         for size in 1..=4 {
-            for (r, got) in ranks(size, shards, 1).into_iter().enumerate() {
-                assert!(
-                    got == want,
-                    "{shards} shards, {size} ranks: rank {r} differs from one process"
-                );
+            for ex in EXCHANGES {
+                for (r, got) in ranks_exchanging(size, shards, ex).into_iter().enumerate() {
+                    assert!(
+                        got == want,
+                        "{shards} shards, {size} ranks, exchange {ex:?}: rank {r} differs from \
+                         one process"
+                    );
+                }
             }
         }
     }

@@ -92,6 +92,13 @@ pub struct Args {
     /// each GEMM splits its own work over the threads, and 8 shards under mpirun).
     #[arg(long, value_name = "S")]
     pub shards: Option<usize>,
+    /// Under mpirun: exchange all of a step's gradients at the end of its backward pass rather
+    /// than in the background while the pass goes on (the same weights; for timing).
+    #[arg(long)]
+    pub no_overlap: bool,
+    /// Under mpirun: send a step's gradients in buckets of at least N values (default 262144).
+    #[arg(long, value_name = "N")]
+    pub bucket_values: Option<usize>,
     /// Seed of the initialization, the shuffles and the synthetic data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -318,6 +325,12 @@ pub fn join_group(setup: Setup, args: &Args, group: Group) -> Result<Setup, Stri
             "--shards {shards}: fewer shards than the {} ranks (each rank needs one)",
             group.size()
         ));
+    }
+    let mut group = group.with_overlap(!args.no_overlap);
+    match args.bucket_values {
+        Some(0) => return Err("--bucket-values 0: a bucket holds at least one value".into()),
+        Some(n) => group = group.with_bucket_values(n),
+        None => {}
     }
     Ok(Setup {
         lead: group.rank() == 0,

@@ -225,7 +225,7 @@ fn json_report(
     }
     let _ = write!(
         s,
-        "],\"test_loss\":{},\"test_accuracy\":{},\"threads\":{},\"ranks\":{},\"shards\":{},\"comm_bytes_sent\":{},\"comm_seconds\":{},\"isa\":\"{}\",\"params_checksum\":\"{}\",\"peak_rss_mb\":{}}}",
+        "],\"test_loss\":{},\"test_accuracy\":{},\"threads\":{},\"ranks\":{},\"shards\":{},\"comm_bytes_sent\":{},\"comm_seconds\":{},\"comm_background_seconds\":{},\"isa\":\"{}\",\"params_checksum\":\"{}\",\"peak_rss_mb\":{}}}",
         json_number(last.loss as f64),
         last.accuracy().map_or("null".into(), |a| json_number(a as f64)),
         backprop::num_threads(),
@@ -236,6 +236,7 @@ fn json_report(
         },
         comm.map_or("null".into(), |c| c.bytes_sent.to_string()),
         comm.map_or("null".into(), |c| json_number(c.seconds)),
+        comm.map_or("null".into(), |c| json_number(c.background_seconds)),
         backprop::active_isa(),
         checksum(net.params()),
         peak_rss_mb().map_or("null".into(), json_number)

@@ -39,9 +39,23 @@
 //! rank's own shards first would send less for `S > R` but group the sums by
 //! rank, again depending on `R`.
 //!
-//! A training step's parameter gradients are kept during the backward pass
-//! and reduced in one such exchange at its end, over the whole gradient
-//! arena. Then, rather than all-gathering the gradient (step 3) and updating
+//! A training step's parameter gradients go in **buckets, started while the
+//! backward pass goes on**: the pass writes each tensor's shard partials
+//! aside, and once adjacent tensors hold at least
+//! [`Group::with_bucket_values`] values (default 2¹⁸, 1 MiB) a thread beside
+//! the computing one runs their reduce-scatter (steps 1–2, over the owned
+//! slices of the whole arena) on a second communicator
+//! ([`Communicator::channel`]), while the pass computes the layers below.
+//! The buckets are cut by the network alone, so every rank sends the same
+//! ones in the same order, and every element is still summed over its `S`
+//! shards in shard order by its owner: buckets change the time, never the
+//! bits. At the pass's end the last bucket goes and the rank waits for all
+//! ([`CommStats`] counts that wait as blocked time and the exchange
+//! thread's own as background time). [`Group::with_overlap`]`(false)`, or a
+//! transport without a channel (MPI without `MPI_THREAD_MULTIPLE`), runs the
+//! same buckets on the computing thread at the pass's end.
+//!
+//! Then, rather than all-gathering the gradient (step 3) and updating
 //! every parameter on every rank, each rank updates the parameters of its
 //! own slice ([`Optimizer::step_range`](crate::optim::Optimizer::step_range),
 //! elementwise, so the same bits) and the *parameters* are all-gathered:
@@ -53,6 +67,12 @@
 //! global norm would have to be summed in an `R`-independent order, the
 //! gradient is all-gathered and every rank updates everything.
 //!
+//! The overlap hides the exchange of the top layers behind the backward
+//! pass of the lower ones; the bottom layer's gradient comes last and its
+//! exchange is not hidden. The exchange thread needs a core: where every
+//! core already computes (two ranks of one thread on two cores), it
+//! competes with the computing threads, and the gain is small.
+//!
 //! # Communicators
 //! [`Communicator`] is the transport: two collectives on `f32` with variable
 //! counts and one on `f64`. [`LocalGroup`] runs the ranks as threads of one
@@ -60,12 +80,13 @@
 //! `mpi`, `MpiCommunicator` runs them over MPI.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 #[cfg(feature = "mpi")]
 mod mpi_comm;
+pub(crate) mod reducer;
 #[cfg(feature = "mpi")]
 pub use mpi_comm::MpiCommunicator;
 
@@ -100,6 +121,15 @@ pub trait Communicator: Send + Sync {
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
     }
+    /// A second communicator over the same ranks whose collectives may run
+    /// on another thread at the same time as this one's (the gradient
+    /// exchange overlapping the backward pass). A collective call itself:
+    /// every rank calls it at the same point. `None` (the default) when the
+    /// transport cannot run two collectives at once; training then
+    /// exchanges gradients on the calling thread.
+    fn channel(&self) -> Option<Arc<dyn Communicator>> {
+        None
+    }
 }
 
 /// What a group's collectives cost a rank so far: for the benchmark's
@@ -108,8 +138,14 @@ pub trait Communicator: Send + Sync {
 pub struct CommStats {
     /// Bytes this rank sent to other ranks.
     pub bytes_sent: u64,
-    /// Wall time inside collectives (sending, receiving and waiting).
+    /// Wall time the calling (computing) thread was blocked on
+    /// communication: inside collectives, or waiting for the gradient
+    /// exchange that runs beside the backward pass to finish.
     pub seconds: f64,
+    /// Wall time the background exchange thread spent inside collectives,
+    /// overlapped with the backward pass (the part not hidden behind it is
+    /// in `seconds`). 0 without overlap.
+    pub background_seconds: f64,
     /// Collective calls.
     pub calls: u64,
 }
@@ -121,6 +157,10 @@ pub struct Group {
     sent: Arc<AtomicU64>,
     nanos: Arc<AtomicU64>,
     calls: Arc<AtomicU64>,
+    /// Nanoseconds the background exchange spent in collectives.
+    background: Arc<AtomicU64>,
+    overlap: bool,
+    bucket: usize,
 }
 
 impl std::fmt::Debug for Group {
@@ -140,7 +180,62 @@ impl Group {
             sent: Arc::new(AtomicU64::new(0)),
             nanos: Arc::new(AtomicU64::new(0)),
             calls: Arc::new(AtomicU64::new(0)),
+            background: Arc::new(AtomicU64::new(0)),
+            overlap: true,
+            bucket: reducer::BUCKET_VALUES,
         }
+    }
+    /// Whether training exchanges a step's gradients in the background while
+    /// the backward pass goes on (`true`, the default, where the transport
+    /// offers a [`Communicator::channel`]) or all at the pass's end on the
+    /// computing thread. The bits are the same either way: only the time
+    /// changes. Set it before [`Trainer::with_group`](crate::train::Trainer::with_group).
+    pub fn with_overlap(mut self, overlap: bool) -> Group {
+        self.overlap = overlap;
+        self
+    }
+    /// Whether [`Group::with_overlap`] asked for the background exchange.
+    pub fn overlap(&self) -> bool {
+        self.overlap
+    }
+    /// The gradient exchange's bucket size: adjacent parameter gradients
+    /// are sent together once they hold at least `values` values (default
+    /// 2¹⁸, 1 MiB). Smaller buckets start the exchange earlier in the
+    /// backward pass and pay a collective's fixed cost more often. Like
+    /// overlap, it changes the time and not the bits.
+    ///
+    /// # Panics
+    /// If `values` is 0.
+    pub fn with_bucket_values(mut self, values: usize) -> Group {
+        assert!(
+            values > 0,
+            "Group::with_bucket_values: a bucket holds at least one value"
+        );
+        self.bucket = values;
+        self
+    }
+    /// The bucket size ([`Group::with_bucket_values`]).
+    pub fn bucket_values(&self) -> usize {
+        self.bucket
+    }
+    /// The group over the communicator's [`Communicator::channel`], for a
+    /// thread beside the computing one: its bytes and calls count into this
+    /// group's statistics, its time into `background_seconds`.
+    pub(crate) fn channel(&self) -> Option<Group> {
+        Some(Group {
+            comm: self.comm.channel()?,
+            sent: self.sent.clone(),
+            nanos: self.background.clone(),
+            calls: self.calls.clone(),
+            background: self.background.clone(),
+            overlap: false,
+            bucket: self.bucket,
+        })
+    }
+    /// Counts `d`, a wait of the computing thread for the background
+    /// exchange, as time blocked on communication.
+    pub(crate) fn add_wait(&self, d: std::time::Duration) {
+        self.nanos.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
     /// This process's rank.
     pub fn rank(&self) -> usize {
@@ -159,6 +254,7 @@ impl Group {
         CommStats {
             bytes_sent: self.sent.load(Ordering::Relaxed),
             seconds: self.nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+            background_seconds: self.background.load(Ordering::Relaxed) as f64 * 1e-9,
             calls: self.calls.load(Ordering::Relaxed),
         }
     }
@@ -195,37 +291,46 @@ impl Group {
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
-        let own = self.owned_slice(self.rank(), out.len());
         let n = out.len();
-        self.reduce_scatter(local, shards, n, &mut out[own], scratch);
+        let own = self.owned_slice(self.rank(), n);
+        let piece = |j: usize| &local[j * n..(j + 1) * n];
+        self.reduce_scatter(piece, shards, n, 0..n, &mut out[own], scratch);
         self.all_gather_slices(out, scratch);
     }
 
-    /// The first half of [`Group::ordered_sum`]: `sum` (this rank's owned
-    /// slice of a length-`n` vector) gets `Σ_k parts_k` over that slice,
-    /// added left to right in shard order.
-    pub(crate) fn reduce_scatter(
+    /// The first half of [`Group::ordered_sum`], over the elements `range`
+    /// of a length-`n` vector: `sum` (this rank's owned part of `range`,
+    /// `range ∩ owned_slice(rank, n)`) gets `Σ_k parts_k` there, added left
+    /// to right in shard order. `piece(j)` is this rank's `j`-th shard's
+    /// partial over `range`.
+    pub(crate) fn reduce_scatter<'a>(
         &self,
-        local: &[f32],
+        piece: impl Fn(usize) -> &'a [f32],
         shards: usize,
         n: usize,
+        range: Range<usize>,
         sum: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
         let (r, size) = (self.rank(), self.size());
         let mine = self.shards_of(r, shards).len();
-        debug_assert_eq!(local.len(), mine * n);
-        let slice = |o: usize| self.owned_slice(o, n);
-        // Step 1: to each owner, this rank's shards' pieces of its slice.
-        let send_counts: Vec<usize> = (0..size).map(|o| mine * slice(o).len()).collect();
+        // The part of `range` rank `o` owns, relative to `range.start`.
+        let part = |o: usize| {
+            let s = self.owned_slice(o, n);
+            let at = |x: usize| x.clamp(range.start, range.end) - range.start;
+            at(s.start)..at(s.end)
+        };
+        // Step 1: to each owner, this rank's shards' pieces of its part.
+        let send_counts: Vec<usize> = (0..size).map(|o| mine * part(o).len()).collect();
+        let w = part(r).len();
         let recv_counts: Vec<usize> = (0..size)
-            .map(|q| self.shards_of(q, shards).len() * slice(r).len())
+            .map(|q| self.shards_of(q, shards).len() * w)
             .collect();
-        let (send_len, w) = (local.len(), slice(r).len());
+        let send_len = mine * range.len();
         let recv_len = shards * w;
         debug_assert_eq!(sum.len(), w);
-        // Scratch: [send (only when reordered) | recv]. With one shard,
-        // `local` is already laid out owner by owner.
+        // Scratch: [send (only when reordered) | recv]. With one shard, its
+        // piece is already laid out owner by owner.
         let reorder = mine > 1;
         let need = if reorder { send_len } else { 0 } + recv_len;
         if scratch.len() < need {
@@ -237,22 +342,23 @@ impl Group {
             let mut at = 0;
             for o in 0..size {
                 for k in 0..mine {
-                    let s = slice(o);
-                    let src = &local[k * n + s.start..k * n + s.end];
+                    let src = &piece(k)[part(o)];
                     send_buf[at..at + src.len()].copy_from_slice(src);
                     at += src.len();
                 }
             }
             send_buf
+        } else if mine == 1 {
+            piece(0)
         } else {
-            local
+            &[]
         };
         let away = send_len - send_counts[r];
         self.timed(away * 4, || {
             self.comm
                 .all_to_all_v(send, &send_counts, recv, &recv_counts)
         });
-        // Step 2: the owner adds the S pieces of its slice in shard order.
+        // Step 2: the owner adds the S pieces of its part in shard order.
         if shards > 0 && w > 0 {
             sum.copy_from_slice(&recv[..w]);
             for k in 1..shards {
@@ -371,12 +477,32 @@ pub(crate) fn owned(rank: usize, size: usize, shards: usize) -> Range<usize> {
 pub struct LocalGroup {
     rank: usize,
     shared: Arc<Shared>,
+    /// Channels this rank has opened: its `i`-th call joins `channels[i]`.
+    opened: AtomicUsize,
 }
 
 struct Shared {
     size: usize,
     state: Mutex<Rendezvous>,
     turn: Condvar,
+    /// The groups [`Communicator::channel`] opened, in the order opened.
+    channels: Mutex<Vec<Arc<Shared>>>,
+}
+
+impl Shared {
+    fn new(size: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            size,
+            state: Mutex::new(Rendezvous {
+                posted: vec![Vec::new(); size],
+                arrived: 0,
+                generation: 0,
+                failed: None,
+            }),
+            turn: Condvar::new(),
+            channels: Mutex::new(Vec::new()),
+        })
+    }
 }
 
 /// The collective in progress.
@@ -399,21 +525,13 @@ impl LocalGroup {
     /// If `size` is 0.
     pub fn ranks(size: usize) -> Vec<Arc<dyn Communicator>> {
         assert!(size > 0, "LocalGroup: at least one rank");
-        let shared = Arc::new(Shared {
-            size,
-            state: Mutex::new(Rendezvous {
-                posted: vec![Vec::new(); size],
-                arrived: 0,
-                generation: 0,
-                failed: None,
-            }),
-            turn: Condvar::new(),
-        });
+        let shared = Shared::new(size);
         (0..size)
             .map(|rank| {
                 Arc::new(LocalGroup {
                     rank,
                     shared: shared.clone(),
+                    opened: AtomicUsize::new(0),
                 }) as Arc<dyn Communicator>
             })
             .collect()
@@ -428,7 +546,8 @@ impl LocalGroup {
     fn barrier<'a>(&'a self, mut st: MutexGuard<'a, Rendezvous>) -> MutexGuard<'a, Rendezvous> {
         let fail = |r: usize| -> ! {
             panic!(
-                "LocalGroup rank {}: rank {r} failed, so this collective cannot finish",
+                "LocalGroup rank {}: rank {r} failed or left the group, so this collective \
+                 cannot finish",
                 self.rank
             )
         };
@@ -465,13 +584,14 @@ impl LocalGroup {
 }
 
 impl Drop for LocalGroup {
-    /// A rank whose thread unwinds releases the others: their waits fail.
+    /// A rank that is gone (its thread unwound, or its last handle was
+    /// dropped) takes part in no more collectives: the others' waits for it
+    /// fail rather than hang. Collectives every rank finished are not
+    /// affected.
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut st = self.lock();
-            st.failed.get_or_insert(self.rank);
-            self.shared.turn.notify_all();
-        }
+        let mut st = self.lock();
+        st.failed.get_or_insert(self.rank);
+        self.shared.turn.notify_all();
     }
 }
 
@@ -529,5 +649,21 @@ impl Communicator for LocalGroup {
                 recv[q * send.len()..(q + 1) * send.len()].copy_from_slice(post);
             }
         });
+    }
+    fn channel(&self) -> Option<Arc<dyn Communicator>> {
+        let i = self.opened.fetch_add(1, Ordering::Relaxed);
+        let mut channels = self
+            .shared
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while channels.len() <= i {
+            channels.push(Shared::new(self.shared.size));
+        }
+        Some(Arc::new(LocalGroup {
+            rank: self.rank,
+            shared: channels[i].clone(),
+            opened: AtomicUsize::new(0),
+        }))
     }
 }

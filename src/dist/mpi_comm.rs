@@ -16,8 +16,15 @@ use super::Communicator;
 /// The ranks of `MPI_COMM_WORLD`, as started by `mpirun`/`mpiexec` (a
 /// program started alone is a world of one).
 ///
-/// MPI is initialised with `MPI_THREAD_SERIALIZED` and every collective
-/// holds a lock, so the communicator may be used from any thread. A
+/// MPI is initialised asking for `MPI_THREAD_MULTIPLE` (at least
+/// `MPI_THREAD_SERIALIZED` is needed), and every collective holds the
+/// communicator's lock, so it may be used from any thread. With
+/// `MPI_THREAD_MULTIPLE`, [`Communicator::channel`] duplicates the
+/// communicator (`MPI_Comm_dup`) for the gradient exchange beside the
+/// backward pass, whose collectives wait by polling with back-off rather
+/// than in MPI's busy loop, so the computing threads keep their cores; with
+/// `MPI_THREAD_SERIALIZED` alone it offers none, and training exchanges
+/// gradients on its own thread. A
 /// watchdog ends the process, naming its rank, when one collective has
 /// waited longer than the timeout (`BACKPROP_MPI_TIMEOUT` seconds, default
 /// 300): MPI itself has no timeout, and a peer that hangs rather than dies
@@ -28,29 +35,41 @@ pub struct MpiCommunicator {
     world: Mutex<World>,
     rank: usize,
     size: usize,
+    /// Whether MPI gave `MPI_THREAD_MULTIPLE`.
+    multiple: bool,
+    /// Collectives poll with back-off instead of spinning (a channel's,
+    /// which run beside the computing threads; the world's calling thread
+    /// has nothing else to do while it waits, so it takes MPI's faster
+    /// busy wait).
+    patient: bool,
+    timeout: f64,
     /// Nanoseconds since `start` when the current collective began; 0 when
     /// none is in progress.
     busy_since: Arc<AtomicU64>,
     start: Instant,
-    // Dropped last: finalises MPI.
-    _universe: Finaliser,
+    // Dropped last (after the communicator is freed): the last owner
+    // finalises MPI.
+    universe: Arc<Finaliser>,
 }
 
 /// The world communicator's handle.
 struct World(SimpleCommunicator);
 
-// SAFETY: MPI is initialised with MPI_THREAD_SERIALIZED, which allows MPI
-// calls from any thread as long as no two are concurrent. Every use of the
-// handle goes through `MpiCommunicator::world`'s mutex, so they never are.
+// SAFETY: MPI is initialised with at least MPI_THREAD_SERIALIZED, which
+// allows MPI calls from any thread as long as no two are concurrent. Every
+// use of a handle goes through its `MpiCommunicator::world` mutex, so calls
+// on one communicator never are; a second communicator (a channel) exists
+// only under MPI_THREAD_MULTIPLE, which allows calls on different
+// communicators at once.
 unsafe impl Send for World {}
 
 /// The universe, whose drop finalises MPI.
 struct Finaliser(#[allow(dead_code)] Universe);
 
 // SAFETY: the universe is only dropped (MPI_Finalize, once, by the last
-// owner), never used otherwise; MPI_THREAD_SERIALIZED allows that call from
-// any thread, and the communicator's lock is free by then (no collective
-// can be running while the last reference is being dropped).
+// owner of the `Arc`), never used otherwise; MPI_THREAD_SERIALIZED allows
+// that call from any thread, and no collective is running then (every
+// communicator holding the `Arc` has been dropped, its handle freed first).
 unsafe impl Send for Finaliser {}
 // SAFETY: as for `Send`: the universe is never accessed through a shared
 // reference.
@@ -72,7 +91,7 @@ impl MpiCommunicator {
     /// A message if MPI was initialised already or cannot give
     /// `MPI_THREAD_SERIALIZED`.
     pub fn init() -> Result<Arc<MpiCommunicator>, String> {
-        let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+        let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
             .ok_or("MPI was initialised already")?;
         if level < mpi::Threading::Serialized {
             return Err(format!(
@@ -80,19 +99,39 @@ impl MpiCommunicator {
             ));
         }
         let world = universe.world();
-        let (rank, size) = (world.rank() as usize, world.size() as usize);
         let timeout = std::env::var("BACKPROP_MPI_TIMEOUT")
             .ok()
             .and_then(|v| v.parse::<f64>().ok())
             .filter(|t| *t > 0.0)
             .unwrap_or(300.0);
+        MpiCommunicator::over(
+            world,
+            level == mpi::Threading::Multiple,
+            false,
+            timeout,
+            Arc::new(Finaliser(universe)),
+        )
+    }
+
+    /// A communicator over `comm`, with its watchdog.
+    fn over(
+        comm: SimpleCommunicator,
+        multiple: bool,
+        patient: bool,
+        timeout: f64,
+        universe: Arc<Finaliser>,
+    ) -> Result<Arc<MpiCommunicator>, String> {
+        let (rank, size) = (comm.rank() as usize, comm.size() as usize);
         let comm = Arc::new(MpiCommunicator {
-            world: Mutex::new(World(world)),
+            world: Mutex::new(World(comm)),
             rank,
             size,
+            multiple,
+            patient,
+            timeout,
             busy_since: Arc::new(AtomicU64::new(0)),
             start: Instant::now(),
-            _universe: Finaliser(universe),
+            universe,
         });
         let (busy, start) = (comm.busy_since.clone(), comm.start);
         std::thread::Builder::new()
@@ -135,6 +174,26 @@ fn watchdog(busy: Arc<AtomicU64>, start: Instant, rank: usize, timeout: f64) {
     }
 }
 
+/// Waits for `req`, testing it without holding a core: a blocking MPI call
+/// polls in a busy loop, which takes the core from the computing threads
+/// when the exchange runs beside them. The first tests yield the core
+/// between them; later ones sleep 20 µs.
+fn patiently<'a, D: ?Sized, S: mpi::request::Scope<'a>>(mut req: mpi::request::Request<'a, D, S>) {
+    let mut polls = 0u32;
+    loop {
+        match req.test() {
+            Ok(_) => return,
+            Err(again) => req = again,
+        }
+        polls += 1;
+        if polls < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+}
+
 /// Counts and displacements as MPI takes them.
 fn layout(counts: &[usize]) -> (Vec<Count>, Vec<Count>) {
     let as_count = |n: usize| {
@@ -168,25 +227,61 @@ impl Communicator for MpiCommunicator {
     ) {
         let (sc, sd) = layout(send_counts);
         let (rc, rd) = layout(recv_counts);
+        let patient = self.patient;
         self.call(|w| {
             let s = Partition::new(send, sc, sd);
             let mut r = PartitionMut::new(recv, rc, rd);
-            w.all_to_all_varcount_into(&s, &mut r);
+            if patient {
+                mpi::request::scope(|scope| {
+                    patiently(w.immediate_all_to_all_varcount_into(scope, &s, &mut r))
+                });
+            } else {
+                w.all_to_all_varcount_into(&s, &mut r);
+            }
         });
     }
     fn all_gather_v(&self, send: &[f32], recv: &mut [f32], counts: &[usize]) {
         let (c, d) = layout(counts);
+        let patient = self.patient;
         self.call(|w| {
             let mut r = PartitionMut::new(recv, c, d);
-            w.all_gather_varcount_into(send, &mut r);
+            if patient {
+                mpi::request::scope(|scope| {
+                    patiently(w.immediate_all_gather_varcount_into(scope, send, &mut r))
+                });
+            } else {
+                w.all_gather_varcount_into(send, &mut r);
+            }
         });
     }
     fn all_gather_f64(&self, send: &[f64], recv: &mut [f64]) {
-        self.call(|w| w.all_gather_into(send, recv));
+        let patient = self.patient;
+        self.call(|w| {
+            if patient {
+                mpi::request::scope(|scope| {
+                    patiently(w.immediate_all_gather_into(scope, send, recv))
+                });
+            } else {
+                w.all_gather_into(send, recv);
+            }
+        });
     }
     /// `MPI_Abort` on the world: every rank ends.
     fn abort(&self, code: i32) -> ! {
         let world = self.world.lock().unwrap_or_else(|e| e.into_inner());
         world.0.abort(code)
+    }
+    /// `MPI_Comm_dup` of this communicator, under `MPI_THREAD_MULTIPLE`.
+    fn channel(&self) -> Option<Arc<dyn Communicator>> {
+        if !self.multiple {
+            return None;
+        }
+        let dup = self.call(|w| w.duplicate());
+        let comm = MpiCommunicator::over(dup, true, true, self.timeout, self.universe.clone())
+            .unwrap_or_else(|e| {
+                eprintln!("backprop: rank {}: {e}", self.rank);
+                self.abort(70)
+            });
+        Some(comm)
     }
 }

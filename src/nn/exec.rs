@@ -36,6 +36,7 @@
 
 use std::ops::Range;
 
+use crate::dist::reducer::{Reducer, Staging};
 use crate::dist::Group;
 use crate::gemm::GemmOptions;
 use crate::nn::StepError;
@@ -88,15 +89,26 @@ pub(crate) struct Exec {
     scratch: Vec<f32>,
     /// Per-shard loss values and their status: this pass's, then all.
     sums: Vec<f64>,
-    /// Kept gradient partials of a group's pass: a shard-major copy of the
-    /// gradient arena per local shard (`pending_shards` of them), the kept
-    /// tensors' places and lengths, and this rank's slice of their sums.
-    staged: Vec<f32>,
-    pending_at: Vec<(usize, usize)>,
-    pending_shards: usize,
-    summed: Vec<f32>,
+    /// The exchange of a group's parameter gradients (with the group).
+    reducer: ReducerSlot,
     /// Whether `flush` all-gathers the summed gradient.
     full_grads: bool,
+}
+
+/// The executor's [`Reducer`]. A clone gets one that exchanges on the
+/// calling thread: a background exchange needs a channel, and opening one is
+/// a collective that only the ranks' matching calls of `set_group` may make.
+#[derive(Debug, Default)]
+struct ReducerSlot(Option<Reducer>);
+
+impl Clone for ReducerSlot {
+    fn clone(&self) -> ReducerSlot {
+        ReducerSlot(
+            self.0
+                .as_ref()
+                .map(|r| Reducer::new(r.group().clone().with_overlap(false))),
+        )
+    }
 }
 
 /// This rank's part of a minibatch of a group.
@@ -150,16 +162,16 @@ impl Exec {
             part: None,
             scratch: Vec::new(),
             sums: Vec::new(),
-            staged: Vec::new(),
-            pending_at: Vec::new(),
-            pending_shards: 0,
-            summed: Vec::new(),
+            reducer: ReducerSlot::default(),
             full_grads: true,
         }
     }
 
-    /// Trains with `group` (shard mode), or alone.
+    /// Trains with `group` (shard mode), or alone. With a group, a
+    /// collective: every rank calls it at the same point (the gradient
+    /// exchange may open a channel).
     pub(crate) fn set_group(&mut self, group: Option<Group>) {
+        self.reducer = ReducerSlot(group.clone().map(Reducer::new));
         self.group = group;
     }
     /// The group, if any.
@@ -354,35 +366,14 @@ impl Exec {
     }
 
     /// Reduces the gradients [`Exec::run_grad`] kept (if any) into `grads`:
-    /// one reduce-scatter in shard order over the whole gradient arena, each
-    /// rank writing the sums of its owned slice, then (unless
-    /// [`Exec::set_full_grads`] said otherwise) an all-gather of the slices.
+    /// the buckets not yet sent go, every bucket's reduce-scatter in shard
+    /// order is waited for, each rank writes the sums of its owned slice,
+    /// then (unless [`Exec::set_full_grads`] said otherwise) the slices are
+    /// all-gathered.
     pub(crate) fn flush(&mut self, grads: &mut [f32]) {
-        if self.pending_at.is_empty() {
-            return;
+        if let Some(r) = self.reducer.0.as_mut().filter(|r| r.pending()) {
+            r.finish(grads, self.full_grads);
         }
-        let (Some(g), BatchParallelism::Shards(total)) = (&self.group, self.parallelism) else {
-            unreachable!("gradients are kept only for a group's part");
-        };
-        let (n, mine) = (grads.len(), self.pending_shards);
-        let own = g.owned_slice(g.rank(), n);
-        if self.summed.len() < own.len() {
-            self.summed.resize(own.len(), 0.0);
-        }
-        let sum = &mut self.summed[..own.len()];
-        g.reduce_scatter(&self.staged[..mine * n], total, n, sum, &mut self.scratch);
-        // Only the kept tensors: the rest of the arena (BatchNorm's γ, β,
-        // reduced when they were made) is right in `grads` already.
-        for &(at, len) in &self.pending_at {
-            let (lo, hi) = (at.max(own.start), (at + len).min(own.end));
-            if lo < hi {
-                grads[lo..hi].copy_from_slice(&sum[lo - own.start..hi - own.start]);
-            }
-        }
-        if self.full_grads {
-            g.all_gather_slices(grads, &mut self.scratch);
-        }
-        self.pending_at.clear();
     }
 
     fn run_into<const N: usize, F>(
@@ -424,12 +415,34 @@ impl Exec {
         let cut = self.cut(batch);
         let shards = cut.shards;
         debug_assert!(total >= shards);
-        let parts = SharedMut::new(&mut self.partials[..shards * len]);
         let has_partial = reduced.is_some();
+        // A parameter gradient of a group's part is written straight into
+        // the reducer's staged copies and exchanged from there; other sums
+        // go through the partials.
+        let keep = match (&self.group, self.part, grad_at) {
+            (Some(_), Some(_), Some((at, arena))) => Some((at, arena)),
+            _ => None,
+        };
+        let dest = match keep {
+            Some((at, arena)) => Dest::Staged(
+                self.reducer
+                    .0
+                    .as_mut()
+                    .expect("exec: a group has a reducer")
+                    .staging(arena, total, shards),
+                at,
+            ),
+            None => Dest::Partials(SharedMut::new(&mut self.partials[..shards * len])),
+        };
         parallel::for_each_piece(self.options.threads.count(), shards, |k| {
             let rows = cut.local_rows(k);
-            // SAFETY: shard k alone touches partial slot k.
-            let partial = unsafe { parts.range(k * len..(k + 1) * len) };
+            let partial = match &dest {
+                // SAFETY: shard k alone touches partial slot k.
+                Dest::Partials(parts) => unsafe { parts.range(k * len..(k + 1) * len) },
+                // SAFETY: shard k alone touches its copy of the tensor, which
+                // is reported kept only after every piece returned.
+                Dest::Staged(st, at) => unsafe { st.piece(k, *at..*at + len) },
+            };
             if rows.is_empty() {
                 partial.fill(0.0);
                 return;
@@ -452,18 +465,13 @@ impl Exec {
         });
         if let Some(out) = reduced {
             match (&self.group, self.part) {
-                (Some(_), Some(_)) if grad_at.is_some() => {
-                    // Into the shard-major copy of the gradient arena.
-                    let (at, arena) = grad_at.expect("checked");
-                    if self.staged.len() < shards * arena {
-                        self.staged.resize(shards * arena, 0.0);
-                    }
-                    for j in 0..shards {
-                        self.staged[j * arena + at..j * arena + at + len]
-                            .copy_from_slice(&self.partials[j * len..(j + 1) * len]);
-                    }
-                    self.pending_at.push((at, len));
-                    self.pending_shards = shards;
+                _ if keep.is_some() => {
+                    let (at, _) = keep.expect("checked");
+                    self.reducer
+                        .0
+                        .as_mut()
+                        .expect("exec: a group has a reducer")
+                        .kept(at..at + len);
                 }
                 (Some(g), Some(_)) => g.ordered_sum(
                     &self.partials[..shards * len],
@@ -475,6 +483,14 @@ impl Exec {
             }
         }
     }
+}
+
+/// Where the pieces of [`Exec::run_into`] write their partials.
+enum Dest<'a> {
+    /// The executor's partials, `len` per shard.
+    Partials(SharedMut<'a, f32>),
+    /// The reducer's staged arena copies, at this offset.
+    Staged(Staging<'a>, usize),
 }
 
 /// `out = parts[0] + parts[1] + … + parts[shards − 1]` (each `out.len()`

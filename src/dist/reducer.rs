@@ -1,0 +1,535 @@
+//! The exchange of a training pass's parameter gradients, started as the
+//! backward pass produces them.
+//!
+//! The backward pass writes each parameter tensor's shard partials into a
+//! shard-major copy of the gradient arena (`staged`) and tells the
+//! [`Reducer`] the tensor is complete ([`Reducer::kept`]). Adjacent tensors
+//! gather into a *bucket* (the backward pass of a dense network produces
+//! them from the top of the arena down, so a bucket is one range); a bucket
+//! of at least [`BUCKET_VALUES`] values, or one that the next tensor does not
+//! extend, is handed to a thread beside the computing one, which reduces it
+//! ([`Group::reduce_scatter`]) on the group's second communicator
+//! ([`Group::channel`]) while the backward pass goes on with the layers
+//! below. [`Reducer::finish`] sends the last bucket, waits for all, and
+//! writes this rank's owned sums into the gradient arena.
+//!
+//! Buckets do not change the bits: every element is still the sum of its
+//! `S` shard partials in shard order, added by the rank that owns it; the
+//! buckets are cut by the network alone, so every rank sends the same ones
+//! in the same order.
+//!
+//! # The buffers' protocol
+//! `staged` and `summed` are shared by the two threads without a lock. The
+//! computing thread writes a tensor's ranges of `staged` before it reports
+//! the tensor kept, and never again in the pass; the exchange thread reads
+//! only the ranges of buckets it was sent (after the send, which orders the
+//! writes before its reads) and writes only those buckets' owned parts of
+//! `summed`, which the computing thread reads after the exchange thread said
+//! it is done (again through a channel). Buckets of one pass are disjoint
+//! ranges ([`Reducer::kept`] checks it). The buffers are replaced, never
+//! resized, and only while no bucket is out.
+
+use std::ops::Range;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::Group;
+
+/// By default a bucket is sent once it holds this many values (1 MiB of
+/// `f32`; [`Group::with_bucket_values`] sets another): big
+/// enough that a collective's fixed cost (tens of µs over TCP) is small
+/// against its transfer, small enough that a network of a few layers
+/// already overlaps its top layers' exchange with the bottom ones' work.
+pub(crate) const BUCKET_VALUES: usize = 1 << 18;
+
+/// A heap buffer two threads share, each touching its own ranges.
+struct RawBuf {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the buffer is a plain heap allocation of f32; the threads that
+// share it touch disjoint ranges, as the module's protocol says and the
+// `unsafe` accessors require.
+unsafe impl Send for RawBuf {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for RawBuf {}
+
+impl RawBuf {
+    fn new(len: usize) -> RawBuf {
+        let b: Box<[f32]> = vec![0.0f32; len].into_boxed_slice();
+        RawBuf {
+            len: b.len(),
+            ptr: Box::into_raw(b).cast::<f32>(),
+        }
+    }
+
+    /// # Safety
+    /// No thread writes the elements `r` while the slice lives.
+    unsafe fn slice(&self, r: Range<usize>) -> &[f32] {
+        assert!(
+            r.start <= r.end && r.end <= self.len,
+            "reducer: {r:?} out of 0..{}",
+            self.len
+        );
+        // SAFETY: in bounds (checked), allocated and initialised by `new`,
+        // and not written meanwhile (caller).
+        unsafe { std::slice::from_raw_parts(self.ptr.add(r.start), r.len()) }
+    }
+
+    /// # Safety
+    /// No other thread or live slice touches the elements `r` while the
+    /// slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self, r: Range<usize>) -> &mut [f32] {
+        assert!(
+            r.start <= r.end && r.end <= self.len,
+            "reducer: {r:?} out of 0..{}",
+            self.len
+        );
+        // SAFETY: in bounds (checked), allocated by `new`, exclusive (caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
+    }
+}
+
+impl Drop for RawBuf {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from `Box::into_raw` of a boxed slice of
+        // this length in `new`, and are freed only here.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
+    }
+}
+
+/// The pass's shape: the arena length `n`, the minibatch's shards, this
+/// rank's shard count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    n: usize,
+    shards: usize,
+    mine: usize,
+}
+
+struct Buffers {
+    /// `mine` copies of the arena, shard-major: shard `j`'s partial of
+    /// element `x` at `j·n + x`.
+    staged: RawBuf,
+    /// This rank's owned slice of the sums: element `x` at `x − own.start`.
+    summed: RawBuf,
+}
+
+/// One bucket for the exchange thread.
+struct Job {
+    range: Range<usize>,
+    layout: Layout,
+    bufs: Arc<Buffers>,
+}
+
+/// The exchange thread: buckets in, a token per finished bucket out.
+struct Worker {
+    jobs: Option<mpsc::Sender<Job>>,
+    /// In a mutex only to make the network `Sync` (it is shared by
+    /// inference threads); reached through `&mut` alone, so never locked.
+    done: Mutex<mpsc::Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Where the backward pass writes a kept tensor's shard partials: the
+/// `staged` arena copies, to the pieces of [`crate::nn`]'s executor.
+#[derive(Clone, Copy)]
+pub(crate) struct Staging<'a> {
+    bufs: &'a Buffers,
+    n: usize,
+}
+
+impl Staging<'_> {
+    /// Shard `j`'s partial of the arena range `r`.
+    ///
+    /// # Safety
+    /// `r` belongs to a tensor not yet reported kept in this pass, and no
+    /// other live slice covers the same shard and elements.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn piece(&self, j: usize, r: Range<usize>) -> &mut [f32] {
+        // SAFETY: a tensor not yet kept belongs to no bucket, so the
+        // exchange thread does not touch it; exclusivity is the caller's.
+        unsafe {
+            self.bufs
+                .staged
+                .slice_mut(j * self.n + r.start..j * self.n + r.end)
+        }
+    }
+}
+
+/// A group's gradient exchange for the passes of one network.
+pub(crate) struct Reducer {
+    group: Group,
+    worker: Option<Worker>,
+    bufs: Arc<Buffers>,
+    layout: Layout,
+    /// The bucket being gathered.
+    open: Option<Range<usize>>,
+    /// The tensors kept this pass.
+    kept: Vec<Range<usize>>,
+    /// Buckets sent and not yet done.
+    out: usize,
+    scratch: Vec<f32>,
+}
+
+impl std::fmt::Debug for Reducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reducer")
+            .field("layout", &self.layout)
+            .field("background", &self.worker.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reducer {
+    /// A reducer over `group`, with the exchange thread when the group has
+    /// more than one rank, asks for overlap and its transport offers a
+    /// channel (a collective: every rank calls it at the same point).
+    pub(crate) fn new(group: Group) -> Reducer {
+        let worker = (group.size() > 1 && group.overlap())
+            .then(|| group.channel())
+            .flatten()
+            .map(spawn);
+        Reducer {
+            group,
+            worker,
+            bufs: Arc::new(Buffers {
+                staged: RawBuf::new(0),
+                summed: RawBuf::new(0),
+            }),
+            layout: Layout {
+                n: 0,
+                shards: 0,
+                mine: 0,
+            },
+            open: None,
+            kept: Vec::new(),
+            out: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The group it exchanges over.
+    pub(crate) fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// Readies a pass over an arena of `n` values, `shards` shards of which
+    /// `mine` are this rank's, and gives where to write the partials.
+    pub(crate) fn staging(&mut self, n: usize, shards: usize, mine: usize) -> Staging<'_> {
+        let layout = Layout { n, shards, mine };
+        if layout != self.layout {
+            assert!(
+                self.out == 0 && self.kept.is_empty(),
+                "reducer: the pass's shape changed with gradients kept"
+            );
+            let own = self.group.owned_slice(self.group.rank(), n);
+            let staged = mine
+                .checked_mul(n)
+                .expect("reducer: the staged gradient copies overflow usize");
+            self.bufs = Arc::new(Buffers {
+                staged: RawBuf::new(staged),
+                summed: RawBuf::new(own.len()),
+            });
+            self.layout = layout;
+        }
+        Staging {
+            bufs: &self.bufs,
+            n,
+        }
+    }
+
+    /// Reports the tensor at `r` complete in `staged` (every shard): it joins
+    /// the open bucket when adjacent to it, and a full bucket is sent.
+    ///
+    /// # Panics
+    /// If `r` overlaps a tensor kept earlier in the pass.
+    pub(crate) fn kept(&mut self, r: Range<usize>) {
+        assert!(
+            self.kept
+                .iter()
+                .all(|k| k.end <= r.start || r.end <= k.start),
+            "reducer: gradient range {r:?} kept twice in one pass"
+        );
+        self.kept.push(r.clone());
+        self.open = match self.open.take() {
+            Some(o) if r.end == o.start => Some(r.start..o.end),
+            Some(o) if o.end == r.start => Some(o.start..r.end),
+            Some(o) => {
+                self.send(o);
+                Some(r)
+            }
+            None => Some(r),
+        };
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.len() >= self.group.bucket_values())
+        {
+            let o = self.open.take().expect("checked");
+            self.send(o);
+        }
+    }
+
+    /// Whether tensors were kept in this pass.
+    pub(crate) fn pending(&self) -> bool {
+        !self.kept.is_empty()
+    }
+
+    fn send(&mut self, range: Range<usize>) {
+        let layout = self.layout;
+        match &self.worker {
+            Some(w) => {
+                let job = Job {
+                    range,
+                    layout,
+                    bufs: self.bufs.clone(),
+                };
+                w.jobs
+                    .as_ref()
+                    .expect("the job channel lives as long as the worker")
+                    .send(job)
+                    .unwrap_or_else(|_| panic!("{GONE}"));
+                self.out += 1;
+            }
+            None => exchange(&self.group, &self.bufs, layout, range, &mut self.scratch),
+        }
+    }
+
+    /// Sends the last bucket, waits for every bucket, and writes this rank's
+    /// sums of the kept tensors into `grads` (the arena; elements outside
+    /// the kept tensors are left alone), then, when `full`, all-gathers the
+    /// slices so every rank has the whole summed gradient.
+    pub(crate) fn finish(&mut self, grads: &mut [f32], full: bool) {
+        if let Some(o) = self.open.take() {
+            self.send(o);
+        }
+        if self.out > 0 {
+            let w = self
+                .worker
+                .as_mut()
+                .expect("buckets out only with a worker");
+            let done = w.done.get_mut().unwrap_or_else(|e| e.into_inner());
+            let t = Instant::now();
+            for _ in 0..self.out {
+                done.recv().unwrap_or_else(|_| panic!("{GONE}"));
+            }
+            self.out = 0;
+            self.group.add_wait(t.elapsed());
+        }
+        let own = self.group.owned_slice(self.group.rank(), self.layout.n);
+        debug_assert_eq!(grads.len(), self.layout.n);
+        for r in self.kept.drain(..) {
+            let (lo, hi) = (r.start.max(own.start), r.end.min(own.end));
+            if lo < hi {
+                // SAFETY: every bucket is done, so the exchange thread
+                // touches nothing; this is the only live slice.
+                let sums = unsafe { self.bufs.summed.slice(lo - own.start..hi - own.start) };
+                grads[lo..hi].copy_from_slice(sums);
+            }
+        }
+        if full {
+            self.group.all_gather_slices(grads, &mut self.scratch);
+        }
+    }
+}
+
+const GONE: &str = "the gradient exchange thread ended: a rank of the group failed";
+
+impl Drop for Reducer {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            drop(w.jobs.take());
+            if let Some(t) = w.thread.take() {
+                // The thread ends once its jobs are done and the channel is
+                // closed; a panic there was reported by the thread itself.
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Starts the exchange thread on `channel`.
+fn spawn(channel: Group) -> Worker {
+    let (jobs, rx) = mpsc::channel::<Job>();
+    let (tx, done) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("backprop-grad-exchange".into())
+        .spawn(move || {
+            let mut scratch = Vec::new();
+            while let Ok(job) = rx.recv() {
+                exchange(
+                    &channel,
+                    &job.bufs,
+                    job.layout,
+                    job.range.clone(),
+                    &mut scratch,
+                );
+                drop(job);
+                if tx.send(()).is_err() {
+                    break;
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot start the gradient exchange thread: {e}"));
+    Worker {
+        jobs: Some(jobs),
+        done: Mutex::new(done),
+        thread: Some(thread),
+    }
+}
+
+/// Reduces the bucket `range` of `bufs.staged` into this rank's part of
+/// `bufs.summed`.
+fn exchange(
+    group: &Group,
+    bufs: &Buffers,
+    layout: Layout,
+    range: Range<usize>,
+    scratch: &mut Vec<f32>,
+) {
+    let Layout { n, shards, mine } = layout;
+    let own = group.owned_slice(group.rank(), n);
+    let (lo, hi) = (range.start.max(own.start), range.end.min(own.end));
+    let part = if lo < hi {
+        lo - own.start..hi - own.start
+    } else {
+        0..0
+    };
+    // SAFETY: the bucket's owned part of `summed` is written by this call
+    // alone (buckets are disjoint) and read only after it is done.
+    let sum = unsafe { bufs.summed.slice_mut(part) };
+    let piece = |j: usize| {
+        debug_assert!(j < mine);
+        // SAFETY: the bucket's tensors are complete and no longer written
+        // (the protocol), so reading them is race-free.
+        unsafe { bufs.staged.slice(j * n + range.start..j * n + range.end) }
+    };
+    group.reduce_scatter(piece, shards, n, range.clone(), sum, scratch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dist::LocalGroup;
+
+    /// Shard `k`'s partial of element `x`: values whose sum depends on the
+    /// order of the additions.
+    fn partial(k: usize, x: usize) -> f32 {
+        let v = ((k * 31 + x * 17) % 23) as f32 - 11.0;
+        v * [1e7, 1.0, 3e-3, 0.5][k % 4]
+    }
+
+    /// `f` on each of `size` ranks as threads (each given its group), the
+    /// outcomes in rank order: a rank that panicked gives `Err`.
+    fn each_rank<T: Send>(
+        size: usize,
+        f: impl Fn(Group) -> T + Sync,
+    ) -> Vec<std::thread::Result<T>> {
+        let f = &f;
+        std::thread::scope(|s| {
+            let hs: Vec<_> = LocalGroup::ranks(size)
+                .into_iter()
+                .map(|c| s.spawn(move || f(Group::new(c))))
+                .collect();
+            hs.into_iter().map(|h| h.join()).collect()
+        })
+    }
+
+    /// Every rank stages its shards' partials of `tensors` (in that order),
+    /// keeps them and finishes; the whole sums, on every rank.
+    fn run(
+        size: usize,
+        shards: usize,
+        n: usize,
+        tensors: &[Range<usize>],
+        overlap: bool,
+        bucket: usize,
+    ) -> Vec<Vec<f32>> {
+        let runs = each_rank(size, |g| {
+            let g = g.with_overlap(overlap).with_bucket_values(bucket);
+            let mine = g.shards_of(g.rank(), shards);
+            let mut r = Reducer::new(g);
+            let mut grads = vec![f32::NAN; n];
+            for _pass in 0..2 {
+                for t in tensors {
+                    let st = r.staging(n, shards, mine.len());
+                    for (j, k) in mine.clone().enumerate() {
+                        // SAFETY: one thread, each piece once.
+                        let p = unsafe { st.piece(j, t.clone()) };
+                        for (v, x) in p.iter_mut().zip(t.clone()) {
+                            *v = partial(k, x);
+                        }
+                    }
+                    r.kept(t.clone());
+                }
+                r.finish(&mut grads, true);
+            }
+            grads
+        });
+        runs.into_iter().map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn buckets_sum_every_element_in_shard_order() {
+        let n = 50;
+        let want: Vec<f32> = (0..n)
+            .map(|x| (1..4).fold(partial(0, x), |t, k| t + partial(k, x)))
+            .collect();
+        let orders: [&[Range<usize>]; 2] = [
+            &[40..50, 30..40, 0..30],         // top down, adjacent: one bucket
+            &[20..30, 0..10, 10..20, 30..50], // jumps: several
+        ];
+        for size in 1..=3 {
+            for tensors in orders {
+                for (overlap, bucket) in [(true, 1), (true, 7), (true, 1 << 18), (false, 7)] {
+                    for got in run(size, 4, n, tensors, overlap, bucket) {
+                        assert_eq!(
+                            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "{size} ranks, {tensors:?}, overlap {overlap}, bucket {bucket}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_rank_that_is_gone_ends_the_other_ranks_exchange() {
+        let outcomes: Vec<bool> = each_rank(2, |g| {
+            let g = g.with_bucket_values(4);
+            let rank = g.rank();
+            let mut r = Reducer::new(g);
+            if rank == 1 {
+                panic!("rank 1 fails before its exchange");
+            }
+            let st = r.staging(8, 2, 1);
+            // SAFETY: one thread, one piece.
+            unsafe { st.piece(0, 0..8) }.fill(1.0);
+            r.kept(0..8);
+            r.finish(&mut [0.0; 8], true);
+        })
+        .iter()
+        .map(Result::is_err)
+        .collect();
+        assert_eq!(
+            outcomes,
+            [true, true],
+            "both ranks end, neither waits forever"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "kept twice")]
+    fn a_range_kept_twice_in_a_pass_is_refused() {
+        let mut r = Reducer::new(Group::new(LocalGroup::ranks(1).remove(0)));
+        r.staging(8, 1, 1);
+        r.kept(0..4);
+        r.kept(2..6);
+    }
+}
