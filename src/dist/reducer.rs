@@ -5,13 +5,16 @@
 //! shard-major copy of the gradient arena (`staged`) and tells the
 //! [`Reducer`] the tensor is complete ([`Reducer::kept`]). Adjacent tensors
 //! gather into a *bucket* (the backward pass of a dense network produces
-//! them from the top of the arena down, so a bucket is one range); a bucket
-//! of at least [`BUCKET_VALUES`] values, or one that the next tensor does not
-//! extend, is handed to a thread beside the computing one, which reduces it
+//! them from the top of the arena down, so a bucket is one range) until it
+//! holds at least [`Group::bucket_values`] values or the next tensor is not
+//! adjacent. When the next tensor arrives (so the pass goes on), the bucket
+//! is handed to a thread beside the computing one, which reduces it
 //! ([`Group::reduce_scatter`]) on the group's second communicator
 //! ([`Group::channel`]) while the backward pass goes on with the layers
-//! below. [`Reducer::finish`] sends the last bucket, waits for all, and
-//! writes this rank's owned sums into the gradient arena.
+//! below. [`Reducer::finish`] exchanges the last bucket on the computing
+//! thread (nothing is left to hide it behind, and that thread would only
+//! wait), waits for the others, and writes this rank's owned sums into the
+//! gradient arena.
 //!
 //! Buckets do not change the bits: every element is still the sum of its
 //! `S` shard partials in shard order, added by the rank that owns it; the
@@ -256,23 +259,16 @@ impl Reducer {
             "reducer: gradient range {r:?} kept twice in one pass"
         );
         self.kept.push(r.clone());
+        let limit = self.group.bucket_values();
         self.open = match self.open.take() {
-            Some(o) if r.end == o.start => Some(r.start..o.end),
-            Some(o) if o.end == r.start => Some(o.start..r.end),
+            Some(o) if o.len() < limit && r.end == o.start => Some(r.start..o.end),
+            Some(o) if o.len() < limit && o.end == r.start => Some(o.start..r.end),
             Some(o) => {
                 self.send(o);
                 Some(r)
             }
             None => Some(r),
         };
-        if self
-            .open
-            .as_ref()
-            .is_some_and(|o| o.len() >= self.group.bucket_values())
-        {
-            let o = self.open.take().expect("checked");
-            self.send(o);
-        }
     }
 
     /// Whether tensors were kept in this pass.
@@ -300,13 +296,19 @@ impl Reducer {
         }
     }
 
-    /// Sends the last bucket, waits for every bucket, and writes this rank's
-    /// sums of the kept tensors into `grads` (the arena; elements outside
-    /// the kept tensors are left alone), then, when `full`, all-gathers the
-    /// slices so every rank has the whole summed gradient.
+    /// Exchanges the last bucket on this thread, waits for every bucket,
+    /// and writes this rank's sums of the kept tensors into `grads` (the
+    /// arena; elements outside the kept tensors are left alone), then, when
+    /// `full`, all-gathers the slices so every rank has the whole summed
+    /// gradient.
     pub(crate) fn finish(&mut self, grads: &mut [f32], full: bool) {
         if let Some(o) = self.open.take() {
-            self.send(o);
+            // Nothing is left to overlap with, and this thread would only
+            // wait: it exchanges the bucket itself, on the group's own
+            // communicator (the exchange thread's buckets may still be out
+            // on the channel; the two sequences are independent, and each
+            // is the same on every rank).
+            exchange(&self.group, &self.bufs, self.layout, o, &mut self.scratch);
         }
         if self.out > 0 {
             let w = self
