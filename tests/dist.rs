@@ -268,3 +268,45 @@ fn communication_is_counted() {
         assert!(st.calls > 0 && st.seconds >= 0.0, "{st:?}");
     }
 }
+
+#[test]
+fn each_rank_holds_the_optimizer_state_of_its_slice_only() {
+    let held = on_ranks(3, |c| {
+        let g = Group::new(c);
+        let mut t = trainer(1).with_group(g.clone(), 4);
+        t.train_epoch(&data(), 20).unwrap();
+        let n = t.net().num_params();
+        let own = g.owned_slice(g.rank(), n);
+        let opt = t.optimizer();
+        let lens: Vec<usize> = opt.state().buffers.iter().map(|b| b.len()).collect();
+        let narrowed = (opt.state_range(), lens);
+        t.sync_optimizer();
+        let widened = t.optimizer().state_range();
+        (own, narrowed, widened, n)
+    });
+    for (own, (range, lens), widened, n) in held {
+        assert_eq!(range, own);
+        assert_eq!(lens, vec![own.len(); 2], "Adam's m and v over the slice");
+        assert_eq!(widened, 0..n, "sync_optimizer gathers the whole state");
+    }
+}
+
+#[test]
+fn clipping_switched_on_after_sharded_steps_keeps_one_process_bits() {
+    // An epoch with the update (and the optimizer state) sharded, then
+    // clipping: every rank needs the whole state, gathered at that step.
+    let run = |mut t: Trainer| {
+        let d = data();
+        t.train_epoch(&d, 20).unwrap();
+        let mut t = t.with_clip(0.5);
+        t.train_epoch(&d, 20).unwrap();
+        train(t)
+    };
+    let want = {
+        let mut t = trainer(1);
+        t.net_mut().set_parallelism(BatchParallelism::Shards(4));
+        run(t)
+    };
+    let got = grouped(2, 4, || trainer(1), run);
+    assert!(got.iter().all(|r| r == &want));
+}

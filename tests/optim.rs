@@ -1121,3 +1121,178 @@ fn mismatch_panics_before_touching_anything() {
     assert_eq!(opt.steps(), 0);
     assert_eq!(opt.state().buffers, vec![&[0.0f32; 3][..]]);
 }
+
+// ------------------------------------------------------------------------------------------
+// Stepping a range, and holding the state of a range only (ZeRO-1).
+// ------------------------------------------------------------------------------------------
+
+/// The crate's optimizers that step ranges, with a decay mask whose edges
+/// fall inside the ranges below.
+fn ranged_optimizers(n: usize) -> Vec<(&'static str, Box<dyn Optimizer>)> {
+    let mask = || backprop::optim::DecayMask::only(vec![3..20, 29..33], n).unwrap();
+    vec![
+        (
+            "adamw",
+            Box::new(
+                Adam::new(
+                    n,
+                    AdamConfig {
+                        weight_decay: WeightDecay::Decoupled(0.1),
+                        ..AdamConfig::default()
+                    },
+                )
+                .with_decay_mask(mask()),
+            ),
+        ),
+        (
+            "adam-l2",
+            Box::new(Adam::new(
+                n,
+                AdamConfig {
+                    weight_decay: WeightDecay::L2(0.05),
+                    ..AdamConfig::default()
+                },
+            )),
+        ),
+        (
+            "sgd-nesterov",
+            Box::new(
+                Sgd::new(
+                    n,
+                    SgdConfig {
+                        momentum: 0.9,
+                        nesterov: true,
+                        weight_decay: WeightDecay::L2(0.05),
+                    },
+                )
+                .with_decay_mask(mask()),
+            ),
+        ),
+    ]
+}
+
+/// Pieces stepped apart, each by an optimizer holding only its piece's
+/// state, give the bits of one optimizer stepping everything: parameters
+/// and state.
+#[test]
+fn ranges_stepped_apart_with_their_state_alone_give_the_full_step() {
+    let n = 37;
+    let pieces = [0..11, 11..12, 12..30, 30..37];
+    let mut rng = StdRng::seed_from_u64(8);
+    let p0: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let grads: Vec<Vec<f32>> = (0..4)
+        .map(|_| (0..n).map(|_| rng.random_range(-2.0..2.0)).collect())
+        .collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (name, mut full) in ranged_optimizers(n) {
+        let mut p_full = p0.clone();
+        for g in &grads {
+            full.step(&mut p_full, g, 0.01);
+        }
+        let mut p = p0.clone();
+        for piece in pieces.clone() {
+            let mut opt = ranged_optimizers(n)
+                .into_iter()
+                .find(|(k, _)| *k == name)
+                .unwrap()
+                .1;
+            assert!(opt.keep_state(piece.clone()), "{name}");
+            assert_eq!(opt.state_range(), piece, "{name}");
+            let mut q = p.clone();
+            for g in &grads {
+                opt.step_range(&mut q, g, 0.01, piece.clone());
+            }
+            // Only the piece moved.
+            for i in (0..n).filter(|i| !piece.contains(i)) {
+                assert_eq!(
+                    q[i].to_bits(),
+                    p[i].to_bits(),
+                    "{name}: element {i} outside {piece:?}"
+                );
+            }
+            p[piece.clone()].copy_from_slice(&q[piece.clone()]);
+            let st = opt.state();
+            let whole = full.state();
+            assert_eq!(st.steps, whole.steps);
+            for (b, w) in st.buffers.iter().zip(&whole.buffers) {
+                assert_eq!(
+                    b.len(),
+                    piece.len(),
+                    "{name}: the state held is the piece's"
+                );
+                assert_eq!(
+                    bits(b),
+                    bits(&w[piece.clone()]),
+                    "{name}: state on {piece:?}"
+                );
+            }
+        }
+        assert_eq!(bits(&p), bits(&p_full), "{name}: parameters");
+    }
+}
+
+#[test]
+fn a_narrowed_state_loads_full_or_its_own_length_and_widens_with_zeros() {
+    let n = 10;
+    let mut opt = Adam::new(n, AdamConfig::default());
+    let full_m: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let full_v: Vec<f32> = (0..n).map(|i| 100.0 + i as f32).collect();
+    opt.load_state(&OptimState {
+        steps: 4,
+        buffers: vec![&full_m, &full_v],
+    })
+    .unwrap();
+    assert!(opt.keep_state(3..7));
+    assert_eq!(opt.state().buffers, vec![&full_m[3..7], &full_v[3..7]]);
+    // A full state gives its held part; the held length loads as it is.
+    opt.load_state(&OptimState {
+        steps: 5,
+        buffers: vec![&full_v, &full_m],
+    })
+    .unwrap();
+    assert_eq!(opt.state().buffers, vec![&full_v[3..7], &full_m[3..7]]);
+    opt.load_state(&OptimState {
+        steps: 6,
+        buffers: vec![&[1.0; 4], &[2.0; 4]],
+    })
+    .unwrap();
+    assert_eq!(opt.steps(), 6);
+    // Any other length is refused, and nothing changes.
+    let err = opt
+        .load_state(&OptimState {
+            steps: 9,
+            buffers: vec![&[0.0; 5], &[0.0; 4]],
+        })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        OptimError::StateLength {
+            buffer: "exp_avg",
+            expected: n,
+            got: 5
+        }
+    );
+    assert_eq!(opt.steps(), 6);
+    // Widening keeps the overlap and starts the rest at zero.
+    assert!(opt.keep_state(5..n));
+    assert_eq!(opt.state().buffers[0], &[1.0, 1.0, 0.0, 0.0, 0.0]);
+    assert!(opt.keep_state(0..n));
+    assert_eq!(
+        opt.state().buffers[1],
+        &[0.0, 0.0, 0.0, 0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0]
+    );
+}
+
+#[test]
+#[should_panic(expected = "outside the state it keeps")]
+fn a_full_step_with_a_narrowed_state_is_refused() {
+    let mut opt = Sgd::new(
+        4,
+        SgdConfig {
+            momentum: 0.5,
+            ..SgdConfig::default()
+        },
+    );
+    opt.keep_state(1..3);
+    opt.step(&mut [0.0; 4], &[1.0; 4], 0.1);
+}

@@ -1,8 +1,8 @@
 //! Adam and AdamW.
 
 use super::{
-    check_step, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
-    WeightDecay,
+    check_held, check_step, config_fail, load_buffers, rewindow, DecayMask, OptimError, OptimState,
+    Optimizer, WeightDecay,
 };
 use std::ops::Range;
 
@@ -96,9 +96,11 @@ pub struct Adam {
     mask: DecayMask,
     n: usize,
     steps: u64,
-    /// m, length n.
+    /// The elements whose state is kept (`0..n` unless `keep_state`).
+    held: Range<usize>,
+    /// m over `held`.
     exp_avg: Vec<f32>,
-    /// v, length n.
+    /// v over `held`.
     exp_avg_sq: Vec<f32>,
 }
 
@@ -134,6 +136,7 @@ impl Adam {
             mask: DecayMask::all(),
             n,
             steps: 0,
+            held: 0..n,
             exp_avg: vec![0.0; n],
             exp_avg_sq: vec![0.0; n],
         })
@@ -203,6 +206,7 @@ impl Optimizer for Adam {
     #[track_caller]
     fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: Range<usize>) {
         check_step("Adam", self.n, params, grads, &range);
+        check_held("Adam", &self.held, &range);
         self.steps += 1;
         let c = &self.config;
         // t as f64 is exact up to 2⁵³ steps; β^t underflows to 0 long before.
@@ -235,14 +239,15 @@ impl Optimizer for Adam {
             SharedMut::new(&mut self.exp_avg[..]),
             SharedMut::new(&mut self.exp_avg_sq[..]),
         );
-        let base = range.start;
+        let (base, h) = (range.start, self.held.start);
         parallel::for_each_range(range.len(), |r| {
             mask.split(base + r.start..base + r.end, |r, decayed| {
+                // The state of element i sits at i − h.
+                let at = r.start - h..r.end - h;
                 // SAFETY: for_each_range hands out disjoint ranges and the
                 // mask cuts each into disjoint pieces; the three slices stay
                 // borrowed until it returns.
-                let (p, m, v) =
-                    unsafe { (p.range(r.clone()), m.range(r.clone()), v.range(r.clone())) };
+                let (p, m, v) = unsafe { (p.range(r.clone()), m.range(at.clone()), v.range(at)) };
                 let g = &grads[r];
                 super::vectorized(|| match (decayed, l2_coupled) {
                     (true, true) => adam_loop::<true>(p, g, m, v, s),
@@ -255,6 +260,22 @@ impl Optimizer for Adam {
 
     fn len(&self) -> usize {
         self.n
+    }
+
+    fn state_range(&self) -> Range<usize> {
+        self.held.clone()
+    }
+
+    fn keep_state(&mut self, range: Range<usize>) -> bool {
+        assert!(
+            range.start <= range.end && range.end <= self.n,
+            "Adam::keep_state: {range:?} is outside the {} parameters",
+            self.n
+        );
+        rewindow(&mut self.exp_avg, &self.held, &range);
+        rewindow(&mut self.exp_avg_sq, &self.held, &range);
+        self.held = range;
+        true
     }
 
     fn steps(&self) -> u64 {
@@ -276,6 +297,7 @@ impl Optimizer for Adam {
         load_buffers(
             NAMES,
             self.n,
+            &self.held,
             state,
             &mut [&mut self.exp_avg, &mut self.exp_avg_sq],
         )?;

@@ -151,15 +151,17 @@ impl WeightDecay {
 
 /// A borrowed snapshot of an optimizer's complete state, for checkpoints.
 ///
-/// `buffers[i]` is named [`Optimizer::state_names`]`()[i]` and has length
-/// [`Optimizer::len`], in the arena's layout. Build one from owned vectors to
+/// `buffers[i]` is named [`Optimizer::state_names`]`()[i]` and holds the
+/// state of the elements [`Optimizer::state_range`] (all [`Optimizer::len`]
+/// of them unless [`Optimizer::keep_state`] narrowed it), in the arena's
+/// layout. Build one from owned vectors to
 /// restore: `OptimState { steps, buffers: saved.iter().map(Vec::as_slice).collect() }`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimState<'a> {
     /// Steps taken so far ([`Optimizer::steps`]; Adam's t).
     pub steps: u64,
-    /// The state buffers, each of length n, in the order of
-    /// [`Optimizer::state_names`].
+    /// The state buffers, each of length n (or of the held range's length),
+    /// in the order of [`Optimizer::state_names`].
     pub buffers: Vec<&'a [f32]>,
 }
 
@@ -195,7 +197,8 @@ pub trait Optimizer {
     /// Increments [`steps`](Optimizer::steps) as `step` does.
     ///
     /// # Panics
-    /// As `step`, or if `range` reaches past [`len`](Optimizer::len), or if
+    /// As `step`, or if `range` reaches past [`len`](Optimizer::len) or
+    /// outside [`state_range`](Optimizer::state_range), or if
     /// [`can_step_range`](Optimizer::can_step_range) is false (the default).
     fn step_range(
         &mut self,
@@ -206,6 +209,30 @@ pub trait Optimizer {
     ) {
         let _ = (params, grads, lr, range);
         panic!("this optimizer cannot step a range of its parameters (can_step_range is false)");
+    }
+
+    /// The elements whose state this optimizer holds: `0..len()` unless
+    /// [`keep_state`](Optimizer::keep_state) narrowed it.
+    fn state_range(&self) -> std::ops::Range<usize> {
+        0..self.len()
+    }
+
+    /// Holds the state of the elements in `range` only, and frees the rest
+    /// (ZeRO-1: a rank of a data-parallel group keeps the state of the
+    /// parameters it updates, `1/R` of it). Where the new range reaches past
+    /// the held one, the state starts at zero; `keep_state(0..len())`
+    /// widens back to the full size. Afterwards
+    /// [`step_range`](Optimizer::step_range) takes ranges within `range`,
+    /// [`step`](Optimizer::step) needs the full range, and
+    /// [`state`](Optimizer::state) returns buffers of `range.len()` values.
+    /// Returns `false` and changes nothing where the optimizer cannot (the
+    /// default); the crate's optimizers can.
+    ///
+    /// # Panics
+    /// If `range` reaches past [`len`](Optimizer::len).
+    fn keep_state(&mut self, range: std::ops::Range<usize>) -> bool {
+        let _ = range;
+        false
     }
 
     /// The number of parameters n the state was sized for.
@@ -225,19 +252,25 @@ pub trait Optimizer {
     /// `["exp_avg", "exp_avg_sq"]` for Adam.
     fn state_names(&self) -> &'static [&'static str];
 
-    /// The complete state: the step count and every buffer (each of length n).
-    /// Allocates the small `Vec` of slices; the buffers are borrowed.
+    /// The state: the step count and every buffer, each over
+    /// [`state_range`](Optimizer::state_range) (length n unless
+    /// [`keep_state`](Optimizer::keep_state) narrowed it). Allocates the
+    /// small `Vec` of slices; the buffers are borrowed.
     fn state(&self) -> OptimState<'_>;
 
     /// Restores a state saved with [`state`](Optimizer::state) from an
     /// optimizer of the same kind, length and configuration. Everything is
-    /// checked before anything is copied.
+    /// checked before anything is copied. With a narrowed
+    /// [`state_range`](Optimizer::state_range), buffers of length n (a full
+    /// state: the held range is taken from them) and buffers of the held
+    /// range's length are both accepted.
     ///
     /// # Errors
     ///
     /// [`OptimError::StateBufferCount`] if the number of buffers is not
     /// `state_names().len()`, [`OptimError::StateLength`] if a buffer's length
-    /// is not n. The optimizer is unchanged on error.
+    /// is neither n nor the held range's. The optimizer is unchanged on
+    /// error.
     fn load_state(&mut self, state: &OptimState<'_>) -> Result<(), OptimError>;
 
     /// The optimizer's kind and hyperparameters as text, e.g.
@@ -325,10 +358,12 @@ impl fmt::Display for OptimError {
 impl std::error::Error for OptimError {}
 
 /// Validates `state` against `names` and `n`, then copies each buffer into
-/// `dst`: the shared body of every `load_state`.
+/// `dst` (the state of the elements `held`; a buffer of length n gives its
+/// `held` part): the shared body of every `load_state`.
 fn load_buffers(
     names: &'static [&'static str],
     n: usize,
+    held: &Range<usize>,
     state: &OptimState<'_>,
     dst: &mut [&mut Vec<f32>],
 ) -> Result<(), OptimError> {
@@ -340,7 +375,7 @@ fn load_buffers(
         });
     }
     for (&name, b) in names.iter().zip(&state.buffers) {
-        if b.len() != n {
+        if b.len() != n && b.len() != held.len() {
             return Err(OptimError::StateLength {
                 buffer: name,
                 expected: n,
@@ -349,9 +384,34 @@ fn load_buffers(
         }
     }
     for (d, s) in dst.iter_mut().zip(&state.buffers) {
-        d.copy_from_slice(s);
+        d.copy_from_slice(if s.len() == held.len() {
+            s
+        } else {
+            &s[held.clone()]
+        });
     }
     Ok(())
+}
+
+/// Moves `buf`, the state of the elements `held`, to hold those of `new`:
+/// the overlap is kept, elements new to it start at zero, the rest is freed.
+fn rewindow(buf: &mut Vec<f32>, held: &Range<usize>, new: &Range<usize>) {
+    let mut out = vec![0.0f32; new.len()];
+    let (lo, hi) = (held.start.max(new.start), held.end.min(new.end));
+    if lo < hi {
+        out[lo - new.start..hi - new.start].copy_from_slice(&buf[lo - held.start..hi - held.start]);
+    }
+    *buf = out;
+}
+
+/// Panics unless `range` (the elements a step updates) lies within `held`,
+/// the elements whose state is kept.
+#[track_caller]
+fn check_held(who: &str, held: &Range<usize>, range: &Range<usize>) {
+    assert!(
+        range.is_empty() || (held.start <= range.start && range.end <= held.end),
+        "{who}: elements {range:?} are outside the state it keeps, {held:?} (keep_state)"
+    );
 }
 
 /// Panics unless both slices have the optimizer's length `n` and `range`

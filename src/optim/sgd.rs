@@ -1,8 +1,8 @@
 //! Stochastic gradient descent with optional heavy-ball or Nesterov momentum.
 
 use super::{
-    check_step, config_fail, load_buffers, DecayMask, OptimError, OptimState, Optimizer,
-    WeightDecay,
+    check_held, check_step, config_fail, load_buffers, rewindow, DecayMask, OptimError, OptimState,
+    Optimizer, WeightDecay,
 };
 use std::ops::Range;
 
@@ -63,7 +63,9 @@ pub struct Sgd {
     mask: DecayMask,
     n: usize,
     steps: u64,
-    /// v, length n if momentum > 0, else empty.
+    /// The elements whose state is kept (`0..n` unless `keep_state`).
+    held: Range<usize>,
+    /// v over `held` if momentum > 0, else empty.
     velocity: Vec<f32>,
 }
 
@@ -98,6 +100,7 @@ impl Sgd {
             mask: DecayMask::all(),
             n,
             steps: 0,
+            held: 0..n,
             velocity,
         })
     }
@@ -148,6 +151,7 @@ impl Optimizer for Sgd {
     #[track_caller]
     fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: Range<usize>) {
         check_step("Sgd", self.n, params, grads, &range);
+        check_held("Sgd", &self.held, &range);
         self.steps += 1;
         let (l2, decay) = self.config.weight_decay.split(lr);
         let coupled = matches!(self.config.weight_decay, WeightDecay::L2(_));
@@ -159,7 +163,7 @@ impl Optimizer for Sgd {
             SharedMut::new(params),
             SharedMut::new(&mut self.velocity[..]),
         );
-        let base = range.start;
+        let (base, h) = (range.start, self.held.start);
         parallel::for_each_range(range.len(), |r| {
             mask.split(base + r.start..base + r.end, |r, decayed| {
                 // Outside the decay mask: no decay (λ = 0, factor exactly 1).
@@ -182,8 +186,8 @@ impl Optimizer for Sgd {
                     });
                     return;
                 }
-                // SAFETY: as above.
-                let v = unsafe { v.range(r) };
+                // SAFETY: as above (the state of element i sits at i − h).
+                let v = unsafe { v.range(r.start - h..r.end - h) };
                 super::vectorized(|| match (coupled, nesterov) {
                     (false, false) => momentum::<false, false>(p, g, v, lr, mu, l2, decay),
                     (false, true) => momentum::<false, true>(p, g, v, lr, mu, l2, decay),
@@ -196,6 +200,23 @@ impl Optimizer for Sgd {
 
     fn len(&self) -> usize {
         self.n
+    }
+
+    fn state_range(&self) -> Range<usize> {
+        self.held.clone()
+    }
+
+    fn keep_state(&mut self, range: Range<usize>) -> bool {
+        assert!(
+            range.start <= range.end && range.end <= self.n,
+            "Sgd::keep_state: {range:?} is outside the {} parameters",
+            self.n
+        );
+        if self.config.momentum > 0.0 {
+            rewindow(&mut self.velocity, &self.held, &range);
+        }
+        self.held = range;
+        true
     }
 
     fn steps(&self) -> u64 {
@@ -225,9 +246,9 @@ impl Optimizer for Sgd {
     fn load_state(&mut self, state: &OptimState<'_>) -> Result<(), OptimError> {
         let names = self.state_names();
         if names.is_empty() {
-            load_buffers(names, self.n, state, &mut [])?;
+            load_buffers(names, self.n, &self.held, state, &mut [])?;
         } else {
-            load_buffers(names, self.n, state, &mut [&mut self.velocity])?;
+            load_buffers(names, self.n, &self.held, state, &mut [&mut self.velocity])?;
         }
         self.steps = state.steps;
         Ok(())

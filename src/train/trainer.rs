@@ -243,8 +243,10 @@ impl Trainer {
     /// gradient clipping is on (or the optimizer cannot step a range), each
     /// rank applies the update to its own slice of the parameters only, so
     /// [`Mlp::grads`] is the summed gradient only in that slice, and the
-    /// optimizer's state is current only there until
-    /// [`Trainer::sync_optimizer`] (call it on every rank before a checkpoint).
+    /// optimizer holds the state of that slice only (ZeRO-1, where it can:
+    /// [`Optimizer::keep_state`]; the crate's optimizers can) until
+    /// [`Trainer::sync_optimizer`] gathers the whole (call it on every rank
+    /// before a checkpoint).
     ///
     /// # Panics
     /// If `shards` is smaller than the number of ranks (each needs one).
@@ -294,25 +296,47 @@ impl Trainer {
         self.net.group()
     }
 
-    /// In a group, brings every rank's copy of the optimizer state up to
-    /// date. Each rank updates only the parameters it owns
-    /// ([`Group::owned_slice`]), so its optimizer state is current only
-    /// there; this exchanges the slices. Call it on **every** rank (it is a
-    /// collective) before reading [`Trainer::optimizer`]'s state or saving
-    /// a checkpoint. Nothing to do alone, with clipping, or with an
-    /// optimizer that steps everything.
+    /// In a group, gives every rank the whole, current optimizer state.
+    /// Each rank updates only the parameters it owns
+    /// ([`Group::owned_slice`]) and, where the optimizer can
+    /// ([`Optimizer::keep_state`]), holds only their state (ZeRO-1: `1/R`
+    /// of it); this gathers the slices into the full state on every rank,
+    /// until the next step narrows it again. Call it on **every** rank (it
+    /// is a collective) before reading [`Trainer::optimizer`]'s state or
+    /// saving a checkpoint. Nothing to do alone, or when every rank updates
+    /// everything (clipping, an optimizer that cannot step a range) and
+    /// holds the whole state already.
     pub fn sync_optimizer(&mut self) {
         let Some(g) = self.net.group().cloned() else {
             return;
         };
-        if self.clip.is_some() || !self.opt.can_step_range() {
+        let n = self.opt.len();
+        let held = self.opt.state_range();
+        let sharded = self.clip.is_none() && self.opt.can_step_range();
+        if !sharded && held == (0..n) {
             return;
         }
         let state = self.opt.state();
         let steps = state.steps;
-        let mut buffers: Vec<Vec<f32>> = state.buffers.iter().map(|b| b.to_vec()).collect();
+        // Each rank's held state in place in a full-length buffer; its owned
+        // slice, current, lies within it.
+        let mut buffers: Vec<Vec<f32>> = state
+            .buffers
+            .iter()
+            .map(|b| {
+                let mut full = vec![0.0f32; n];
+                full[held.clone()].copy_from_slice(b);
+                full
+            })
+            .collect();
         for b in &mut buffers {
             g.all_gather_slices(b, &mut self.scratch);
+        }
+        if held != (0..n) {
+            assert!(
+                self.opt.keep_state(0..n),
+                "an optimizer that narrowed its state widens it"
+            );
         }
         let state = OptimState {
             steps,
@@ -388,6 +412,12 @@ impl Trainer {
         // ranks. Clipping needs the whole gradient's norm, and an optimizer
         // may not step a range: then every rank updates everything.
         let sharded = group.is_some() && self.clip.is_none() && self.opt.can_step_range();
+        if group.is_some() && !sharded && self.opt.state_range() != (0..self.opt.len()) {
+            // Clipping came on after sharded steps: every rank updates
+            // everything from now on and needs the whole state (all ranks
+            // get here at the same step).
+            self.sync_optimizer();
+        }
         self.net.set_full_grads(!sharded);
         self.net.set_part(group.is_some().then_some(batch));
         let loss = pass(&mut self.net);
@@ -418,6 +448,11 @@ impl Trainer {
         let lr = self.schedule.lr_at(self.step);
         match (own, &group) {
             (Some(r), Some(g)) => {
+                // ZeRO-1: hold the state of the owned slice only (a no-op
+                // once narrowed, or for an optimizer that cannot).
+                if self.opt.state_range() != r {
+                    self.opt.keep_state(r.clone());
+                }
                 self.opt.step_range(params, grads, lr, r);
                 g.all_gather_slices(params, &mut self.scratch);
             }
