@@ -267,14 +267,13 @@ impl Optimizer for Adam {
     }
 
     fn keep_state(&mut self, range: Range<usize>) -> bool {
-        assert!(
-            range.start <= range.end && range.end <= self.n,
-            "Adam::keep_state: {range:?} is outside the {} parameters",
-            self.n
+        self.held = rewindow(
+            "Adam",
+            self.n,
+            &mut [&mut self.exp_avg, &mut self.exp_avg_sq],
+            &self.held,
+            range,
         );
-        rewindow(&mut self.exp_avg, &self.held, &range);
-        rewindow(&mut self.exp_avg_sq, &self.held, &range);
-        self.held = range;
         true
     }
 

@@ -393,15 +393,34 @@ fn load_buffers(
     Ok(())
 }
 
-/// Moves `buf`, the state of the elements `held`, to hold those of `new`:
-/// the overlap is kept, elements new to it start at zero, the rest is freed.
-fn rewindow(buf: &mut Vec<f32>, held: &Range<usize>, new: &Range<usize>) {
-    let mut out = vec![0.0f32; new.len()];
+/// `keep_state`'s body: moves each of `bufs`, the state of the elements
+/// `held`, to hold those of `new` (the overlap is kept, elements new to it
+/// start at zero, the rest is freed) and returns `new`.
+///
+/// # Panics
+/// If `new` reaches past the `n` parameters.
+#[track_caller]
+fn rewindow(
+    who: &str,
+    n: usize,
+    bufs: &mut [&mut Vec<f32>],
+    held: &Range<usize>,
+    new: Range<usize>,
+) -> Range<usize> {
+    assert!(
+        new.start <= new.end && new.end <= n,
+        "{who}::keep_state: {new:?} is outside the {n} parameters"
+    );
     let (lo, hi) = (held.start.max(new.start), held.end.min(new.end));
-    if lo < hi {
-        out[lo - new.start..hi - new.start].copy_from_slice(&buf[lo - held.start..hi - held.start]);
+    for buf in bufs.iter_mut() {
+        let mut out = vec![0.0f32; new.len()];
+        if lo < hi {
+            out[lo - new.start..hi - new.start]
+                .copy_from_slice(&buf[lo - held.start..hi - held.start]);
+        }
+        **buf = out;
     }
-    *buf = out;
+    new
 }
 
 /// Panics unless `range` (the elements a step updates) lies within `held`,

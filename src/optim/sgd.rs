@@ -207,15 +207,12 @@ impl Optimizer for Sgd {
     }
 
     fn keep_state(&mut self, range: Range<usize>) -> bool {
-        assert!(
-            range.start <= range.end && range.end <= self.n,
-            "Sgd::keep_state: {range:?} is outside the {} parameters",
-            self.n
-        );
-        if self.config.momentum > 0.0 {
-            rewindow(&mut self.velocity, &self.held, &range);
-        }
-        self.held = range;
+        let buffers: &mut [&mut Vec<f32>] = if self.config.momentum > 0.0 {
+            &mut [&mut self.velocity]
+        } else {
+            &mut []
+        };
+        self.held = rewindow("Sgd", self.n, buffers, &self.held, range);
         true
     }
 
