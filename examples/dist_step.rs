@@ -9,9 +9,12 @@
 //! ```
 //!
 //! Arguments: threads per process, shards (0: split-GEMM mode, one process
-//! only), optionally steps (default 20). Prints one JSON line (rank 0): the
-//! median step time, bytes sent per rank per step, and the fraction of the
-//! step spent inside collectives (transfer and waiting).
+//! only), optionally steps (default 20) and overlap (1, the default: the
+//! gradient exchange runs beside the backward pass; 0: at its end). Prints
+//! one JSON line (rank 0): the median step time, bytes sent per rank per
+//! step, the fraction of the step the computing thread was blocked on
+//! communication (transfer and waiting), and the background exchange's
+//! time as a fraction of the step.
 
 use backprop::gemm::GemmOptions;
 use backprop::matrix::MatRef;
@@ -31,6 +34,7 @@ fn main() {
         args.get(1).copied().unwrap_or(0),
     );
     let steps = args.get(2).copied().unwrap_or(20);
+    let overlap = args.get(3).copied().unwrap_or(1) != 0;
     let (k, layers, batch) = (1024, 8, 256);
     let mut b = MlpBuilder::new(k).loss(Loss::Mse);
     for _ in 0..layers {
@@ -56,7 +60,7 @@ fn main() {
     let group = backprop::dist::world().expect("MPI starts");
     if let Some(g) = &group {
         assert!(shards >= g.size(), "give at least one shard per rank");
-        trainer = trainer.with_group(g.clone(), shards);
+        trainer = trainer.with_group(g.clone().with_overlap(overlap), shards);
     }
     let x: Vec<f32> = (0..batch * k)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
@@ -88,12 +92,13 @@ fn main() {
         println!(
             "{{\"ranks\":{},\"threads\":{threads},\"shards\":{shards},\"params\":{params},\
              \"median_step_ms\":{:.2},\"gflops\":{:.1},\"bytes_sent_per_step\":{},\
-             \"comm_fraction\":{:.3},\"isa\":\"{}\"}}",
+             \"comm_fraction\":{:.3},\"background_fraction\":{:.3},\"isa\":\"{}\"}}",
             group.as_ref().map_or(1, |g| g.size()),
             median * 1e3,
             flops / median * 1e-9,
             (after.bytes_sent - before.bytes_sent) / steps as u64,
             (after.seconds - before.seconds) / total,
+            (after.background_seconds - before.background_seconds) / total,
             backprop::active_isa()
         );
     }

@@ -61,9 +61,12 @@
 //! elementwise, so the same bits) and the *parameters* are all-gathered:
 //! the same traffic as step 3, and the update's work split over the ranks
 //! (it is memory-bound: Adam reads and writes 28 bytes per parameter).
-//! Every rank keeps the whole optimizer state, current in its own slice;
+//! Each rank holds the optimizer state of its own slice only (ZeRO-1,
+//! [`Optimizer::keep_state`](crate::optim::Optimizer::keep_state): `1/R` of
+//! Adam's 8 bytes per parameter);
 //! [`Trainer::sync_optimizer`](crate::train::Trainer::sync_optimizer)
-//! exchanges the slices before a checkpoint. With gradient clipping, whose
+//! gathers the whole state on every rank before a checkpoint, and the next
+//! step frees the rest again. With gradient clipping, whose
 //! global norm would have to be summed in an `R`-independent order, the
 //! gradient is all-gathered and every rank updates everything.
 //!
