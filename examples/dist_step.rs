@@ -10,7 +10,8 @@
 //!
 //! Arguments: threads per process, shards (0: split-GEMM mode, one process
 //! only), optionally steps (default 20) and overlap (1, the default: the
-//! gradient exchange runs beside the backward pass; 0: at its end). Prints
+//! gradient exchange runs beside the backward pass; 0: on the computing
+//! thread). Prints
 //! one JSON line (rank 0): the median step time, bytes sent per rank per
 //! step, the fraction of the step the computing thread was blocked on
 //! communication (transfer and waiting), and the background exchange's

@@ -310,3 +310,63 @@ fn clipping_switched_on_after_sharded_steps_keeps_one_process_bits() {
     let got = grouped(2, 4, || trainer(1), run);
     assert!(got.iter().all(|r| r == &want));
 }
+
+#[test]
+fn ranks_with_different_exchange_settings_fail_alike_instead_of_hanging() {
+    let outcomes = std::thread::scope(|s| {
+        let hs: Vec<_> = LocalGroup::ranks(2)
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    let overlap = c.rank() == 0;
+                    trainer(1).with_group(Group::new(c).with_overlap(overlap), 2);
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                let e = h.join().expect_err("the settings differ");
+                e.downcast_ref::<String>().cloned().unwrap_or_default()
+            })
+            .collect::<Vec<String>>()
+    });
+    for m in outcomes {
+        assert!(m.contains("every rank needs the same settings"), "{m}");
+    }
+}
+
+#[test]
+fn the_shard_count_changed_after_joining_keeps_the_group_working() {
+    // set_parallelism keeps the group's gradient exchange (opening a new
+    // one is a collective a single call cannot make).
+    let want = alone(8, 1);
+    let got = on_ranks(2, |c| {
+        let mut t = trainer(1).with_group(Group::new(c), 4);
+        t.net_mut().set_parallelism(BatchParallelism::Shards(8));
+        train(t)
+    });
+    assert!(got.iter().all(|r| r == &want));
+}
+
+#[cfg(feature = "model-files")]
+#[test]
+fn a_checkpoint_of_a_rank_holding_its_slice_only_is_refused() {
+    let msgs = on_ranks(2, |c| {
+        let mut t = trainer(1).with_group(Group::new(c), 2);
+        t.train_epoch(&data(), 20).unwrap();
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            backprop::io::checkpoint_to_safetensors(&t)
+        }))
+        .expect_err("the state is a slice");
+        t.sync_optimizer();
+        let st = backprop::io::checkpoint_to_safetensors(&t);
+        assert!(st.tensors.contains_key("optimizer.exp_avg"));
+        refused
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
+    });
+    for m in msgs {
+        assert!(m.contains("call Trainer::sync_optimizer"), "{m}");
+    }
+}

@@ -92,8 +92,8 @@ pub struct Args {
     /// each GEMM splits its own work over the threads, and 8 shards under mpirun).
     #[arg(long, value_name = "S")]
     pub shards: Option<usize>,
-    /// Under mpirun: exchange all of a step's gradients at the end of its backward pass rather
-    /// than in the background while the pass goes on (the same weights; for timing).
+    /// Under mpirun: exchange a step's gradients on the computing thread, each bucket as the
+    /// backward pass fills it, rather than on a thread beside it (the same weights; for timing).
     #[arg(long)]
     pub no_overlap: bool,
     /// Under mpirun: send a step's gradients in buckets of at least N values (default 262144).

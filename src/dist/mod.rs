@@ -49,11 +49,13 @@
 //! The buckets are cut by the network alone, so every rank sends the same
 //! ones in the same order, and every element is still summed over its `S`
 //! shards in shard order by its owner: buckets change the time, never the
-//! bits. At the pass's end the last bucket goes and the rank waits for all
-//! ([`CommStats`] counts that wait as blocked time and the exchange
-//! thread's own as background time). [`Group::with_overlap`]`(false)`, or a
-//! transport without a channel (MPI without `MPI_THREAD_MULTIPLE`), runs the
-//! same buckets on the computing thread at the pass's end.
+//! bits. The pass's last bucket goes on the computing thread, which then
+//! waits for the others ([`CommStats`] counts that wait as blocked time and
+//! the exchange thread's own as background time).
+//! [`Group::with_overlap`]`(false)`, or a transport without a channel (MPI
+//! without `MPI_THREAD_MULTIPLE`), exchanges every bucket on the computing
+//! thread, as it closes. Every rank must use the same overlap and bucket
+//! settings (checked when the trainer joins the group).
 //!
 //! Then, rather than all-gathering the gradient (step 3) and updating
 //! every parameter on every rank, each rank updates the parameters of its
@@ -190,9 +192,10 @@ impl Group {
     }
     /// Whether training exchanges a step's gradients in the background while
     /// the backward pass goes on (`true`, the default, where the transport
-    /// offers a [`Communicator::channel`]) or all at the pass's end on the
-    /// computing thread. The bits are the same either way: only the time
-    /// changes. Set it before [`Trainer::with_group`](crate::train::Trainer::with_group).
+    /// offers a [`Communicator::channel`]) or on the computing thread, each
+    /// bucket as it closes. The bits are the same either way: only the time
+    /// changes. Set it alike on every rank, before
+    /// [`Trainer::with_group`](crate::train::Trainer::with_group).
     pub fn with_overlap(mut self, overlap: bool) -> Group {
         self.overlap = overlap;
         self
@@ -205,7 +208,8 @@ impl Group {
     /// are sent together once they hold at least `values` values (default
     /// 2¹⁸, 1 MiB). Smaller buckets start the exchange earlier in the
     /// backward pass and pay a collective's fixed cost more often. Like
-    /// overlap, it changes the time and not the bits.
+    /// overlap, it changes the time and not the bits. Set it alike on every
+    /// rank.
     ///
     /// # Panics
     /// If `values` is 0.
@@ -391,6 +395,14 @@ impl Group {
         });
     }
 
+    /// Every rank's `send` (the same length on all), in rank order, into
+    /// `recv`.
+    pub(crate) fn gather_all_f64(&self, send: &[f64], recv: &mut [f64]) {
+        self.timed(send.len() * 8 * (self.size() - 1), || {
+            self.comm.all_gather_f64(send, recv)
+        });
+    }
+
     /// Whether every rank says `ok` (one small exchange).
     pub(crate) fn all_agree(&self, ok: bool) -> bool {
         let mut all = vec![0.0f64; self.size()];
@@ -516,8 +528,9 @@ struct Rendezvous {
     /// completed.
     arrived: usize,
     generation: u64,
-    /// A rank whose thread panicked: every wait fails from then on, so no
-    /// rank waits forever for it.
+    /// A rank that is gone (its thread panicked, or it dropped its
+    /// communicator): every wait fails from then on, so no rank waits
+    /// forever for it.
     failed: Option<usize>,
 }
 

@@ -2,7 +2,7 @@
 //! system's MPI library, e.g. Open MPI).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use mpi::datatype::{Partition, PartitionMut};
@@ -30,7 +30,8 @@ use super::Communicator;
 /// 300): MPI itself has no timeout, and a peer that hangs rather than dies
 /// would otherwise hang every rank. (A peer that dies is seen by `mpirun`,
 /// which ends the job and names the rank.) MPI is finalised when the last
-/// clone of the `Arc` is dropped.
+/// clone of the `Arc` is dropped: drop it on the thread that called
+/// [`MpiCommunicator::init`], as MPI asks.
 pub struct MpiCommunicator {
     world: Mutex<World>,
     rank: usize,
@@ -67,9 +68,12 @@ unsafe impl Send for World {}
 struct Finaliser(#[allow(dead_code)] Universe);
 
 // SAFETY: the universe is only dropped (MPI_Finalize, once, by the last
-// owner of the `Arc`), never used otherwise; MPI_THREAD_SERIALIZED allows
-// that call from any thread, and no collective is running then (every
-// communicator holding the `Arc` has been dropped, its handle freed first).
+// owner of the `Arc`), never used otherwise, and no collective is running
+// then: every communicator holding the `Arc` has been dropped, its handle
+// freed first. MPI asks that the thread that initialised MPI finalise it:
+// the crate's own threads (the gradient exchange) release their handles
+// before the network that started them is dropped, so that holds as long
+// as the caller drops its last `Group` on the thread that called `init`.
 unsafe impl Send for Finaliser {}
 // SAFETY: as for `Send`: the universe is never accessed through a shared
 // reference.
@@ -133,7 +137,7 @@ impl MpiCommunicator {
             start: Instant::now(),
             universe,
         });
-        let (busy, start) = (comm.busy_since.clone(), comm.start);
+        let (busy, start) = (Arc::downgrade(&comm.busy_since), comm.start);
         std::thread::Builder::new()
             .name("backprop-mpi-watchdog".into())
             .spawn(move || watchdog(busy, start, rank, timeout))
@@ -153,10 +157,13 @@ impl MpiCommunicator {
 }
 
 /// Ends the process when a collective has been in progress for longer than
-/// `timeout` seconds.
-fn watchdog(busy: Arc<AtomicU64>, start: Instant, rank: usize, timeout: f64) {
+/// `timeout` seconds; returns once the communicator is gone.
+fn watchdog(busy: Weak<AtomicU64>, start: Instant, rank: usize, timeout: f64) {
     loop {
         std::thread::sleep(Duration::from_millis(250));
+        let Some(busy) = busy.upgrade() else {
+            return;
+        };
         let since = busy.load(Ordering::Relaxed);
         if since == 0 {
             continue;

@@ -191,15 +191,45 @@ impl std::fmt::Debug for Reducer {
 impl Reducer {
     /// A reducer over `group`, with the exchange thread when the group has
     /// more than one rank, asks for overlap and its transport offers a
-    /// channel (a collective: every rank calls it at the same point).
+    /// channel. A collective: every rank calls it at the same point, and
+    /// the ranks' [`Group::with_overlap`] and [`Group::with_bucket_values`]
+    /// must agree (checked: they decide which collectives run).
+    ///
+    /// # Panics
+    /// If the ranks' settings differ (on every rank).
     pub(crate) fn new(group: Group) -> Reducer {
+        let mine = [
+            f64::from(u8::from(group.overlap())),
+            group.bucket_values() as f64,
+        ];
+        let mut all = vec![0.0f64; 2 * group.size()];
+        group.gather_all_f64(&mine, &mut all);
+        if let Some(q) = (0..group.size()).find(|&q| all[2 * q..2 * q + 2] != mine) {
+            panic!(
+                "dist: rank {} trains with overlap {} and buckets of {} values, rank {q} with \
+                 overlap {} and buckets of {}: every rank needs the same settings",
+                group.rank(),
+                group.overlap(),
+                group.bucket_values(),
+                all[2 * q] != 0.0,
+                all[2 * q + 1]
+            );
+        }
         let worker = (group.size() > 1 && group.overlap())
             .then(|| group.channel())
             .flatten()
             .map(spawn);
+        let mut r = Reducer::inline(group);
+        r.worker = worker;
+        r
+    }
+
+    /// A reducer that exchanges on the calling thread (no collective: for a
+    /// copy of a network, whose group already has its reducer).
+    pub(crate) fn inline(group: Group) -> Reducer {
         Reducer {
             group,
-            worker,
+            worker: None,
             bufs: Arc::new(Buffers {
                 staged: RawBuf::new(0),
                 summed: RawBuf::new(0),
@@ -222,8 +252,27 @@ impl Reducer {
     }
 
     /// Readies a pass over an arena of `n` values, `shards` shards of which
-    /// `mine` are this rank's, and gives where to write the partials.
-    pub(crate) fn staging(&mut self, n: usize, shards: usize, mine: usize) -> Staging<'_> {
+    /// `mine` are this rank's, and gives where to write the partials of the
+    /// tensor at `r` (reported with [`Reducer::kept`] once written).
+    ///
+    /// # Panics
+    /// If `r` overlaps a tensor kept earlier in the pass (checked before
+    /// anything is written: the exchange thread may be reading it).
+    pub(crate) fn staging(
+        &mut self,
+        n: usize,
+        shards: usize,
+        mine: usize,
+        r: Range<usize>,
+    ) -> Staging<'_> {
+        assert!(
+            r.is_empty()
+                || self
+                    .kept
+                    .iter()
+                    .all(|k| k.end <= r.start || r.end <= k.start),
+            "reducer: gradient range {r:?} kept twice in one pass"
+        );
         let layout = Layout { n, shards, mine };
         if layout != self.layout {
             assert!(
@@ -246,18 +295,14 @@ impl Reducer {
         }
     }
 
-    /// Reports the tensor at `r` complete in `staged` (every shard): it joins
-    /// the open bucket when adjacent to it, and a full bucket is sent.
-    ///
-    /// # Panics
-    /// If `r` overlaps a tensor kept earlier in the pass.
+    /// Reports the tensor at `r` (given to [`Reducer::staging`]) complete in
+    /// `staged`, every shard: it joins the open bucket when that is adjacent
+    /// and not full; otherwise the open bucket is sent and `r` opens the
+    /// next. An empty `r` is nothing to exchange.
     pub(crate) fn kept(&mut self, r: Range<usize>) {
-        assert!(
-            self.kept
-                .iter()
-                .all(|k| k.end <= r.start || r.end <= k.start),
-            "reducer: gradient range {r:?} kept twice in one pass"
-        );
+        if r.is_empty() {
+            return;
+        }
         self.kept.push(r.clone());
         let limit = self.group.bucket_values();
         self.open = match self.open.take() {
@@ -459,7 +504,7 @@ mod tests {
             let mut grads = vec![f32::NAN; n];
             for _pass in 0..2 {
                 for t in tensors {
-                    let st = r.staging(n, shards, mine.len());
+                    let st = r.staging(n, shards, mine.len(), t.clone());
                     for (j, k) in mine.clone().enumerate() {
                         // SAFETY: one thread, each piece once.
                         let p = unsafe { st.piece(j, t.clone()) };
@@ -510,7 +555,7 @@ mod tests {
             if rank == 1 {
                 panic!("rank 1 fails before its exchange");
             }
-            let st = r.staging(8, 2, 1);
+            let st = r.staging(8, 2, 1, 0..8);
             // SAFETY: one thread, one piece.
             unsafe { st.piece(0, 0..8) }.fill(1.0);
             r.kept(0..8);
@@ -530,8 +575,8 @@ mod tests {
     #[should_panic(expected = "kept twice")]
     fn a_range_kept_twice_in_a_pass_is_refused() {
         let mut r = Reducer::new(Group::new(LocalGroup::ranks(1).remove(0)));
-        r.staging(8, 1, 1);
+        r.staging(8, 1, 1, 0..4);
         r.kept(0..4);
-        r.kept(2..6);
+        r.staging(8, 1, 1, 2..6);
     }
 }

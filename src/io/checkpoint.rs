@@ -101,9 +101,22 @@ pub struct Checkpoint {
 /// | `backprop.trainer.epochs` | [`Trainer::epochs`] |
 /// | `backprop.trainer.seed` | [`Trainer::seed`] |
 /// | `backprop.trainer.schedule` | the schedule's string form ([`Schedule`]'s `Display`, parsed back with `FromStr`) |
+///
+/// # Panics
+/// If the optimizer holds the state of part of the parameters only
+/// ([`Optimizer::keep_state`]; a trainer in a group between its steps and
+/// [`Trainer::sync_optimizer`](crate::train::Trainer::sync_optimizer)): the
+/// file would not resume.
 pub fn checkpoint_to_safetensors(trainer: &Trainer) -> SafeTensors {
-    let mut st = mlp_to_safetensors(trainer.net());
     let opt = trainer.optimizer();
+    let held = opt.state_range();
+    assert!(
+        held == (0..opt.len()),
+        "checkpoint: the optimizer holds the state of parameters {held:?} of {} only (a rank \
+         of a group): call Trainer::sync_optimizer on every rank before saving",
+        opt.len()
+    );
+    let mut st = mlp_to_safetensors(trainer.net());
     let state = opt.state();
     let names = opt.state_names();
     let mut list = Vec::with_capacity(names.len());
@@ -235,10 +248,14 @@ fn meta_u64(st: &SafeTensors, key: &'static str) -> Result<u64, IoError> {
 /// safetensors file (layout in [`checkpoint_to_safetensors`]), atomically
 /// ([`write_atomic`](super::write_atomic)): a crash while saving leaves the
 /// previous checkpoint intact. A trainer in a group
-/// ([`Trainer::with_group`](crate::train::Trainer::with_group)) holds its
-/// optimizer state current only in its own slice: call
+/// ([`Trainer::with_group`](crate::train::Trainer::with_group)) holds the
+/// optimizer state of its own slice only: call
 /// [`Trainer::sync_optimizer`](crate::train::Trainer::sync_optimizer) on
 /// every rank first, then save on one.
+///
+/// # Panics
+/// As [`checkpoint_to_safetensors`]: if the optimizer holds part of its
+/// state only.
 ///
 /// # Errors
 /// [`IoError::NonFinite`] (and nothing written, so the previous checkpoint

@@ -103,11 +103,7 @@ struct ReducerSlot(Option<Reducer>);
 
 impl Clone for ReducerSlot {
     fn clone(&self) -> ReducerSlot {
-        ReducerSlot(
-            self.0
-                .as_ref()
-                .map(|r| Reducer::new(r.group().clone().with_overlap(false))),
-        )
+        ReducerSlot(self.0.as_ref().map(|r| Reducer::inline(r.group().clone())))
     }
 }
 
@@ -173,6 +169,12 @@ impl Exec {
     pub(crate) fn set_group(&mut self, group: Option<Group>) {
         self.reducer = ReducerSlot(group.clone().map(Reducer::new));
         self.group = group;
+    }
+    /// Takes `old`'s group and gradient exchange as they are (no
+    /// collective).
+    pub(crate) fn take_group_from(&mut self, old: &mut Exec) {
+        self.group = old.group.take();
+        self.reducer = std::mem::take(&mut old.reducer);
     }
     /// The group, if any.
     pub(crate) fn group(&self) -> Option<&Group> {
@@ -429,7 +431,7 @@ impl Exec {
                     .0
                     .as_mut()
                     .expect("exec: a group has a reducer")
-                    .staging(arena, total, shards),
+                    .staging(arena, total, shards, at..at + len),
                 at,
             ),
             None => Dest::Partials(SharedMut::new(&mut self.partials[..shards * len])),

@@ -100,6 +100,11 @@ pub struct Trainer {
     batch: Batch,
     /// A group's exchange buffer (reused).
     scratch: Vec<f32>,
+    /// Whether a step since the last [`Trainer::sync_optimizer`] updated
+    /// this rank's slice of the optimizer state only (the same on every
+    /// rank: set and cleared by steps and syncs, which all ranks take
+    /// together).
+    state_partial: bool,
 }
 
 impl Trainer {
@@ -126,6 +131,7 @@ impl Trainer {
             order: Vec::new(),
             batch: Batch::default(),
             scratch: Vec::new(),
+            state_partial: false,
         }
     }
 
@@ -303,19 +309,18 @@ impl Trainer {
     /// of it); this gathers the slices into the full state on every rank,
     /// until the next step narrows it again. Call it on **every** rank (it
     /// is a collective) before reading [`Trainer::optimizer`]'s state or
-    /// saving a checkpoint. Nothing to do alone, or when every rank updates
-    /// everything (clipping, an optimizer that cannot step a range) and
-    /// holds the whole state already.
+    /// saving a checkpoint. Nothing to do alone, or when no step since the
+    /// last sync updated a slice only (every rank updates everything with
+    /// clipping or an optimizer that cannot step a range).
     pub fn sync_optimizer(&mut self) {
         let Some(g) = self.net.group().cloned() else {
             return;
         };
-        let n = self.opt.len();
-        let held = self.opt.state_range();
-        let sharded = self.clip.is_none() && self.opt.can_step_range();
-        if !sharded && held == (0..n) {
+        if !self.state_partial {
             return;
         }
+        let n = self.opt.len();
+        let held = self.opt.state_range();
         let state = self.opt.state();
         let steps = state.steps;
         // Each rank's held state in place in a full-length buffer; its owned
@@ -345,6 +350,7 @@ impl Trainer {
         self.opt
             .load_state(&state)
             .expect("the optimizer's own state, gathered, fits it");
+        self.state_partial = false;
     }
 
     /// [`Trainer::step`] with a loss of the caller's, as
@@ -412,7 +418,7 @@ impl Trainer {
         // ranks. Clipping needs the whole gradient's norm, and an optimizer
         // may not step a range: then every rank updates everything.
         let sharded = group.is_some() && self.clip.is_none() && self.opt.can_step_range();
-        if group.is_some() && !sharded && self.opt.state_range() != (0..self.opt.len()) {
+        if group.is_some() && !sharded && self.state_partial {
             // Clipping came on after sharded steps: every rank updates
             // everything from now on and needs the whole state (all ranks
             // get here at the same step).
@@ -454,6 +460,7 @@ impl Trainer {
                     self.opt.keep_state(r.clone());
                 }
                 self.opt.step_range(params, grads, lr, r);
+                self.state_partial = true;
                 g.all_gather_slices(params, &mut self.scratch);
             }
             _ => self.opt.step(params, grads, lr),

@@ -97,9 +97,12 @@ impl Mlp {
             parallelism != BatchParallelism::Shards(0),
             "set_parallelism: at least one shard"
         );
-        let group = self.exec.group().cloned();
-        self.exec = Exec::new(self.exec.options, parallelism);
-        self.exec.set_group(group);
+        let mut exec = Exec::new(self.exec.options, parallelism);
+        // The group and its gradient exchange carry over as they are (making
+        // a new exchange would be a collective, which one rank's call here
+        // cannot be).
+        exec.take_group_from(&mut self.exec);
+        self.exec = exec;
         self.ws = Workspace::default(); // resized with the shard buffers on the next step
     }
     /// Trains with `group` from now on (shard mode), or alone (`None`).
