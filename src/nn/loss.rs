@@ -720,11 +720,23 @@ pub(crate) fn softmax_cross_entropy_sum(
             }
             continue;
         }
+        // e^{h_ij − m}, computed once per element: kept for the gradient
+        // when the row fits the buffer (the values, and so the bits, are
+        // the same either way; e^0 = 1 exactly at j*).
+        let mut kept = [0.0f64; EXP_ROW];
+        let keep = k <= EXP_ROW;
+        let e = |j: usize| (h.get(i, j) as f64 - m).exp();
         // Pass 2: r = Σ_{j≠j*} e^{h_ij − m}. Every exponent is ≤ 0, so each term
         // is in [0, 1] and r ∈ [0, K − 1]; the full sum is s = 1 + r.
         let mut r = 0.0f64;
-        for j in (0..k).filter(|&j| j != jmax) {
-            r += (h.get(i, j) as f64 - m).exp();
+        for j in 0..k {
+            let v = e(j);
+            if keep {
+                kept[j] = v;
+            }
+            if j != jmax {
+                r += v;
+            }
         }
         let s = 1.0 + r;
         let hc = h.get(i, c) as f64;
@@ -732,25 +744,26 @@ pub(crate) fn softmax_cross_entropy_sum(
         total += (m - hc) + r.ln_1p();
 
         if let Some(g) = grad.as_mut() {
+            let e = |j: usize| if keep { kept[j] } else { e(j) };
             let inv_s = 1.0 / s;
             // p_c − 1 = −(Σ_{j≠c} e^{h_ij − m})/s, never formed as a difference
             // with 1. The sum is r itself when c = j*; otherwise it is
             // s − e_c = 1 + (r − e_c), which is ≥ 1, so rounding in r − e_c is
             // harmless relative to it.
-            let e_c = (hc - m).exp();
+            let e_c = e(c);
             let rest = if c == jmax { r } else { 1.0 + (r - e_c) };
             for j in 0..k {
-                let gj = if j == c {
-                    -rest * inv_s
-                } else {
-                    (h.get(i, j) as f64 - m).exp() * inv_s
-                };
+                let gj = if j == c { -rest * inv_s } else { e(j) * inv_s };
                 g.set(i, j, (gj * inv_b) as f32);
             }
         }
     }
     Ok(total)
 }
+
+/// Rows of up to this many classes keep their exponentials for the
+/// gradient (a stack buffer); wider ones compute them again.
+const EXP_ROW: usize = 64;
 
 /// The logistic inference rule: `out[i] = sign(h[i, 0]) ∈ {−1.0, +1.0}`.
 ///
