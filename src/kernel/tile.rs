@@ -294,13 +294,9 @@ unsafe fn store_staged<S: Simd, const MR: usize, const NV: usize>(
     let mut cbuf = [[zero; NV]; MR];
     let cb = cbuf.as_mut_ptr() as *mut f32;
     if beta != 0.0 {
-        for i in 0..m_eff {
-            for j in 0..n_eff {
-                // SAFETY: (i, j) is inside the corner of C, readable when
-                // β ≠ 0 (caller), and inside the MR × nr buffer.
-                unsafe { *cb.add(i * nr + j) = *c.offset(i as isize * rsc + j as isize * csc) };
-            }
-        }
+        // SAFETY: the corner of C, readable when β ≠ 0 (caller), into the
+        // MR × nr buffer.
+        unsafe { copy_corner(c, rsc, csc, cb, nr as isize, 1, m_eff, n_eff) };
     }
     let mut auxbuf = [[zero; NV]; MR];
     let ab = auxbuf.as_mut_ptr() as *mut f32;
@@ -329,15 +325,8 @@ unsafe fn store_staged<S: Simd, const MR: usize, const NV: usize>(
             src_cs,
             ..
         } => {
-            for i in 0..m_eff {
-                for j in 0..n_eff {
-                    // SAFETY: (i, j) is inside the corner of `src` (caller)
-                    // and inside the MR × nr buffer.
-                    unsafe {
-                        *ab.add(i * nr + j) = *src.offset(i as isize * src_rs + j as isize * src_cs)
-                    };
-                }
-            }
+            // SAFETY: the corner of `src` (caller) into the MR × nr buffer.
+            unsafe { copy_corner(src, src_rs, src_cs, ab, nr as isize, 1, m_eff, n_eff) };
             src_stage = ab;
         }
     }
@@ -362,13 +351,8 @@ unsafe fn store_staged<S: Simd, const MR: usize, const NV: usize>(
             }
         }
     }
-    for i in 0..m_eff {
-        for j in 0..n_eff {
-            // SAFETY: (i, j) is inside the corner of C, writable (caller), and
-            // inside the buffer.
-            unsafe { *c.offset(i as isize * rsc + j as isize * csc) = *cb.add(i * nr + j) };
-        }
-    }
+    // SAFETY: the buffer into the corner of C, writable (caller).
+    unsafe { copy_corner(cb, nr as isize, 1, c, rsc, csc, m_eff, n_eff) };
     if let Epilogue::Forward {
         pre,
         pre_rs,
@@ -377,15 +361,8 @@ unsafe fn store_staged<S: Simd, const MR: usize, const NV: usize>(
     } = *epi
     {
         if !pre.is_null() {
-            for i in 0..m_eff {
-                for j in 0..n_eff {
-                    // SAFETY: (i, j) is inside the corner of `pre` (caller)
-                    // and inside the buffer.
-                    unsafe {
-                        *pre.offset(i as isize * pre_rs + j as isize * pre_cs) = *ab.add(i * nr + j)
-                    };
-                }
-            }
+            // SAFETY: the buffer into the corner of `pre`, writable (caller).
+            unsafe { copy_corner(ab, nr as isize, 1, pre, pre_rs, pre_cs, m_eff, n_eff) };
         }
     }
     if let Epilogue::Backward { colsum: dst, .. } = *epi {
@@ -394,6 +371,40 @@ unsafe fn store_staged<S: Simd, const MR: usize, const NV: usize>(
             for j in 0..n_eff {
                 // SAFETY: colsum holds n_eff floats (caller); the sums nr ≥ n_eff.
                 unsafe { *dst.add(j) = *t.add(j) };
+            }
+        }
+    }
+}
+
+/// Copies the `m × n` corner at `src` (strides `src_rs`, `src_cs`) to `dst`
+/// (strides `dst_rs`, `dst_cs`): rows four floats at a time when both column
+/// strides are 1, element by element otherwise. A copy: no value changes.
+///
+/// # Safety
+/// The `m × n` elements are readable at `src` and writable at `dst`, and the
+/// two do not overlap.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn copy_corner(
+    src: *const f32,
+    src_rs: isize,
+    src_cs: isize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    m: usize,
+    n: usize,
+) {
+    // SAFETY: every access is inside the corners (caller).
+    unsafe {
+        for i in 0..m as isize {
+            let (s, d) = (src.offset(i * src_rs), dst.offset(i * dst_rs));
+            if src_cs == 1 && dst_cs == 1 {
+                super::quad::copy(s, d, n);
+            } else {
+                for j in 0..n as isize {
+                    *d.offset(j * dst_cs) = *s.offset(j * src_cs);
+                }
             }
         }
     }
