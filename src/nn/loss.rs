@@ -729,10 +729,11 @@ pub(crate) fn softmax_cross_entropy_sum(
         // Pass 2: r = Σ_{j≠j*} e^{h_ij − m}. Every exponent is ≤ 0, so each term
         // is in [0, 1] and r ∈ [0, K − 1]; the full sum is s = 1 + r.
         let mut r = 0.0f64;
+        let mut slots = kept.iter_mut();
         for j in 0..k {
             let v = e(j);
-            if keep {
-                kept[j] = v;
+            if let Some(slot) = slots.next().filter(|_| keep) {
+                *slot = v;
             }
             if j != jmax {
                 r += v;
