@@ -30,9 +30,11 @@ const REL: f64 = 1e-6;
 /// (inputs in ±3, K ≤ 10), so a few ε₆₄ of them is < 1e-14.
 const LITERAL_ABS: f64 = 1e-14;
 
-/// Batch sizes and output widths swept by the random tests.
+/// Batch sizes and output widths swept by the random tests (64 and 65
+/// straddle softmax's row buffer: up to 64 classes keep their exponentials,
+/// wider rows compute them again).
 const BATCHES: [usize; 4] = [1, 2, 7, 33];
-const WIDTHS: [usize; 4] = [1, 2, 3, 10];
+const WIDTHS: [usize; 6] = [1, 2, 3, 10, 64, 65];
 
 /// `got` within `REL` (relative) of an exact-to-f64 `want`.
 #[track_caller]
