@@ -1,8 +1,8 @@
 //! Adam and AdamW.
 
 use super::{
-    check_held, check_step, config_fail, load_buffers, rewindow, DecayMask, OptimError, OptimState,
-    Optimizer, WeightDecay,
+    check_step, config_fail, load_buffers, rewindow, DecayMask, OptimError, OptimState, Optimizer,
+    WeightDecay,
 };
 use std::ops::Range;
 
@@ -205,8 +205,7 @@ impl Optimizer for Adam {
     /// The update of `step` on `range` alone (elementwise: the same bits).
     #[track_caller]
     fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: Range<usize>) {
-        check_step("Adam", self.n, params, grads, &range);
-        check_held("Adam", &self.held, &range);
+        check_step("Adam", self.n, &self.held, params, grads, &range);
         self.steps += 1;
         let c = &self.config;
         // t as f64 is exact up to 2⁵³ steps; β^t underflows to 0 long before.

@@ -423,27 +423,29 @@ fn rewindow(
     new
 }
 
-/// Panics unless `range` (the elements a step updates) lies within `held`,
-/// the elements whose state is kept.
-#[track_caller]
-fn check_held(who: &str, held: &Range<usize>, range: &Range<usize>) {
-    assert!(
-        range.is_empty() || (held.start <= range.start && range.end <= held.end),
-        "{who}: elements {range:?} are outside the state it keeps, {held:?} (keep_state)"
-    );
-}
-
 /// Panics unless both slices have the optimizer's length `n` and `range`
-/// (the elements a step updates) lies within it.
+/// (the elements a step updates) lies within it and within `held`, the
+/// elements whose state is kept.
 #[track_caller]
 #[inline]
-fn check_step(who: &str, n: usize, params: &[f32], grads: &[f32], range: &Range<usize>) {
+fn check_step(
+    who: &str,
+    n: usize,
+    held: &Range<usize>,
+    params: &[f32],
+    grads: &[f32],
+    range: &Range<usize>,
+) {
     if params.len() != n || grads.len() != n {
         len_fail(who, n, params.len(), grads.len());
     }
     assert!(
         range.start <= range.end && range.end <= n,
         "{who}::step_range: {range:?} is outside the {n} parameters"
+    );
+    assert!(
+        range.is_empty() || (held.start <= range.start && range.end <= held.end),
+        "{who}: elements {range:?} are outside the state it keeps, {held:?} (keep_state)"
     );
 }
 

@@ -1,8 +1,8 @@
 //! Stochastic gradient descent with optional heavy-ball or Nesterov momentum.
 
 use super::{
-    check_held, check_step, config_fail, load_buffers, rewindow, DecayMask, OptimError, OptimState,
-    Optimizer, WeightDecay,
+    check_step, config_fail, load_buffers, rewindow, DecayMask, OptimError, OptimState, Optimizer,
+    WeightDecay,
 };
 use std::ops::Range;
 
@@ -150,8 +150,7 @@ impl Optimizer for Sgd {
     /// The update of `step` on `range` alone (elementwise: the same bits).
     #[track_caller]
     fn step_range(&mut self, params: &mut [f32], grads: &[f32], lr: f32, range: Range<usize>) {
-        check_step("Sgd", self.n, params, grads, &range);
-        check_held("Sgd", &self.held, &range);
+        check_step("Sgd", self.n, &self.held, params, grads, &range);
         self.steps += 1;
         let (l2, decay) = self.config.weight_decay.split(lr);
         let coupled = matches!(self.config.weight_decay, WeightDecay::L2(_));
