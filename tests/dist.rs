@@ -227,6 +227,52 @@ fn a_custom_loss_trains_alike_on_any_number_of_ranks() {
     assert!(got.iter().all(|p| p == &want));
 }
 
+/// Rank `from`'s `j`-th message to rank `to`: `j + 1` values that name all three.
+fn message(from: usize, to: usize, j: usize) -> Vec<f32> {
+    (0..=j)
+        .map(|i| (100 * from + 10 * to + j) as f32 + i as f32 / 8.0)
+        .collect()
+}
+
+#[test]
+fn exchange_delivers_each_message_into_its_own_buffer_in_order() {
+    // Two messages per ordered pair, of different lengths, and none from a
+    // rank to itself: the default exchange (through all_to_all_v).
+    let got = on_ranks(3, |c| {
+        let me = c.rank();
+        let others: Vec<usize> = (0..3).filter(|&q| q != me).collect();
+        let out: Vec<(usize, Vec<f32>)> = others
+            .iter()
+            .flat_map(|&q| (0..2).map(move |j| (q, message(me, q, j))))
+            .collect();
+        let sends: Vec<(usize, &[f32])> = out.iter().map(|(q, v)| (*q, v.as_slice())).collect();
+        let mut bufs: Vec<(usize, Vec<f32>)> = others
+            .iter()
+            .flat_map(|&q| (0..2).map(move |j| (q, vec![f32::NAN; j + 1])))
+            .collect();
+        let mut recvs: Vec<(usize, &mut [f32])> = bufs
+            .iter_mut()
+            .map(|(q, v)| (*q, v.as_mut_slice()))
+            .collect();
+        c.exchange(&sends, &mut recvs);
+        (me, bufs)
+    });
+    for (me, bufs) in got {
+        let want: Vec<(usize, Vec<f32>)> = (0..3)
+            .filter(|&q| q != me)
+            .flat_map(|q| (0..2).map(move |j| (q, message(q, me, j))))
+            .collect();
+        assert_eq!(bufs, want, "rank {me}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "cannot exchange with rank 0")]
+fn exchange_with_oneself_is_refused() {
+    let c = LocalGroup::ranks(1).pop().unwrap();
+    c.exchange(&[(0, &[1.0])], &mut []);
+}
+
 #[test]
 fn a_rank_that_panics_releases_the_others() {
     let comms = LocalGroup::ranks(2);

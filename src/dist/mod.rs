@@ -24,12 +24,18 @@
 //! A reduction of `S` partials of length `n` (one per shard) is a
 //! **reduce-scatter in shard order, then an all-gather**:
 //! 1. element range `o·n/R .. (o+1)·n/R` belongs to rank `o`. Each rank sends
-//!    to each owner its shards' partials of the owner's range (one
-//!    all-to-all with variable counts);
+//!    to each owner its shards' partials of the owner's range;
 //! 2. each owner now holds all `S` partials of its range, in shard order
 //!    (ranks own shards in rank order), and adds them left to right: the
 //!    same additions in the same order as one process;
-//! 3. an all-gather with variable counts gives every rank the whole sum.
+//! 3. every owner sends its range of the sum to every other rank.
+//!
+//! Both steps go through [`Communicator::exchange`]: under MPI, point-to-point
+//! messages sent straight from the partials and the arena and received
+//! straight into their places, so no value is copied within a process on its
+//! way (an all-to-all or all-gather call would copy each rank's own block and
+//! need contiguous send buffers). An owner reads its own shards' partials
+//! where they are and adds the first two shards in one pass.
 //!
 //! A rank sends `(S/R)·n·(R − 1)/R` values in step 1 and `n·(R − 1)/R` in
 //! step 3; with one shard per rank (`S = R`) that is `2·n·(R − 1)/R`, what a
@@ -117,6 +123,61 @@ pub trait Communicator: Send + Sync {
     /// All-gather with variable counts: `send` (`counts[rank]` values) from
     /// every rank, concatenated in rank order into `recv`.
     fn all_gather_v(&self, send: &[f32], recv: &mut [f32], counts: &[usize]);
+    /// Point-to-point messages, called by every rank at the same point: each
+    /// `(q, values)` of `sends` goes to rank `q`, each `(q, buffer)` of
+    /// `recvs` is filled by a message from rank `q`. The messages from one
+    /// rank to another match in list order and have equal lengths on both
+    /// sides; no rank sends to itself.
+    ///
+    /// The default runs through [`Communicator::all_to_all_v`], copying the
+    /// messages into one contiguous buffer and out of another. A transport
+    /// with point-to-point messages (MPI) overrides it to send straight from
+    /// and receive straight into the caller's slices: the gradient exchange
+    /// uses it so that no value is copied locally on its way.
+    ///
+    /// # Panics
+    /// If a message goes to this rank itself or to a rank `≥ size()`.
+    fn exchange(&self, sends: &[(usize, &[f32])], recvs: &mut [(usize, &mut [f32])]) {
+        let (me, size) = (self.rank(), self.size());
+        let check = |q: usize| {
+            assert!(
+                q < size && q != me,
+                "Communicator::exchange: rank {me} of {size} cannot exchange with rank {q}"
+            )
+        };
+        let mut send_counts = vec![0usize; size];
+        for &(q, v) in sends {
+            check(q);
+            send_counts[q] += v.len();
+        }
+        let mut send = Vec::with_capacity(send_counts.iter().sum());
+        for q in 0..size {
+            for &(_, v) in sends.iter().filter(|(d, _)| *d == q) {
+                send.extend_from_slice(v);
+            }
+        }
+        let mut recv_counts = vec![0usize; size];
+        for (q, b) in recvs.iter() {
+            check(*q);
+            recv_counts[*q] += b.len();
+        }
+        let mut recv = vec![0.0f32; recv_counts.iter().sum()];
+        self.all_to_all_v(&send, &send_counts, &mut recv, &recv_counts);
+        // Each rank's block starts after the blocks of the ranks before it.
+        let mut at: Vec<usize> = recv_counts
+            .iter()
+            .scan(0, |acc, &c| {
+                let start = *acc;
+                *acc += c;
+                Some(start)
+            })
+            .collect();
+        for (q, b) in recvs.iter_mut() {
+            let len = b.len();
+            b.copy_from_slice(&recv[at[*q]..at[*q] + len]);
+            at[*q] += len;
+        }
+    }
     /// All-gather of `f64`s with equal counts: `recv` is `size()` times
     /// `send.len()` values, rank order.
     fn all_gather_f64(&self, send: &[f64], recv: &mut [f64]);
@@ -302,7 +363,7 @@ impl Group {
         let own = self.owned_slice(self.rank(), n);
         let piece = |j: usize| &local[j * n..(j + 1) * n];
         self.reduce_scatter(piece, shards, n, 0..n, &mut out[own], scratch);
-        self.all_gather_slices(out, scratch);
+        self.all_gather_slices(out);
     }
 
     /// The first half of [`Group::ordered_sum`], over the elements `range`
@@ -320,78 +381,101 @@ impl Group {
         scratch: &mut Vec<f32>,
     ) {
         let (r, size) = (self.rank(), self.size());
-        let mine = self.shards_of(r, shards).len();
+        let mine = self.shards_of(r, shards);
         // The part of `range` rank `o` owns, relative to `range.start`.
         let part = |o: usize| {
             let s = self.owned_slice(o, n);
             let at = |x: usize| x.clamp(range.start, range.end) - range.start;
             at(s.start)..at(s.end)
         };
-        // Step 1: to each owner, this rank's shards' pieces of its part.
-        let send_counts: Vec<usize> = (0..size).map(|o| mine * part(o).len()).collect();
         let w = part(r).len();
-        let recv_counts: Vec<usize> = (0..size)
-            .map(|q| self.shards_of(q, shards).len() * w)
-            .collect();
-        let send_len = mine * range.len();
-        let recv_len = shards * w;
         debug_assert_eq!(sum.len(), w);
-        // Scratch: [send (only when reordered) | recv]. With one shard, its
-        // piece is already laid out owner by owner.
-        let reorder = mine > 1;
-        let need = if reorder { send_len } else { 0 } + recv_len;
-        if scratch.len() < need {
-            scratch.resize(need, 0.0);
+        // Step 1: each of this rank's shards' pieces of owner o's part goes
+        // to o straight from the piece; the other ranks' shards' pieces of
+        // this rank's part arrive in `scratch`, shard by shard in shard
+        // order (a rank's shards are consecutive, ranks in rank order). This
+        // rank's own shards are read where they are, so nothing is copied
+        // on its way.
+        let mut sends: Vec<(usize, &[f32])> = Vec::new();
+        for o in (0..size).filter(|&o| o != r && !part(o).is_empty()) {
+            sends.extend((0..mine.len()).map(|k| (o, &piece(k)[part(o)])));
         }
-        let (send_buf, rest) = scratch.split_at_mut(if reorder { send_len } else { 0 });
-        let recv = &mut rest[..recv_len];
-        let send: &[f32] = if reorder {
-            let mut at = 0;
-            for o in 0..size {
-                for k in 0..mine {
-                    let src = &piece(k)[part(o)];
-                    send_buf[at..at + src.len()].copy_from_slice(src);
-                    at += src.len();
+        let others = shards - mine.len();
+        if scratch.len() < others * w {
+            scratch.resize(others * w, 0.0);
+        }
+        let received = &mut scratch[..others * w];
+        let bytes = sends.iter().map(|(_, v)| v.len() * 4).sum();
+        if w == 0 {
+            self.timed(bytes, || self.comm.exchange(&sends, &mut []));
+        } else {
+            let mut slots = received.chunks_exact_mut(w);
+            let mut recvs: Vec<(usize, &mut [f32])> = Vec::with_capacity(others);
+            for q in (0..size).filter(|&q| q != r) {
+                for _ in self.shards_of(q, shards) {
+                    let slot = slots.next().expect("one slot per other rank's shard");
+                    recvs.push((q, slot));
                 }
             }
-            send_buf
-        } else if mine == 1 {
-            piece(0)
-        } else {
-            &[]
+            self.timed(bytes, || self.comm.exchange(&sends, &mut recvs));
+        }
+        // Step 2: the owner adds the S pieces of its part in shard order,
+        // the first two in one pass (`s₀ + s₁` is what `0 + s₀` then `+ s₁`
+        // gives, bit for bit, without the copy).
+        let received = &scratch[..others * w];
+        let shard = |j: usize| -> &[f32] {
+            if mine.contains(&j) {
+                &piece(j - mine.start)[part(r)]
+            } else {
+                let slot = if j < mine.start { j } else { j - mine.len() };
+                &received[slot * w..(slot + 1) * w]
+            }
         };
-        let away = send_len - send_counts[r];
-        self.timed(away * 4, || {
-            self.comm
-                .all_to_all_v(send, &send_counts, recv, &recv_counts)
-        });
-        // Step 2: the owner adds the S pieces of its part in shard order.
-        if shards > 0 && w > 0 {
-            sum.copy_from_slice(&recv[..w]);
-            for k in 1..shards {
-                for (x, y) in sum.iter_mut().zip(&recv[k * w..(k + 1) * w]) {
-                    *x += y;
+        match shards {
+            0 => sum.fill(0.0),
+            1 => sum.copy_from_slice(shard(0)),
+            _ => {
+                for ((x, a), b) in sum.iter_mut().zip(shard(0)).zip(shard(1)) {
+                    *x = a + b;
+                }
+                for k in 2..shards {
+                    for (x, y) in sum.iter_mut().zip(shard(k)) {
+                        *x += y;
+                    }
                 }
             }
-        } else {
-            sum.fill(0.0);
         }
     }
 
     /// Every rank's owned slice of `data` (as [`Group::owned_slice`] cuts
     /// it) to every rank: on entry this rank's slice is filled in, on return
-    /// all are.
-    pub(crate) fn all_gather_slices(&self, data: &mut [f32], scratch: &mut Vec<f32>) {
+    /// all are. Sent from and received into `data` itself.
+    pub(crate) fn all_gather_slices(&self, data: &mut [f32]) {
         let (r, size, n) = (self.rank(), self.size(), data.len());
         let own = self.owned_slice(r, n);
-        let w = own.len();
-        if scratch.len() < w {
-            scratch.resize(w, 0.0);
+        let (before, rest) = data.split_at_mut(own.start);
+        let (mine, mut after) = rest.split_at_mut(own.len());
+        let mine: &[f32] = mine;
+        let sends: Vec<(usize, &[f32])> = if mine.is_empty() {
+            Vec::new()
+        } else {
+            (0..size).filter(|&o| o != r).map(|o| (o, mine)).collect()
+        };
+        // The other ranks' slices, cut off the front of `before` and `after`
+        // in rank order (the slices are consecutive and cover `data`).
+        let mut recvs: Vec<(usize, &mut [f32])> = Vec::with_capacity(size);
+        let mut before = before;
+        for q in (0..size).filter(|&q| q != r) {
+            let len = self.owned_slice(q, n).len();
+            let side = if q < r { &mut before } else { &mut after };
+            let (slot, rest) = std::mem::take(side).split_at_mut(len);
+            *side = rest;
+            if len > 0 {
+                recvs.push((q, slot));
+            }
         }
-        scratch[..w].copy_from_slice(&data[own]);
-        let counts: Vec<usize> = (0..size).map(|o| self.owned_slice(o, n).len()).collect();
-        self.timed(w * 4 * (size - 1), || {
-            self.comm.all_gather_v(&scratch[..w], data, &counts)
+        self.timed(own.len() * 4 * (size - 1), || {
+            self.comm.exchange(&sends, &mut recvs)
         });
     }
 

@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use mpi::datatype::{Partition, PartitionMut};
+use mpi::datatype::{Equivalence, Partition, PartitionMut};
 use mpi::environment::Universe;
+use mpi::point_to_point::{Destination as _, Source as _, Status};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, CommunicatorCollectives as _};
 use mpi::Count;
@@ -185,11 +186,13 @@ fn watchdog(busy: Weak<AtomicU64>, start: Instant, rank: usize, timeout: f64) {
 /// polls in a busy loop, which takes the core from the computing threads
 /// when the exchange runs beside them. The first tests yield the core
 /// between them; later ones sleep 20 µs.
-fn patiently<'a, D: ?Sized, S: mpi::request::Scope<'a>>(mut req: mpi::request::Request<'a, D, S>) {
+fn patiently<'a, D: ?Sized, S: mpi::request::Scope<'a>>(
+    mut req: mpi::request::Request<'a, D, S>,
+) -> Status {
     let mut polls = 0u32;
     loop {
         match req.test() {
-            Ok(_) => return,
+            Ok(status) => return status,
             Err(again) => req = again,
         }
         polls += 1;
@@ -272,6 +275,57 @@ impl Communicator for MpiCommunicator {
                 w.all_gather_into(send, recv);
             }
         });
+    }
+    /// Every receive is posted (`MPI_Irecv` into the caller's slice), then
+    /// every send (`MPI_Isend` from the caller's slice), then each is waited
+    /// for (polling with back-off on a channel): no value is copied in this
+    /// process. A message shorter than its buffer ends every rank.
+    fn exchange(&self, sends: &[(usize, &[f32])], recvs: &mut [(usize, &mut [f32])]) {
+        let (me, size) = (self.rank, self.size);
+        let rank_of = |q: usize, len: usize| {
+            assert!(
+                q < size && q != me,
+                "MpiCommunicator::exchange: rank {me} of {size} cannot exchange with rank {q}"
+            );
+            layout(&[len]);
+            q as mpi::Rank
+        };
+        let patient = self.patient;
+        let short = self.call(|w| {
+            mpi::request::scope(|scope| {
+                let mut pending = Vec::with_capacity(recvs.len() + sends.len());
+                for (q, buf) in recvs.iter_mut() {
+                    let from = rank_of(*q, buf.len());
+                    let len = buf.len();
+                    let req = w
+                        .process_at_rank(from)
+                        .immediate_receive_into(scope, &mut **buf);
+                    pending.push((Some((*q, len)), req));
+                }
+                for &(q, v) in sends {
+                    let to = rank_of(q, v.len());
+                    pending.push((None, w.process_at_rank(to).immediate_send(scope, v)));
+                }
+                let mut short = None;
+                for (recv, req) in pending {
+                    let status = if patient { patiently(req) } else { req.wait() };
+                    if let Some((q, len)) = recv {
+                        let got = status.count(f32::equivalent_datatype());
+                        if usize::try_from(got) != Ok(len) {
+                            short = Some((q, got, len));
+                        }
+                    }
+                }
+                short
+            })
+        });
+        if let Some((q, got, len)) = short {
+            eprintln!(
+                "backprop: rank {me}: a message from rank {q} held {got} values where {len} were \
+                 expected (the ranks disagree on the exchange)"
+            );
+            self.abort(70);
+        }
     }
     /// `MPI_Abort` on the world: every rank ends.
     fn abort(&self, code: i32) -> ! {

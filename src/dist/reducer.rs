@@ -380,7 +380,7 @@ impl Reducer {
             }
         }
         if full {
-            self.group.all_gather_slices(grads, &mut self.scratch);
+            self.group.all_gather_slices(grads);
         }
     }
 }

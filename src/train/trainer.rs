@@ -98,8 +98,6 @@ pub struct Trainer {
     /// The epoch's sample order and the gathered minibatch (reused).
     order: Vec<usize>,
     batch: Batch,
-    /// A group's exchange buffer (reused).
-    scratch: Vec<f32>,
     /// Whether a step since the last [`Trainer::sync_optimizer`] updated
     /// this rank's slice of the optimizer state only (the same on every
     /// rank: set and cleared by steps and syncs, which all ranks take
@@ -130,7 +128,6 @@ impl Trainer {
             seed,
             order: Vec::new(),
             batch: Batch::default(),
-            scratch: Vec::new(),
             state_partial: false,
         }
     }
@@ -335,7 +332,7 @@ impl Trainer {
             })
             .collect();
         for b in &mut buffers {
-            g.all_gather_slices(b, &mut self.scratch);
+            g.all_gather_slices(b);
         }
         if held != (0..n) {
             assert!(
@@ -461,7 +458,7 @@ impl Trainer {
                 }
                 self.opt.step_range(params, grads, lr, r);
                 self.state_partial = true;
-                g.all_gather_slices(params, &mut self.scratch);
+                g.all_gather_slices(params);
             }
             _ => self.opt.step(params, grads, lr),
         }
