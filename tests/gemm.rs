@@ -58,8 +58,8 @@ fn edges(isa: Isa) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
         b.mr,
         b.mr + 1,
         2 * b.mr + 1,
-        // Bottom edges of 4, 5, 8 and 9 rows: the no-packing path runs them on
-        // 4-, 8- or full-height tiles.
+        // Bottom edges of 4, 5, 8 and 9 rows: both paths run them on 4-, 8- or
+        // full-height tiles.
         b.mr + 4,
         b.mr + 5,
         b.mr + 8,

@@ -361,27 +361,76 @@ impl KernelOp for Compute<'_> {
                             if beta != 0.0 {
                                 prefetch_tile(s, c_tile, p.rsc, p.csc, m_eff, n_eff);
                             }
-                            let acc = accumulate::<S, MR, NV>(
-                                s,
-                                kcb,
-                                a_panel,
-                                1,
-                                MR as isize,
-                                b_panel,
-                                nr as isize,
-                            );
                             let epi = if last {
                                 p.epi.at(ic + ir, b.jc + jr, MR)
                             } else {
                                 Epilogue::None
                             };
-                            store_tile::<S, MR, NV>(
-                                s, &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
-                            );
+                            let tile = PackedTile {
+                                kc: kcb,
+                                a: a_panel,
+                                b: b_panel,
+                                c: c_tile,
+                                beta,
+                                m_eff,
+                                n_eff,
+                                epi: &epi,
+                            };
+                            // A bottom edge of a few rows runs on a shorter
+                            // register tile (the packed panel's first rows)
+                            // instead of FMAs on zero padding.
+                            match edge_height(MR, m_eff % MR) {
+                                4 if MR > 4 => tile.run::<S, 4, NV>(s, p, MR),
+                                8 if MR > 8 => tile.run::<S, 8, NV>(s, p, MR),
+                                _ => tile.run::<S, MR, NV>(s, p, MR),
+                            }
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// One register tile of the packed loop nest: `kc` steps over a packed A
+/// micro-panel of height `mr` (its first `R` rows are read) and a packed B
+/// micro-panel, then the store of its `m_eff × n_eff` corner.
+struct PackedTile<'e> {
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    beta: f32,
+    m_eff: usize,
+    n_eff: usize,
+    epi: &'e Epilogue,
+}
+
+impl PackedTile<'_> {
+    /// Runs the tile on an `R × NV·LANES` register tile (`m_eff ≤ R ≤ mr`).
+    /// Each element is one FMA chain over k whatever `R` is, so the tile
+    /// height never changes a bit.
+    ///
+    /// # Safety
+    /// The panels hold `kc` steps of `mr` rows (A, column stride `mr`) and
+    /// `NV·LANES` columns (B); the corner is inside C (`p`'s strides).
+    #[inline(always)]
+    unsafe fn run<S: Simd, const R: usize, const NV: usize>(self, s: S, p: &Problem, mr: usize) {
+        debug_assert!(self.m_eff <= R && R <= mr);
+        // SAFETY: as the caller guarantees; R ≤ mr rows of the A panel.
+        unsafe {
+            let acc = accumulate::<S, R, NV>(
+                s,
+                self.kc,
+                self.a,
+                1,
+                mr as isize,
+                self.b,
+                (NV * S::LANES) as isize,
+            );
+            store_tile::<S, R, NV>(
+                s, &acc, p.alpha, self.beta, self.c, p.rsc, p.csc, self.m_eff, self.n_eff, self.epi,
+            );
         }
     }
 }
