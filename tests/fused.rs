@@ -242,6 +242,7 @@ fn edges(isa: Isa) -> Vec<(usize, usize, usize)> {
         b.mr - 1,
         b.mr,
         b.mr + 1,
+        b.mr + 4,
         b.mr + 5,
         b.mr + 8,
         2 * b.mr + 3,

@@ -85,8 +85,11 @@
 //! competes with the computing threads, and the gain is small.
 //!
 //! # Communicators
-//! [`Communicator`] is the transport: two collectives on `f32` with variable
-//! counts and one on `f64`. [`LocalGroup`] runs the ranks as threads of one
+//! [`Communicator`] is the transport: point-to-point messages of `f32`
+//! ([`Communicator::exchange`], which carries every gradient and parameter
+//! value), collectives on `f32` with variable counts (the default exchange
+//! runs through the all-to-all) and one on `f64` (losses, BatchNorm's sums,
+//! verdicts). [`LocalGroup`] runs the ranks as threads of one
 //! process (for tests and for trying a configuration); with the feature
 //! `mpi`, `MpiCommunicator` runs them over MPI.
 
@@ -420,7 +423,7 @@ impl Group {
             self.timed(bytes, || self.comm.exchange(&sends, &mut recvs));
         }
         // Step 2: the owner adds the S pieces of its part in shard order,
-        // the first two in one pass (`s₀ + s₁` is what `0 + s₀` then `+ s₁`
+        // the first two in one pass (what copying s₀ and then adding s₁
         // gives, bit for bit, without the copy).
         let received = &scratch[..others * w];
         let shard = |j: usize| -> &[f32] {
@@ -670,7 +673,7 @@ impl LocalGroup {
 
     /// Posts `values`, waits for every rank, hands `read` all posts, and
     /// waits again so no post is replaced while another rank reads it.
-    fn exchange(&self, values: Vec<f64>, read: impl FnOnce(&[Vec<f64>])) {
+    fn rendezvous(&self, values: Vec<f64>, read: impl FnOnce(&[Vec<f64>])) {
         let mut st = self.lock();
         st.posted[self.rank] = values;
         let st = self.barrier(st);
@@ -712,7 +715,7 @@ impl Communicator for LocalGroup {
         let post: Vec<f64> = (send_counts.iter().map(|&c| c as f64))
             .chain(send.iter().map(|&v| f64::from(v)))
             .collect();
-        self.exchange(post, |posts| {
+        self.rendezvous(post, |posts| {
             let mut at = 0;
             for (q, post) in posts.iter().enumerate() {
                 let start = size + post[..me].iter().map(|&c| c as usize).sum::<usize>();
@@ -730,7 +733,7 @@ impl Communicator for LocalGroup {
         });
     }
     fn all_gather_v(&self, send: &[f32], recv: &mut [f32], counts: &[usize]) {
-        self.exchange(send.iter().map(|&v| f64::from(v)).collect(), |posts| {
+        self.rendezvous(send.iter().map(|&v| f64::from(v)).collect(), |posts| {
             let mut at = 0;
             for (q, post) in posts.iter().enumerate() {
                 for (d, &v) in recv[at..at + counts[q]].iter_mut().zip(post) {
@@ -741,7 +744,7 @@ impl Communicator for LocalGroup {
         });
     }
     fn all_gather_f64(&self, send: &[f64], recv: &mut [f64]) {
-        self.exchange(send.to_vec(), |posts| {
+        self.rendezvous(send.to_vec(), |posts| {
             for (q, post) in posts.iter().enumerate() {
                 recv[q * send.len()..(q + 1) * send.len()].copy_from_slice(post);
             }

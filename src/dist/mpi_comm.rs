@@ -282,20 +282,32 @@ impl Communicator for MpiCommunicator {
     /// process. A message shorter than its buffer ends every rank.
     fn exchange(&self, sends: &[(usize, &[f32])], recvs: &mut [(usize, &mut [f32])]) {
         let (me, size) = (self.rank, self.size);
-        let rank_of = |q: usize, len: usize| {
+        // Every message is checked before any is posted: a panic among
+        // posted requests would end the process without this message.
+        let check = |q: usize, len: usize| {
             assert!(
                 q < size && q != me,
                 "MpiCommunicator::exchange: rank {me} of {size} cannot exchange with rank {q}"
             );
-            layout(&[len]);
-            q as mpi::Rank
+            assert!(
+                Count::try_from(len).is_ok(),
+                "MpiCommunicator: {len} values in one message exceed MPI's int count"
+            );
         };
+        for &(q, v) in sends {
+            check(q, v.len());
+        }
+        for (q, b) in recvs.iter() {
+            check(*q, b.len());
+        }
+        // Checked above: ranks below `size`, which MPI counts in an int.
+        let rank_of = |q: usize| q as mpi::Rank;
         let patient = self.patient;
         let short = self.call(|w| {
             mpi::request::scope(|scope| {
                 let mut pending = Vec::with_capacity(recvs.len() + sends.len());
                 for (q, buf) in recvs.iter_mut() {
-                    let from = rank_of(*q, buf.len());
+                    let from = rank_of(*q);
                     let len = buf.len();
                     let req = w
                         .process_at_rank(from)
@@ -303,7 +315,7 @@ impl Communicator for MpiCommunicator {
                     pending.push((Some((*q, len)), req));
                 }
                 for &(q, v) in sends {
-                    let to = rank_of(q, v.len());
+                    let to = rank_of(q);
                     pending.push((None, w.process_at_rank(to).immediate_send(scope, v)));
                 }
                 let mut short = None;
