@@ -409,19 +409,19 @@ impl Group {
         }
         let received = &mut scratch[..others * w];
         let bytes = sends.iter().map(|(_, v)| v.len() * 4).sum();
-        if w == 0 {
-            self.timed(bytes, || self.comm.exchange(&sends, &mut []));
-        } else {
+        // Nothing comes in when this rank owns none of `range` (the senders
+        // skip an empty part alike).
+        let mut recvs: Vec<(usize, &mut [f32])> = Vec::with_capacity(others);
+        if w > 0 {
             let mut slots = received.chunks_exact_mut(w);
-            let mut recvs: Vec<(usize, &mut [f32])> = Vec::with_capacity(others);
             for q in (0..size).filter(|&q| q != r) {
                 for _ in self.shards_of(q, shards) {
                     let slot = slots.next().expect("one slot per other rank's shard");
                     recvs.push((q, slot));
                 }
             }
-            self.timed(bytes, || self.comm.exchange(&sends, &mut recvs));
         }
+        self.timed(bytes, || self.comm.exchange(&sends, &mut recvs));
         // Step 2: the owner adds the S pieces of its part in shard order,
         // the first two in one pass (what copying s₀ and then adding s₁
         // gives, bit for bit, without the copy).
