@@ -161,21 +161,27 @@ unsafe impl Simd for Avx512 {
 const MR: usize = 12;
 const NV: usize = 2;
 
-/// Depth of one pass over k: the `kc × 32` B micro-panel is 32 KiB, two thirds
-/// of the 48 KiB L1d of Intel cores since Ice Lake and all of a 32 KiB one
-/// (Zen 4, Skylake-SP), as the AVX2 path's 512 × 16 panel is on Zen 3. Fewer
-/// passes over k mean fewer round trips of C through the caches: on a Sapphire
-/// Rapids-class Xeon 256 measured ~3 % faster than 192 at 1024³ (one thread,
-/// same `mc`/`nc`). Fixed, because it decides the rounding (see `kernel::cache`).
-const KC: usize = 256;
+/// Depth of one pass over k. The `kc × 32` B micro-panel is 64 KiB: more than
+/// an L1d, so each of the `mc / 12` A micro-panels of an `ic` block reads it
+/// from L2 (two lines per 24 FMAs, a fraction of what L2 delivers), and half as
+/// many passes over k as at 256 mean half the round trips of C through the
+/// caches (C is re-read and re-written after every pass). Measured on a
+/// Sapphire Rapids-class Xeon (48 KiB L1d, 2 MiB L2), one thread, against the
+/// `gemm` crate in the same runs (median of four interleaved rounds of
+/// `gemm_demo`): 1024³ 0.865 → 0.925 of its rate, 256×1024×1024 0.865 → 0.92,
+/// 128×784×512 0.915 → 0.96, the small shapes unchanged; 384 lay in between
+/// and 1024 was no better than 512. `mc`, `nc` follow from the caches as
+/// before (`kernel::cache`); fixed, because it decides the rounding.
+const KC: usize = 512;
 
 // The blocking's promises, checked when the crate compiles: the C tile
 // (MR × NV accumulators), the NV B vectors and the A broadcast fit the 32 zmm
-// registers, and the kc × 16·NV B micro-panel fits 32 KiB of L1d.
+// registers, and the kc × 16·NV B micro-panel fits in a sixteenth of the
+// smallest L2 of an AVX-512 core (1 MiB, Zen 4), beside the A block.
 const _: () = {
     let registers = MR * NV + NV + 1; // C tile, B vectors, A broadcast
     assert!(registers <= 32);
-    assert!(KC * NV * 16 * std::mem::size_of::<f32>() <= 32 * 1024);
+    assert!(KC * NV * 16 * std::mem::size_of::<f32>() <= 64 * 1024);
 };
 
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches, with
