@@ -2,7 +2,9 @@
 //! GEMM against matrixmultiply (single-threaded) and the gemm crate (its
 //! AVX-512 kernels, `x86-v4`, on the same thread count as ours) on the shapes
 //! an MLP training step uses, with the machine's FMA peak for scale. Medians of
-//! repeated runs, one process, the libraries timed alternately.
+//! repeated runs, one process, the libraries timed alternately. Last, one
+//! training step of the K = 1024, L = 8 network (batch 256, MSE, SGD with
+//! momentum) against the same peak.
 //!
 //! `cargo run --release --example gemm_demo [threads]`
 
@@ -10,6 +12,9 @@ use std::time::Instant;
 
 use backprop::gemm::{gemm_with, GemmOptions};
 use backprop::matrix::{MatMut, MatRef};
+use backprop::nn::{Activation, Loss, MlpBuilder, Targets};
+use backprop::optim::{Schedule, Sgd, SgdConfig};
+use backprop::train::Trainer;
 use backprop::{kernel, reference, Threads};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -214,4 +219,47 @@ fn main() {
             "{label}: ours and gemm differ by {drift}"
         );
     }
+    step_k1024(threads, peak, &mut rand_vec);
+}
+
+/// Times one training step of the K = 1024, L = 8 network (1024 inputs, eight
+/// hidden ReLU layers of 1024, 1024 outputs, MSE, batch 256, SGD with momentum
+/// 0.9: `k1024_l8_b256` of `benches/train.rs`) and prints its rate against the
+/// FMA peak. The flops counted are the GEMMs the step runs: forward and weight
+/// gradient for all nine layers, the δ step for all but the first.
+fn step_k1024(threads: usize, peak: f64, rand_vec: &mut impl FnMut(usize) -> Vec<f32>) {
+    let (k, hidden, batch) = (1024, 8, 256);
+    let mut builder = MlpBuilder::new(k).loss(Loss::Mse);
+    for _ in 0..hidden {
+        builder = builder.dense(k).act(Activation::Relu);
+    }
+    let mut net = builder.dense(k).build(1).expect("a valid network");
+    net.set_gemm_options(GemmOptions {
+        threads: Threads::Fixed(threads),
+        ..Default::default()
+    });
+    let sgd = Sgd::new(
+        net.num_params(),
+        SgdConfig {
+            momentum: 0.9,
+            ..Default::default()
+        },
+    );
+    let mut trainer = Trainer::new(net, Box::new(sgd), Schedule::constant(1e-3), 1);
+    let (x, y) = (rand_vec(batch * k), rand_vec(batch * k));
+    let mut step = || {
+        let t = Targets::Values(MatRef::from_slice(&y, batch, k));
+        trainer
+            .step(MatRef::from_slice(&x, batch, k), t)
+            .expect("a finite step");
+    };
+    let secs = interleaved_medians(&mut [&mut step], 5, 3.0)[0];
+    let layers = hidden + 1;
+    let flops = 2.0 * (batch * k * k) as f64 * (2 * layers + layers - 1) as f64;
+    let rate = flops / secs / 1e9;
+    println!(
+        "training step K = {k}, L = {hidden}, batch {batch}: {:.1} ms, {rate:.1} GFLOP/s, {:.0}% of peak",
+        secs * 1e3,
+        100.0 * rate / (peak * threads as f64)
+    );
 }
