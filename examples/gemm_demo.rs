@@ -226,7 +226,8 @@ fn main() {
 /// hidden ReLU layers of 1024, 1024 outputs, MSE, batch 256, SGD with momentum
 /// 0.9: `k1024_l8_b256` of `benches/train.rs`) and prints its rate against the
 /// FMA peak. The flops counted are the GEMMs the step runs: forward and weight
-/// gradient for all nine layers, the δ step for all but the first.
+/// gradient for all nine layers, the δ step for all but the first: 26
+/// products (`benches/train.rs` counts 6·B·ΣK², 27, as its throughput unit).
 fn step_k1024(threads: usize, peak: f64, rand_vec: &mut impl FnMut(usize) -> Vec<f32>) {
     let (k, hidden, batch) = (1024, 8, 256);
     let mut builder = MlpBuilder::new(k).loss(Loss::Mse);

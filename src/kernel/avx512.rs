@@ -167,17 +167,18 @@ const NV: usize = 2;
 /// many passes over k as at 256 mean half the round trips of C through the
 /// caches (C is re-read and re-written after every pass). Measured on a
 /// Sapphire Rapids-class Xeon (48 KiB L1d, 2 MiB L2), one thread, against the
-/// `gemm` crate in the same runs (median of four interleaved rounds of
-/// `gemm_demo`): 1024³ 0.865 → 0.925 of its rate, 256×1024×1024 0.865 → 0.92,
-/// 128×784×512 0.915 → 0.96, the small shapes unchanged; 384 lay in between
-/// and 1024 was no better than 512. `mc`, `nc` follow from the caches as
-/// before (`kernel::cache`); fixed, because it decides the rounding.
+/// `gemm` crate and matrixmultiply in the same runs: 1024³ 0.88 → 0.93 of the
+/// gemm crate's rate, the other large shapes +2–5 %, the small ones unchanged
+/// (the README's benchmark section has the table); 384 lay in between and 1024
+/// was no better than 512. `mc`, `nc` follow from the caches as before
+/// (`kernel::cache`); fixed, because it decides the rounding.
 const KC: usize = 512;
 
 // The blocking's promises, checked when the crate compiles: the C tile
 // (MR × NV accumulators), the NV B vectors and the A broadcast fit the 32 zmm
-// registers, and the kc × 16·NV B micro-panel fits in a sixteenth of the
-// smallest L2 of an AVX-512 core (1 MiB, Zen 4), beside the A block.
+// registers, and the kc × 16·NV B micro-panel is at most a sixteenth of a
+// 1 MiB L2 (Zen 4, and the fallback cache sizes). Those caches give mc = 24,
+// nc = 256, and a 512 KiB L2 (Ice Lake client) mc = 12, nc = 128: not measured.
 const _: () = {
     let registers = MR * NV + NV + 1; // C tile, B vectors, A broadcast
     assert!(registers <= 32);

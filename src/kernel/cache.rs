@@ -30,9 +30,10 @@
 //! 256×1024×1024 from 134 to 137. The AVX2 path measured within 2 % either way
 //! on that machine, so it keeps the split it was tuned with. With the panel in
 //! L2, the micro-panel need not fit L1d: the AVX-512 path's `kc = 512` makes it
-//! 64 KiB and halves the passes over C (see `kernel/avx512.rs`), which gained
-//! 5–7 % on the large shapes against `kc = 256` (and gives `mc = 60`,
-//! `nc = 512` on a 2 MiB L2; doubling either measured no better).
+//! 64 KiB and halves the passes over C (see `kernel/avx512.rs`): on the large
+//! shapes 2–9 % more GFLOP/s than `kc = 256` in interleaved `gemm_demo` rounds,
+//! 2–5 % less time in same-run `compare_rev.sh` medians (and it gives
+//! `mc = 60`, `nc = 512` on a 2 MiB L2; doubling either measured no better).
 //!
 //! **`kc` is fixed per kernel path** and not derived from the L1 size. It is the
 //! one block size that changes result bits: C is rounded to `f32` after every

@@ -93,7 +93,8 @@ pub struct Blocking {
     pub mr: usize,
     /// Columns of the register tile (micro-panel width of packed B).
     pub nr: usize,
-    /// Depth of one pass over k; a `kc × nr` micro-panel of B stays in L1.
+    /// Depth of one pass over k; a `kc × nr` micro-panel of B stays in L1 (on the
+    /// AVX-512 path it is 64 KiB and is read from L2: see [`cache`]).
     pub kc: usize,
     /// Rows of a packed A block; the `mc × kc` block stays in L2 (a quarter or
     /// a sixteenth of it, by the path's residency rule in [`cache`]).
