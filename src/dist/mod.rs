@@ -142,12 +142,7 @@ pub trait Communicator: Send + Sync {
     /// If a message goes to this rank itself or to a rank `≥ size()`.
     fn exchange(&self, sends: &[(usize, &[f32])], recvs: &mut [(usize, &mut [f32])]) {
         let (me, size) = (self.rank(), self.size());
-        let check = |q: usize| {
-            assert!(
-                q < size && q != me,
-                "Communicator::exchange: rank {me} of {size} cannot exchange with rank {q}"
-            )
-        };
+        let check = |q: usize| check_peer("Communicator::exchange", me, size, q);
         let mut send_counts = vec![0usize; size];
         for &(q, v) in sends {
             check(q);
@@ -547,6 +542,16 @@ pub fn world() -> Result<Option<Group>, String> {
                 .into(),
         )
     }
+}
+
+/// Panics (naming `who`) unless rank `me` of `size` may exchange messages
+/// with rank `q`: a rank below `size` other than itself.
+#[track_caller]
+pub(crate) fn check_peer(who: &str, me: usize, size: usize, q: usize) {
+    assert!(
+        q < size && q != me,
+        "{who}: rank {me} of {size} cannot exchange with rank {q}"
+    );
 }
 
 /// The shards of `shards` that rank `rank` of `size` owns: an even,

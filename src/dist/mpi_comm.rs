@@ -12,7 +12,7 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, CommunicatorCollectives as _};
 use mpi::Count;
 
-use super::Communicator;
+use super::{check_peer, Communicator};
 
 /// The ranks of `MPI_COMM_WORLD`, as started by `mpirun`/`mpiexec` (a
 /// program started alone is a world of one).
@@ -204,13 +204,15 @@ fn patiently<'a, D: ?Sized, S: mpi::request::Scope<'a>>(
     }
 }
 
+/// `n` values as MPI counts them (an int).
+fn as_count(n: usize) -> Count {
+    Count::try_from(n).unwrap_or_else(|_| {
+        panic!("MpiCommunicator: {n} values in one message exceed MPI's int count")
+    })
+}
+
 /// Counts and displacements as MPI takes them.
 fn layout(counts: &[usize]) -> (Vec<Count>, Vec<Count>) {
-    let as_count = |n: usize| {
-        Count::try_from(n).unwrap_or_else(|_| {
-            panic!("MpiCommunicator: {n} values in one message exceed MPI's int count")
-        })
-    };
     let mut displs = Vec::with_capacity(counts.len());
     let mut at = 0usize;
     for &c in counts {
@@ -285,14 +287,8 @@ impl Communicator for MpiCommunicator {
         // Every message is checked before any is posted: a panic among
         // posted requests would end the process without this message.
         let check = |q: usize, len: usize| {
-            assert!(
-                q < size && q != me,
-                "MpiCommunicator::exchange: rank {me} of {size} cannot exchange with rank {q}"
-            );
-            assert!(
-                Count::try_from(len).is_ok(),
-                "MpiCommunicator: {len} values in one message exceed MPI's int count"
-            );
+            check_peer("MpiCommunicator::exchange", me, size, q);
+            as_count(len);
         };
         for &(q, v) in sends {
             check(q, v.len());
