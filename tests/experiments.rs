@@ -263,8 +263,8 @@ fn deep_relu_net_trains_with_he_init_and_stalls_with_half_the_variance() {
         // 74 %) with the AVX-512 path's kc = 256, and 0.62–0.91 and 79–87 %
         // with kc = 192, where only the first layer's k = 784 is rounded
         // differently; with kc = 512 seeds 5 and 7 end at train loss 0.75 and
-        // 0.65, test accuracy 78 and 84 %. The claim is the gap to the stalled net's ln 10 and
-        // ≈ 10 %, so the bounds sit below every seed measured.
+        // 0.65, test accuracy 78 and 84 %. The claim is the gap to the stalled
+        // net's ln 10 and ≈ 10 %, so the bounds sit below every seed measured.
         assert!(h.final_train_loss() < 1.2, "{h:?}");
         assert!(h.final_accuracy() > 0.5, "{h:?}");
     }
