@@ -28,9 +28,10 @@ What it does, in order:
    and the register tile (broadcasts and B loads per k step), and fails when the
    body touches the stack (a memory operand on %rsp, or on %rbp in a function that
    keeps a frame pointer: a spill or reload) or holds anything but: the FMAs,
-   vbroadcastss from memory (A), vmovups/vmovaps loads into a register (B), loop
-   control (add, sub, inc, dec, lea, cmp, test and mov between general registers,
-   conditional jumps and jumps inside the loop), nops and software prefetches.
+   vbroadcastss from memory (A), vmovups/vmovaps loads into a register, masked or
+   not, and vmaskmovps loads (B), loop control (add, sub, inc, dec, lea, cmp, test
+   and mov between general registers, conditional jumps and jumps inside the
+   loop), nops and software prefetches.
    Identical loops in several monomorphised copies are reported once, with the ops
    they belong to.
 5. Throughput: runs each k-loop through llvm-mca (Debian's llvm-19) on
@@ -536,7 +537,12 @@ def analyse_loop(loop, uses_frame_pointer):
         if m == "vbroadcastss" and ops and "(" in ops[0] and vreg(ops[-1]):
             bcasts += 1
             continue
-        if m in ("vmovups", "vmovaps") and ops and "(" in ops[0] and vreg(ops[-1]):
+        if m in ("vmovups", "vmovaps") and ops and "(" in ops[0] and vreg(ops[-1].split("{")[0]):
+            # A B load; masked (`{%kN}{z}`) for a partial strip read in place.
+            loads += 1
+            continue
+        if m == "vmaskmovps" and len(ops) == 3 and "(" in ops[0] and vreg(ops[-1]):
+            # AVX2's masked load: a partial strip of B read in place.
             loads += 1
             continue
         if m.startswith("j") and m != "jmp":
@@ -932,9 +938,10 @@ FN_AVX512 = "_ZN8backprop6kernel6avx5128dispatch17h0123456789abcdefE"
 FN_AVX2 = "_ZN8backprop6kernel4avx28dispatch17h0123456789abcdefE"
 
 
-def kloop_asm(width, mr, nv, unroll, extra=None, frame_pointer=False, a_reg="%rax"):
-    """A k-loop in the shape the kernels compile to: per k step, NV B loads,
-    MR broadcasts, MR·NV FMAs into accumulators 0..MR·NV-1."""
+def kloop_asm(width, mr, nv, unroll, extra=None, frame_pointer=False, a_reg="%rax", masked=False):
+    """A k-loop in the shape the kernels compile to: per k step, NV B loads
+    (with `masked`, the last one masked as for a partial strip of B read in
+    place), MR broadcasts, MR·NV FMAs into accumulators 0..MR·NV-1."""
     lanes_bytes = 64 if width == "zmm" else 32
     acc = mr * nv
     b0 = acc
@@ -945,7 +952,13 @@ def kloop_asm(width, mr, nv, unroll, extra=None, frame_pointer=False, a_reg="%ra
     lines += ["mov $64,%rcx", "1:"]
     for u in range(unroll):
         for v in range(nv):
-            lines.append(f"vmovups {u * nv * lanes_bytes + v * lanes_bytes}(%rdx),%{width}{b0 + v}")
+            src = f"{u * nv * lanes_bytes + v * lanes_bytes}(%rdx)"
+            if masked and v == nv - 1 and width == "zmm":
+                lines.append(f"vmovups {src},%zmm{b0 + v}{{%k2}}{{z}}")
+            elif masked and v == nv - 1:
+                lines.append(f"vmaskmovps {src},%ymm15,%ymm{b0 + v}")
+            else:
+                lines.append(f"vmovups {src},%{width}{b0 + v}")
         for i in range(mr):
             lines.append(f"vbroadcastss {4 * (u * mr + i)}({a_reg}),%{width}{bc}")
             for v in range(nv):
@@ -967,6 +980,8 @@ def snippet(name, body):
 SELF_TESTS = {
     "clean avx512 loop": (FN_AVX512, lambda: kloop_asm("zmm", 12, 2, 4)),
     "clean avx2 loop": (FN_AVX2, lambda: kloop_asm("ymm", 6, 2, 4)),
+    "avx512 loop with a masked B load": (FN_AVX512, lambda: kloop_asm("zmm", 12, 2, 4, masked=True)),
+    "avx2 loop with a masked B load": (FN_AVX2, lambda: kloop_asm("ymm", 6, 2, 4, masked=True)),
     "avx512 loop with a spill": (FN_AVX512, lambda: kloop_asm(
         "zmm", 12, 2, 4, extra=["vmovups %zmm5,0x40(%rsp)", "vmovups 0x80(%rsp),%zmm5"])),
     "avx2 loop with a register copy": (FN_AVX2, lambda: kloop_asm(
@@ -1063,7 +1078,8 @@ def self_test(objdump, mca):
         fp = uses_frame_pointer(f)
         return [(loop, analyse_loop(loop, fp)) for loop in innermost_loops(f)]
 
-    for case in ("clean avx512 loop", "clean avx2 loop"):
+    for case in ("clean avx512 loop", "clean avx2 loop", "avx512 loop with a masked B load",
+                 "avx2 loop with a masked B load"):
         ls = [x for x in kloops(case) if x[1]]
         w, mr, per = ("zmm", 12, 96) if "512" in case else ("ymm", 6, 48)
         ok = (len(ls) == 1 and ls[0][1]["fmas"] == per and ls[0][1]["k_steps"] == 4

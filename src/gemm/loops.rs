@@ -21,7 +21,8 @@
 use std::cell::RefCell;
 
 use crate::kernel::{
-    accumulate, dispatch, prefetch_tile, store_tile, Blocking, Epilogue, Isa, KernelOp, Simd,
+    accumulate, dispatch, prefetch_tile, store_tile, Blocking, Epilogue, Isa, KernelOp, MaskedLoad,
+    Simd,
 };
 use crate::matrix::{MatMut, MatRef};
 use crate::parallel;
@@ -419,7 +420,7 @@ impl PackedTile<'_> {
         debug_assert!(self.m_eff <= R && R <= mr);
         // SAFETY: as the caller guarantees; R ≤ mr rows of the A panel.
         unsafe {
-            let acc = accumulate::<S, R, NV>(
+            let acc = accumulate::<S, R, NV, false>(
                 s,
                 self.kc,
                 self.a,
@@ -427,6 +428,7 @@ impl PackedTile<'_> {
                 mr as isize,
                 self.b,
                 (NV * S::LANES) as isize,
+                S::LANES,
             );
             store_tile::<S, R, NV>(
                 s, &acc, p.alpha, self.beta, self.c, p.rsc, p.csc, self.m_eff, self.n_eff, self.epi,
@@ -514,8 +516,11 @@ struct Strip<'a> {
     b_strip: *mut f32,
 }
 
-/// Columns `jr .. jr + n_eff` (`n_eff ≤ NV·LANES`) of a no-packing product on
-/// `MR × NV·LANES` tiles, the bottom edge on an `edge_h`-row tile.
+/// Columns `jr .. jr + n_eff` of a no-packing product on `MR × NV·LANES`
+/// tiles, the bottom edge on an `edge_h`-row tile (`(NV − 1)·LANES < n_eff ≤
+/// NV·LANES`). B is read in place when its columns are contiguous (a partial
+/// strip with a masked last vector, where [`Simd::MASKED_LOAD`] allows it),
+/// else packed: the same products either way.
 ///
 /// # Safety
 /// `strip` describes a valid problem with its edge rows packed; `jr < n`.
@@ -528,30 +533,74 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
 ) {
     let p = strip.p;
     let nr = NV * S::LANES;
-    // SAFETY: full tiles read A rows ir..ir+MR ≤ m_full and B columns
-    // jr..jr+nr ≤ n (unit column stride) in place; a partial strip of B is
-    // packed into the nr·k scratch; the edge tile reads the packed edge panel;
-    // C is written only inside its shape.
+    debug_assert!((NV - 1) * S::LANES < n_eff && n_eff <= nr);
+    // SAFETY: a full strip of B with unit column stride is read in place
+    // (columns jr..jr+nr ≤ n); a partial one in place only up to its n_eff
+    // columns (masked), or packed into the nr·k scratch.
     unsafe {
         let b_src = p.b.offset(jr as isize * p.csb);
-        let (b_panel, b_rs) = if n_eff == nr && p.csb == 1 {
-            (b_src, p.rsb)
+        if n_eff == nr && p.csb == 1 {
+            strip_tiles::<S, MR, NV, false>(s, strip, jr, n_eff, (b_src, p.rsb));
+        } else if p.csb == 1
+            && match S::MASKED_LOAD {
+                MaskedLoad::MaskRegister => true,
+                MaskedLoad::VectorMask => NV == 1,
+                MaskedLoad::Copy => false,
+            }
+        {
+            // A partial strip read in place, its last vector with a masked load.
+            strip_tiles::<S, MR, NV, true>(s, strip, jr, n_eff, (b_src, p.rsb));
         } else {
             pack_b_panel(s, nr, n_eff, p.k, b_src, p.rsb, p.csb, strip.b_strip);
-            (strip.b_strip as *const f32, nr as isize)
-        };
-        let b = (b_panel, b_rs);
+            let b = (strip.b_strip as *const f32, nr as isize);
+            strip_tiles::<S, MR, NV, false>(s, strip, jr, n_eff, b);
+        }
+    }
+}
+
+/// The tiles of one column strip of a no-packing product, B's rows at
+/// `b.0 + p·b.1`: in place or packed with `NV·LANES` readable columns, or
+/// with `MASKED` only the strip's `n_eff` (see [`accumulate`]).
+///
+/// # Safety
+/// As [`direct_strip`], with B readable as just said.
+#[inline(always)]
+unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: bool>(
+    s: S,
+    strip: &Strip<'_>,
+    jr: usize,
+    n_eff: usize,
+    b: (*const f32, isize),
+) {
+    let p = strip.p;
+    // SAFETY: full tiles read A rows ir..ir+MR ≤ m_full in place; the edge
+    // tile reads the packed edge panel; B as the caller guarantees; C is
+    // written only inside its shape.
+    unsafe {
         for ir in (0..strip.m_full).step_by(MR) {
             let a = (p.a.offset(ir as isize * p.rsa), p.rsa, p.csa);
-            direct_tile::<S, MR, NV>(s, p, MR, ir, jr, n_eff, a, b);
+            direct_tile::<S, MR, NV, MASKED>(s, p, MR, ir, jr, n_eff, a, b);
         }
         if strip.m_full < p.m {
             // The packed edge panel: A[i, p] at a_edge + p·h + i.
             let (ir, ae) = (strip.m_full, strip.a_edge);
             match strip.edge_h {
-                4 if MR > 4 => direct_tile::<S, 4, NV>(s, p, MR, ir, jr, n_eff, (ae, 1, 4), b),
-                8 if MR > 8 => direct_tile::<S, 8, NV>(s, p, MR, ir, jr, n_eff, (ae, 1, 8), b),
-                _ => direct_tile::<S, MR, NV>(s, p, MR, ir, jr, n_eff, (ae, 1, MR as isize), b),
+                4 if MR > 4 => {
+                    direct_tile::<S, 4, NV, MASKED>(s, p, MR, ir, jr, n_eff, (ae, 1, 4), b)
+                }
+                8 if MR > 8 => {
+                    direct_tile::<S, 8, NV, MASKED>(s, p, MR, ir, jr, n_eff, (ae, 1, 8), b)
+                }
+                _ => direct_tile::<S, MR, NV, MASKED>(
+                    s,
+                    p,
+                    MR,
+                    ir,
+                    jr,
+                    n_eff,
+                    (ae, 1, MR as isize),
+                    b,
+                ),
             }
         }
     }
@@ -563,11 +612,12 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
 ///
 /// # Safety
 /// `a = (ptr, a_rs, a_cs)` holds R rows and `b = (ptr, b_rs)` NV·LANES columns
-/// readable for k steps (module contract of the kernels); the tile's
+/// readable for k steps (module contract of the kernels; with `MASKED`, only
+/// `n_eff` columns); the tile's
 /// `min(R, m − ir) × n_eff` corner is inside C.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize>(
+unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bool>(
     s: S,
     p: &Problem,
     mr: usize,
@@ -579,7 +629,8 @@ unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize>(
 ) {
     // SAFETY: as the caller guarantees.
     unsafe {
-        let acc = accumulate::<S, R, NV>(s, p.k, a.0, a.1, a.2, b.0, b.1);
+        let tail = n_eff - (NV - 1) * S::LANES;
+        let acc = accumulate::<S, R, NV, MASKED>(s, p.k, a.0, a.1, a.2, b.0, b.1, tail);
         let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
         let m_eff = R.min(p.m - ir);
         let epi = p.epi.at(ir, jr, mr);

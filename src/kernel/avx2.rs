@@ -7,7 +7,7 @@
 use core::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{Blocking, KernelOp, Simd};
+use super::{Blocking, KernelOp, MaskedLoad, Simd};
 
 /// Token for the AVX2 + FMA instruction set: a value exists only where the
 /// running CPU has both (the field is private; see [`Avx2::new`]).
@@ -55,6 +55,18 @@ unsafe impl Simd for Avx2 {
         // SAFETY: `self` proves AVX2+FMA (type invariant); the caller
         // guarantees LANES readable floats at `p`.
         unsafe { _mm256_loadu_ps(p) }
+    }
+    const MASKED_LOAD: MaskedLoad = MaskedLoad::VectorMask;
+    #[inline(always)]
+    unsafe fn load_first(self, p: *const f32, n: usize) -> __m256 {
+        // SAFETY: `self` proves AVX2 (type invariant); lanes whose mask is
+        // clear (index ≥ n) are zeroed and not accessed, so only the first n
+        // floats at `p`, which the caller guarantees, are read.
+        unsafe {
+            let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), lane);
+            _mm256_maskload_ps(p, mask)
+        }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: __m256) {

@@ -8,7 +8,7 @@ use core::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::avx2::{transpose8x8_avx, Avx2};
-use super::{Blocking, KernelOp, Simd};
+use super::{Blocking, KernelOp, MaskedLoad, Simd};
 
 /// Token for the AVX-512F instruction set (with AVX2 and FMA, which every
 /// AVX-512F CPU has and the kernels' entry point enables too): a value exists
@@ -69,6 +69,16 @@ unsafe impl Simd for Avx512 {
         // SAFETY: `self` proves AVX-512F (type invariant); the caller
         // guarantees LANES readable floats at `p`.
         unsafe { _mm512_loadu_ps(p) }
+    }
+    const MASKED_LOAD: MaskedLoad = MaskedLoad::MaskRegister;
+    #[inline(always)]
+    unsafe fn load_first(self, p: *const f32, n: usize) -> __m512 {
+        // Lanes at and past n are masked off: zeroed, and their memory is not
+        // accessed (so cannot fault).
+        let mask = ((1u32 << n.min(16)) - 1) as __mmask16;
+        // SAFETY: `self` proves AVX-512F (type invariant); the caller
+        // guarantees the first n floats at `p`, the only ones read.
+        unsafe { _mm512_maskz_loadu_ps(mask, p) }
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: __m512) {

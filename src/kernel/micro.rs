@@ -5,11 +5,18 @@ use super::Simd;
 
 /// Accumulates one register tile: `acc[i][v] = Σ_p A[i, p] · B[p, v·LANES ..]`.
 ///
+/// With `MASKED`, B's last vector is read with [`Simd::load_first`] of
+/// `b_tail` lanes (`1 ≤ b_tail ≤ LANES`): the no-packing path reads a partial
+/// strip of B in place that way, with zeros in the other lanes as a packed
+/// panel would hold. Without it `b_tail` is ignored.
+///
 /// # Safety
 /// `a` and `b` are readable as described in the module contract for `kc`
-/// steps, all `MR` rows and all `NV·LANES` columns.
+/// steps, all `MR` rows and all `NV·LANES` columns (with `MASKED`, the first
+/// `(NV − 1)·LANES + b_tail`).
 #[inline(always)]
-pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize, const MASKED: bool>(
     s: S,
     kc: usize,
     a: *const f32,
@@ -17,7 +24,9 @@ pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
     a_cs: isize,
     b: *const f32,
     b_rs: isize,
+    b_tail: usize,
 ) -> [[S::V; NV]; MR] {
+    let b_row = BRow::<MASKED> { tail: b_tail };
     let zero = s.splat(0.0);
     let mut acc = [[zero; NV]; MR];
     let mut ap = a;
@@ -27,12 +36,13 @@ pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
         for u in 0..4 {
             // SAFETY: step 4·t + u < kc of the operands the caller guarantees.
             unsafe {
-                rank1::<S, MR, NV>(
+                rank1::<S, MR, NV, MASKED>(
                     s,
                     &mut acc,
                     a_rs,
                     ap.wrapping_offset(u * a_cs),
                     bp.wrapping_offset(u * b_rs),
+                    b_row,
                 )
             };
         }
@@ -41,7 +51,7 @@ pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
     }
     for _ in 0..kc % 4 {
         // SAFETY: one of the last kc % 4 steps of the caller's operands.
-        unsafe { rank1::<S, MR, NV>(s, &mut acc, a_rs, ap, bp) };
+        unsafe { rank1::<S, MR, NV, MASKED>(s, &mut acc, a_rs, ap, bp, b_row) };
         ap = ap.wrapping_offset(a_cs);
         bp = bp.wrapping_offset(b_rs);
     }
@@ -53,26 +63,52 @@ pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize>(
 /// closures do not inherit the caller's `#[target_feature]`s.
 ///
 /// # Safety
-/// `MR` elements of A are readable at `ap + i·a_rs` and `NV·LANES` contiguous
-/// elements of B at `bp`.
+/// `MR` elements of A are readable at `ap + i·a_rs`, and the elements of B at
+/// `bp` that `b_row` reads.
 #[inline(always)]
-unsafe fn rank1<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn rank1<S: Simd, const MR: usize, const NV: usize, const MASKED: bool>(
     s: S,
     acc: &mut [[S::V; NV]; MR],
     a_rs: isize,
     ap: *const f32,
     bp: *const f32,
+    b_row: BRow<MASKED>,
 ) {
     let mut bv = [s.splat(0.0); NV];
     for (v, slot) in bv.iter_mut().enumerate() {
-        // SAFETY: vector v of the NV·LANES floats of B at bp (caller).
-        *slot = unsafe { s.load(bp.add(v * S::LANES)) };
+        // SAFETY: vector v of B's row at bp (caller).
+        *slot = unsafe { b_row.load::<S>(s, bp.add(v * S::LANES), v + 1 == NV) };
     }
     for (i, row) in acc.iter_mut().enumerate() {
         // SAFETY: element i < MR of A's column at ap (caller).
         let ai = s.splat(unsafe { *ap.offset(i as isize * a_rs) });
         for (v, x) in row.iter_mut().enumerate() {
             *x = s.fmadd(ai, bv[v], *x);
+        }
+    }
+}
+
+/// How a row of B is read: `NV` full vectors, or with `MASKED` the last one
+/// only `tail` lanes deep.
+#[derive(Clone, Copy)]
+struct BRow<const MASKED: bool> {
+    tail: usize,
+}
+
+impl<const MASKED: bool> BRow<MASKED> {
+    /// The vector at `p`, the last of the row when `last`.
+    ///
+    /// # Safety
+    /// `LANES` floats at `p` are readable, or `tail` when `MASKED && last`.
+    #[inline(always)]
+    unsafe fn load<S: Simd>(self, s: S, p: *const f32, last: bool) -> S::V {
+        // SAFETY: as the caller guarantees.
+        unsafe {
+            if MASKED && last {
+                s.load_first(p, self.tail)
+            } else {
+                s.load(p)
+            }
         }
     }
 }

@@ -14,8 +14,12 @@
 //!   micro-panel `b_rs = NR`; the no-packing path passes B's row stride (its
 //!   column stride must be 1).
 //! * All `MR` rows of A and `NR` columns of B are read, even past `m_eff`/`n_eff`
-//!   (packing pads edges with zeros); only the `m_eff × n_eff` corner of C is
-//!   touched. β = 0 means C is never read, so it may hold NaN.
+//!   (packing pads edges with zeros), with one exception: the no-packing path
+//!   reads a partial strip of B in place where the ISA has a masked load
+//!   (`Simd::MASKED_LOAD`), its last vector only `n_eff` columns deep (the
+//!   other lanes read as zeros, as in a padded panel). Only the
+//!   `m_eff × n_eff` corner of C is touched. β = 0 means C is never read, so
+//!   it may hold NaN.
 //! * Edge tiles and tiles of C with a non-unit column stride go through a
 //!   register-sized buffer, using the **same** vector arithmetic as full tiles:
 //!   a C element gets bitwise the same value whichever path wrote it. This is
@@ -55,7 +59,7 @@ pub use dispatch::{active_isa, available_isas, Isa};
 pub use peak::fma_peak_probe;
 
 pub(crate) use micro::accumulate;
-pub(crate) use simd::{prefetch_tile, Simd};
+pub(crate) use simd::{prefetch_tile, MaskedLoad, Simd};
 pub(crate) use tile::{store_tile, Epilogue};
 
 /// An operation that is instantiated once per kernel set and run inside that

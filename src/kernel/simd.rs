@@ -16,6 +16,21 @@
 
 use super::quad;
 
+/// How an ISA loads the first `n < LANES` floats of a vector
+/// ([`Simd::load_first`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MaskedLoad {
+    /// No masked load: the floats are copied through a buffer, so a partial
+    /// strip of B is packed once rather than copied at every k step.
+    Copy,
+    /// One masked load whose mask takes a vector register (AVX2): spare only
+    /// beside a one-vector register tile (a 6 × 2 tile uses all sixteen).
+    VectorMask,
+    /// One masked load with the mask in a mask register (AVX-512): every tile
+    /// can read a partial strip of B in place.
+    MaskRegister,
+}
+
 /// One SIMD register of `f32` lanes, as the generic kernels see it.
 ///
 /// # Safety
@@ -40,6 +55,29 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// # Safety
     /// `p` is valid for reads of `LANES` floats.
     unsafe fn load(self, p: *const f32) -> Self::V;
+    /// What [`load_first`](Simd::load_first) costs, which decides whether the
+    /// no-packing path reads a partial strip of B in place or packs it.
+    const MASKED_LOAD: MaskedLoad = MaskedLoad::Copy;
+
+    /// The first `n` floats at `p` in the first `n` lanes, zeros in the
+    /// others (`1 ≤ n ≤ LANES`); nothing past `p + n` is read. The no-packing
+    /// path reads a partial strip of B in place with it where
+    /// [`MASKED_LOAD`](Simd::MASKED_LOAD) allows. The default copies the floats
+    /// into a zeroed buffer; the AVX paths use masked loads.
+    ///
+    /// # Safety
+    /// `p` is valid for reads of `n` floats; `1 ≤ n ≤ LANES ≤ 16`.
+    #[inline(always)]
+    unsafe fn load_first(self, p: *const f32, n: usize) -> Self::V {
+        let mut buf = [0.0f32; 16];
+        for (i, x) in buf.iter_mut().enumerate().take(n.min(Self::LANES)) {
+            quad::no_vectorize();
+            // SAFETY: i < n, inside the caller's range.
+            *x = unsafe { *p.add(i) };
+        }
+        // SAFETY: buf holds 16 ≥ LANES floats.
+        unsafe { self.load(buf.as_ptr()) }
+    }
     /// Unaligned store of `LANES` floats.
     ///
     /// # Safety

@@ -403,7 +403,10 @@ unsafe fn copy_corner(
                 super::quad::copy(s, d, n);
             } else {
                 for j in 0..n as isize {
-                    *d.offset(j * dst_cs) = *s.offset(j * src_cs);
+                    // A strided copy, one element at a time: a volatile read
+                    // is never merged with its neighbours (the unrolled loop
+                    // became an AVX-512 gather otherwise).
+                    *d.offset(j * dst_cs) = s.offset(j * src_cs).read_volatile();
                 }
             }
         }
