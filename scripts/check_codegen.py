@@ -828,11 +828,13 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
 KNOWN = {
     "direct_strip": (
         "the no-packing path (small products) reads A and/or B in place through their "
-        "run-time strides: the compiler recomputes row addresses with chains of additions "
-        "each k step (skylake-avx512 predicts 1.10-1.11x the FMA bound against 1.08x for "
-        "the packed kernel) and, in the AVX2 copy, reloads one general register per "
-        "iteration; rows addressed from a few bases were tried and the compiler rewrote "
-        "them back into the chain"),
+        "run-time strides. A with rows apart (accumulate_rows) is addressed from one base "
+        "per four rows, kept opaque to the compiler so it cannot fold them back into a "
+        "chain of additions (skylake-avx512 predicts 1.09x the FMA bound for 12x1 and "
+        "1.15x for 12x2, sapphirerapids 1.00-1.01x); the four-times unrolled loop for "
+        "unit-stride A is what the packed kernel runs. The AVX2 copies reload general "
+        "registers, and the 6x2 edge tile over a packed edge panel spills accumulators "
+        "(m = 5 mod 6 rows only)"),
 }
 
 
