@@ -480,6 +480,44 @@ fn nan_in_pre_activation_reaches_delta() {
 }
 
 #[test]
+fn bias_grad_of_an_empty_batch_is_zero() {
+    // No rows: ∂b is the empty sum, after a call with rows left old partials
+    // in this thread's buffer.
+    let (k, n) = (4, 9);
+    let w = vec![1.0f32; n * k];
+    for isa in available_isas() {
+        let o = opts(isa, 1, Packing::Auto);
+        for m in [3, 0] {
+            let d = vec![1.0f32; m * k];
+            let y = vec![1.0f32; m * n];
+            let mut delta = vec![0.0f32; m * n];
+            let mut replaced = vec![f32::NAN; n];
+            let mut added = vec![2.5f32; n];
+            for (out, accum) in [(&mut replaced, Accum::Replace), (&mut added, Accum::Add)] {
+                backward_delta(
+                    &o,
+                    MatRef::from_slice(&d, m, k),
+                    MatRef::from_slice(&w, n, k),
+                    Activation::Relu,
+                    ActInput::Output(MatRef::from_slice(&y, m, n)),
+                    MatMut::from_slice_mut(&mut delta, m, n),
+                    Some(BiasGrad { out, accum }),
+                );
+            }
+            let (want_r, want_a) = if m == 0 { (0.0, 2.5) } else { (12.0, 14.5) };
+            assert!(
+                replaced.iter().all(|&v| v == want_r),
+                "{isa} m = {m}: {replaced:?}"
+            );
+            assert!(
+                added.iter().all(|&v| v == want_a),
+                "{isa} m = {m}: {added:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn weight_grad_replaces_or_accumulates() {
     let (batch, fan_in, fan_out) = (7, 5, 3);
     let mut r = rng(3);

@@ -177,8 +177,9 @@ pub fn gemm_epilogue(
                     partials = Some(g);
                     PARTIALS.with(|p| {
                         let mut p = p.borrow_mut();
-                        if p.len() < strips * n {
-                            p.resize(strips * n, 0.0);
+                        // At least one row: it holds the sums afterwards.
+                        if p.len() < strips.max(1) * n {
+                            p.resize(strips.max(1) * n, 0.0);
                         }
                         p.as_mut_ptr()
                     })
@@ -203,16 +204,28 @@ pub fn gemm_epilogue(
     unsafe { execute(p, isa, options.threads.count(), options.packing) };
     if let Some(g) = partials {
         // Strip partials summed in strip order: the same sequence of additions
-        // whatever the thread count.
+        // whatever the thread count. Row by row, so the additions run along
+        // contiguous columns (and vectorise); column j still gets
+        // 0 + p₀ⱼ + p₁ⱼ + … in that order.
         PARTIALS.with(|p| {
-            let p = p.borrow();
-            for (j, out) in g.out.iter_mut().enumerate() {
-                let mut s = 0.0f32;
-                for t in 0..strips {
-                    s += p[t * n + j];
+            let mut p = p.borrow_mut();
+            if strips == 0 {
+                // No rows (and no partials written): every sum is the empty
+                // one, 0 + nothing.
+                p[..n].fill(0.0);
+            }
+            let (sum, rest) = p[..strips.max(1) * n].split_at_mut(n);
+            for s in sum.iter_mut() {
+                *s += 0.0;
+            }
+            for row in rest.chunks_exact(n) {
+                for (s, x) in sum.iter_mut().zip(row) {
+                    *s += x;
                 }
+            }
+            for (out, s) in g.out.iter_mut().zip(sum.iter()) {
                 match g.accum {
-                    Accum::Replace => *out = s,
+                    Accum::Replace => *out = *s,
                     Accum::Add => *out += s,
                 }
             }
