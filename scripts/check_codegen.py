@@ -833,8 +833,9 @@ KNOWN = {
         "chain of additions (skylake-avx512 predicts 1.09x the FMA bound for 12x1 and "
         "1.15x for 12x2, sapphirerapids 1.00-1.01x); the four-times unrolled loop for "
         "unit-stride A is what the packed kernel runs. The AVX2 copies reload general "
-        "registers, and the 6x2 edge tile over a packed edge panel spills accumulators "
-        "(m = 5 mod 6 rows only)"),
+        "registers, and since e868ee9 the AVX2 6x2 edge tile over a packed edge panel "
+        "and a packed B strip (m = 5 mod 6 rows, B without unit column stride) spills "
+        "accumulators: register allocation in the larger function, not measured"),
 }
 
 

@@ -480,14 +480,14 @@ fn nan_in_pre_activation_reaches_delta() {
 }
 
 #[test]
-fn bias_grad_of_an_empty_batch_is_zero() {
-    // No rows: ∂b is the empty sum, after a call with rows left old partials
-    // in this thread's buffer.
-    let (k, n) = (4, 9);
-    let w = vec![1.0f32; n * k];
+fn bias_grad_of_an_empty_batch_or_layer() {
+    // No rows: ∂b is the empty sum, 0, even after a call with rows left old
+    // partials in this thread's buffer. No columns: nothing to write.
+    let k = 4;
     for isa in available_isas() {
         let o = opts(isa, 1, Packing::Auto);
-        for m in [3, 0] {
+        for (m, n) in [(3, 9), (0, 9), (3, 0), (0, 0)] {
+            let w = vec![1.0f32; n * k];
             let d = vec![1.0f32; m * k];
             let y = vec![1.0f32; m * n];
             let mut delta = vec![0.0f32; m * n];
@@ -507,11 +507,11 @@ fn bias_grad_of_an_empty_batch_is_zero() {
             let (want_r, want_a) = if m == 0 { (0.0, 2.5) } else { (12.0, 14.5) };
             assert!(
                 replaced.iter().all(|&v| v == want_r),
-                "{isa} m = {m}: {replaced:?}"
+                "{isa} {m}×{n}: {replaced:?}"
             );
             assert!(
                 added.iter().all(|&v| v == want_a),
-                "{isa} m = {m}: {added:?}"
+                "{isa} {m}×{n}: {added:?}"
             );
         }
     }

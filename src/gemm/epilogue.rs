@@ -215,10 +215,13 @@ pub fn gemm_epilogue(
                 p[..n].fill(0.0);
             }
             let (sum, rest) = p[..strips.max(1) * n].split_at_mut(n);
+            // 0 + p₀ⱼ, not p₀ⱼ alone: it turns −0 into +0, as the first
+            // addition of a sum started at 0 does.
             for s in sum.iter_mut() {
                 *s += 0.0;
             }
-            for row in rest.chunks_exact(n) {
+            // (n = 0: no columns, and `chunks_exact` needs a non-zero size.)
+            for row in rest.chunks_exact(n.max(1)) {
                 for (s, x) in sum.iter_mut().zip(row) {
                     *s += x;
                 }

@@ -523,7 +523,8 @@ struct Strip<'a> {
 /// else packed: the same products either way.
 ///
 /// # Safety
-/// `strip` describes a valid problem with its edge rows packed; `jr < n`.
+/// `strip` describes a valid problem with its edge rows packed; `jr < n` and
+/// `n_eff = min(NV·LANES, n − jr)`.
 #[inline(always)]
 unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
     s: S,
@@ -613,7 +614,7 @@ unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: b
 /// # Safety
 /// `a = (ptr, a_rs, a_cs)` holds R rows and `b = (ptr, b_rs)` NV·LANES columns
 /// readable for k steps (module contract of the kernels; with `MASKED`, only
-/// `n_eff` columns); the tile's
+/// `n_eff` columns, `(NV − 1)·LANES < n_eff ≤ NV·LANES`); the tile's
 /// `min(R, m − ir) × n_eff` corner is inside C.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -629,7 +630,13 @@ unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bo
 ) {
     // SAFETY: as the caller guarantees.
     unsafe {
-        let tail = n_eff - (NV - 1) * S::LANES;
+        // The last vector's columns (read masked): 1 ..= LANES.
+        let tail = if MASKED {
+            n_eff - (NV - 1) * S::LANES
+        } else {
+            S::LANES
+        };
+        debug_assert!((1..=S::LANES).contains(&tail));
         let acc = accumulate::<S, R, NV, MASKED>(s, p.k, a.0, a.1, a.2, b.0, b.1, tail);
         let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
         let m_eff = R.min(p.m - ir);

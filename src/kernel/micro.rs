@@ -148,6 +148,10 @@ unsafe fn accumulate_rows<S: Simd, const MR: usize, const NV: usize, const MASKE
 /// `x`, through an empty assembly statement: the compiler no longer knows how
 /// the value was computed, so it cannot re-derive other addresses from it.
 #[inline(always)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_mut)
+)]
 fn opaque(x: isize) -> isize {
     let mut y = x;
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -163,6 +167,10 @@ fn opaque(x: isize) -> isize {
 /// nor writes through it: `nomem` is the truth here.
 #[inline(always)]
 #[allow(clippy::pointers_in_nomem_asm_block)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_mut)
+)]
 fn opaque_ptr(p: *const f32) -> *const f32 {
     let mut q = p;
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

@@ -16,8 +16,9 @@
 //! * All `MR` rows of A and `NR` columns of B are read, even past `m_eff`/`n_eff`
 //!   (packing pads edges with zeros), with one exception: the no-packing path
 //!   reads a partial strip of B in place where the ISA has a masked load
-//!   (`Simd::MASKED_LOAD`), its last vector only `n_eff` columns deep (the
-//!   other lanes read as zeros, as in a padded panel). Only the
+//!   (`Simd::MASKED_LOAD`): only the strip's `n_eff` columns are read, the
+//!   last vector masked (its other lanes read as zeros, as in a padded
+//!   panel). Only the
 //!   `m_eff × n_eff` corner of C is touched. β = 0 means C is never read, so
 //!   it may hold NaN.
 //! * Edge tiles and tiles of C with a non-unit column stride go through a

@@ -16,15 +16,19 @@
 
 use super::quad;
 
-/// How an ISA loads the first `n < LANES` floats of a vector
+/// How an ISA loads the first `n ≤ LANES` floats of a vector
 /// ([`Simd::load_first`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// Only the x86-64 kernel sets use the masked variants.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum MaskedLoad {
     /// No masked load: the floats are copied through a buffer, so a partial
     /// strip of B is packed once rather than copied at every k step.
     Copy,
     /// One masked load whose mask takes a vector register (AVX2): spare only
-    /// beside a one-vector register tile (a 6 × 2 tile uses all sixteen).
+    /// beside a one-vector register tile (a 6 × 2 tile's accumulators, B
+    /// vectors and broadcast take fifteen of the sixteen, and the compiler
+    /// spilled accumulators when the mask was added).
     VectorMask,
     /// One masked load with the mask in a mask register (AVX-512): every tile
     /// can read a partial strip of B in place.

@@ -404,8 +404,9 @@ unsafe fn copy_corner(
             } else {
                 for j in 0..n as isize {
                     // A strided copy, one element at a time: a volatile read
-                    // is never merged with its neighbours (the unrolled loop
-                    // became an AVX-512 gather otherwise).
+                    // is never merged with its neighbours. (With
+                    // `quad::no_vectorize` the loop was still unrolled and
+                    // its loads merged into an AVX-512 gather.)
                     *d.offset(j * dst_cs) = s.offset(j * src_cs).read_volatile();
                 }
             }
