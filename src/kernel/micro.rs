@@ -45,8 +45,7 @@ pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize, const
                 rank1::<S, MR, NV, MASKED>(
                     s,
                     &mut acc,
-                    a_rs,
-                    ap.wrapping_offset(u * a_cs),
+                    |i| ap.wrapping_offset(u * a_cs + i as isize * a_rs),
                     bp.wrapping_offset(u * b_rs),
                     b_row,
                 )
@@ -57,7 +56,15 @@ pub(crate) unsafe fn accumulate<S: Simd, const MR: usize, const NV: usize, const
     }
     for _ in 0..kc % 4 {
         // SAFETY: one of the last kc % 4 steps of the caller's operands.
-        unsafe { rank1::<S, MR, NV, MASKED>(s, &mut acc, a_rs, ap, bp, b_row) };
+        unsafe {
+            rank1::<S, MR, NV, MASKED>(
+                s,
+                &mut acc,
+                |i| ap.wrapping_offset(i as isize * a_rs),
+                bp,
+                b_row,
+            )
+        };
         ap = ap.wrapping_offset(a_cs);
         bp = bp.wrapping_offset(b_rs);
     }
@@ -117,26 +124,18 @@ unsafe fn accumulate_rows<S: Simd, const MR: usize, const NV: usize, const MASKE
         for p in base.iter_mut().take(groups) {
             *p = opaque_ptr(*p);
         }
-        let mut bv = [zero; NV];
-        for (v, slot) in bv.iter_mut().enumerate() {
-            // SAFETY: vector v of B's row at bp, one of the kc rows (caller).
-            *slot = unsafe { b_row.load::<S>(s, bp.add(v * S::LANES), v + 1 == NV) };
-        }
-        for (i, row) in acc.iter_mut().enumerate() {
+        // Row i is a + i·a_rs + step·a_cs, from its group's base.
+        let row = |i: usize| {
             let p = base[i / GROUP];
-            let ap = match i % GROUP {
+            match i % GROUP {
                 0 => p,
                 1 => p.wrapping_offset(rs),
                 2 => p.wrapping_offset(2 * rs),
                 _ => p.wrapping_offset(rs3),
-            };
-            // SAFETY: ap = a + i·a_rs + step·a_cs, element i < MR of A's
-            // column at this step (caller).
-            let ai = s.splat(unsafe { *ap });
-            for (v, x) in row.iter_mut().enumerate() {
-                *x = s.fmadd(ai, bv[v], *x);
             }
-        }
+        };
+        // SAFETY: one of the kc steps of the caller's operands.
+        unsafe { rank1::<S, MR, NV, MASKED>(s, &mut acc, row, bp, b_row) };
         for p in base.iter_mut().take(groups) {
             *p = p.wrapping_offset(a_cs);
         }
@@ -182,18 +181,18 @@ fn opaque_ptr(p: *const f32) -> *const f32 {
 }
 
 /// One rank-1 update of a register tile: `acc += A[:, p] · B[p, :]`, with
-/// `A[i, p]` at `ap + i·a_rs` and `B[p, :]` at `bp`. A function, not a closure:
-/// closures do not inherit the caller's `#[target_feature]`s.
+/// `A[i, p]` at `row(i)` and `B[p, :]` at `bp`. A function, not a closure:
+/// closures do not inherit the caller's `#[target_feature]`s (`row` only
+/// computes an address, and is inlined).
 ///
 /// # Safety
-/// `MR` elements of A are readable at `ap + i·a_rs`, and the elements of B at
-/// `bp` that `b_row` reads.
+/// `row(i)` is readable for `i < MR`, and the elements of B at `bp` that
+/// `b_row` reads.
 #[inline(always)]
 unsafe fn rank1<S: Simd, const MR: usize, const NV: usize, const MASKED: bool>(
     s: S,
     acc: &mut [[S::V; NV]; MR],
-    a_rs: isize,
-    ap: *const f32,
+    row: impl Fn(usize) -> *const f32,
     bp: *const f32,
     b_row: BRow<MASKED>,
 ) {
@@ -202,10 +201,10 @@ unsafe fn rank1<S: Simd, const MR: usize, const NV: usize, const MASKED: bool>(
         // SAFETY: vector v of B's row at bp (caller).
         *slot = unsafe { b_row.load::<S>(s, bp.add(v * S::LANES), v + 1 == NV) };
     }
-    for (i, row) in acc.iter_mut().enumerate() {
-        // SAFETY: element i < MR of A's column at ap (caller).
-        let ai = s.splat(unsafe { *ap.offset(i as isize * a_rs) });
-        for (v, x) in row.iter_mut().enumerate() {
+    for (i, acc_row) in acc.iter_mut().enumerate() {
+        // SAFETY: element i < MR of A's column (caller).
+        let ai = s.splat(unsafe { *row(i) });
+        for (v, x) in acc_row.iter_mut().enumerate() {
             *x = s.fmadd(ai, bv[v], *x);
         }
     }
