@@ -67,6 +67,10 @@ fn edges(isa: Isa) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
         b.mc - 1,
         b.mc,
         b.mc + 1,
+        // The last height packed whole with B strip by strip, and the first
+        // past it (a packed panel shared by all row blocks).
+        b.mc_whole,
+        b.mc_whole + 1,
     ];
     // A last strip of half a tile (one vector: the narrow tile) and one wider.
     let ns = vec![
@@ -165,6 +169,8 @@ fn block_edges_of_nc_and_mc() {
             (3, 5, b.nc + 1),
             (2 * b.mc + 1, 3, 2 * b.nr),
             (b.mc + b.mr - 1, b.kc * 2 + 1, b.nr + 3),
+            (b.mc_whole - 1, b.kc * 2 + 1, b.nc + b.nr + 3),
+            (b.mc_whole + b.mr + 5, b.kc + 1, b.nc + 1),
         ] {
             check(
                 &opts(isa, 1, Packing::Always),
@@ -381,6 +387,12 @@ fn blocking_is_consistent() {
         let b = isa.blocking();
         assert_eq!(b.mc % b.mr, 0, "{isa}: MC must be a multiple of MR");
         assert_eq!(b.nc % b.nr, 0, "{isa}: NC must be a multiple of NR");
+        assert_eq!(
+            b.mc_whole % b.mr,
+            0,
+            "{isa}: mc_whole must be a multiple of MR"
+        );
+        assert!(b.mc_whole >= b.mc, "{isa}: mc_whole below MC");
     }
     assert_eq!(blocking(), backprop::active_isa().blocking());
 }

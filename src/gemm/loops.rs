@@ -171,6 +171,12 @@ fn scratch_b(len: usize) -> *mut f32 {
 
 /// Most floats of packed B shared by the threads at once (8 MiB): B is packed
 /// for as many KC blocks as fit, so one fork-join packs it all for most shapes.
+/// A product on one piece has no fork-join to save and packs one KC block at
+/// a time: a group of several is larger than the cache its `kc × nc` panel is
+/// sized for, so the first block is read back from further out than planned.
+/// (Measured on one thread, avx512, alternating in one process: 1024³ and
+/// 2048×1024×1024 at 0.99× the time, 0.95× once under a loaded L3; small
+/// next to the host's noise.)
 const B_GROUP_FLOATS: usize = 2 * 1024 * 1024;
 
 /// The packed BLIS path: `C ← α·A·B + β·C` with B packed once per (jc, k-group)
@@ -180,6 +186,9 @@ const B_GROUP_FLOATS: usize = 2 * 1024 * 1024;
 /// Two fork-joins per group: pack B (each piece its share of micro-panels),
 /// then compute (each piece its rows). Packing is a copy and the compute order
 /// of every element is fixed, so the split does not change any result bit.
+/// One piece of at most `Blocking::mc_whole` rows skips the first: it packs
+/// each micro-panel of B itself as it goes (`Block::strips`), which changes
+/// no bit either.
 ///
 /// # Safety
 /// As `gemm::sgemm` for `p`, with `m, n, k ≥ 1`; `isa` is available.
@@ -192,13 +201,25 @@ pub(crate) unsafe fn packed(
 ) {
     let bl = isa.blocking();
     let nr = bl.nr;
-    let nc_max = bl.nc.min(p.n.next_multiple_of(nr));
-    // k rows of B packed per group: whole KC blocks, at least one.
-    let group = (B_GROUP_FLOATS / nc_max).max(bl.kc) / bl.kc * bl.kc;
-    let group_max = group.min(p.k);
-    let bbuf = scratch_b(nc_max * group_max);
-    for jc in (0..p.n).step_by(bl.nc) {
-        let ncb = bl.nc.min(p.n - jc);
+    // A piece of few rows packs A whole and B one micro-panel at a time (see
+    // `Block::strips`); there is one block of columns and one group of k.
+    let strips = pieces == 1 && p.m <= bl.mc_whole;
+    let (nc, group, bbuf) = if strips {
+        (p.n, p.k, scratch_b(nr * bl.kc.min(p.k)))
+    } else {
+        let nc_max = bl.nc.min(p.n.next_multiple_of(nr));
+        // k rows of B packed per group: one KC block when one piece computes
+        // it, so the panel is still in its cache when read (see
+        // B_GROUP_FLOATS); whole KC blocks, at least one, when it is shared.
+        let group = if pieces == 1 {
+            bl.kc
+        } else {
+            (B_GROUP_FLOATS / nc_max).max(bl.kc) / bl.kc * bl.kc
+        };
+        (bl.nc, group, scratch_b(nc_max * group.min(p.k)))
+    };
+    for jc in (0..p.n).step_by(nc) {
+        let ncb = nc.min(p.n - jc);
         let panels = ncb.div_ceil(nr);
         let panel_chunk = panels.div_ceil(pieces);
         for k0 in (0..p.k).step_by(group) {
@@ -210,18 +231,21 @@ pub(crate) unsafe fn packed(
                 k0,
                 kg,
                 bbuf,
+                strips,
             };
-            parallel::for_each_piece(threads, pieces, |t| {
-                let lo = (t * panel_chunk).min(panels);
-                let hi = ((t + 1) * panel_chunk).min(panels);
-                dispatch::run(
-                    isa,
-                    PackB {
-                        block,
-                        panels: lo..hi,
-                    },
-                );
-            });
+            if !strips {
+                parallel::for_each_piece(threads, pieces, |t| {
+                    let lo = (t * panel_chunk).min(panels);
+                    let hi = ((t + 1) * panel_chunk).min(panels);
+                    dispatch::run(
+                        isa,
+                        PackB {
+                            block,
+                            panels: lo..hi,
+                        },
+                    );
+                });
+            }
             parallel::for_each_piece(threads, pieces, |t| {
                 let lo = (t * row_chunk).min(p.m);
                 let hi = ((t + 1) * row_chunk).min(p.m);
@@ -248,8 +272,15 @@ struct Block<'a> {
     k0: usize,
     kg: usize,
     /// The packed group: for each KC block in turn, `ceil(ncb/nr)` micro-panels
-    /// of `nr × kcb`.
+    /// of `nr × kcb`. With `strips`, room for one micro-panel, which the
+    /// computing piece packs itself.
     bbuf: *mut f32,
+    /// The block's one piece holds at most `Blocking::mc_whole` rows: it packs
+    /// its A rows as one block per pass over k and each micro-panel of B just
+    /// before the tiles that read it, where it is still in L1 or L2. A panel
+    /// packed whole ahead is written to (and read back from) memory past L2
+    /// when its few rows of A cannot repay that.
+    strips: bool,
 }
 
 // SAFETY: pieces write disjoint micro-panels of `bbuf` (PackB) or only read it
@@ -316,7 +347,8 @@ impl KernelOp for PackB<'_> {
 const PACK_ROWS: usize = 16;
 
 /// Computes rows `rows` of C for one (jc, k-group) block from the shared
-/// packed B, packing its own A blocks.
+/// packed B, packing its own A blocks (with `Block::strips`, its one A block
+/// per pass and each B micro-panel in turn).
 struct Compute<'a> {
     block: Block<'a>,
     rows: std::ops::Range<usize>,
@@ -334,11 +366,18 @@ impl KernelOp for Compute<'_> {
             return;
         }
         let kc_max = bl.kc.min(b.kg);
-        let abuf = scratch_a(bl.mc.min(m.next_multiple_of(MR)) * kc_max);
+        // Rows per packed A block: all of them when B comes strip by strip.
+        let mc = if b.strips {
+            m.next_multiple_of(MR)
+        } else {
+            bl.mc
+        };
+        let abuf = scratch_a(mc.min(m.next_multiple_of(MR)) * kc_max);
         // SAFETY: A is read at rows of `self.rows` and k inside the group, C is
         // written at those rows and the block's columns (this piece's alone);
-        // abuf holds one packed A block (≤ MC rounded to MR, × kc_max); B panels
-        // are read where PackB wrote them.
+        // abuf holds one packed A block (≤ mc rounded to MR, × kc_max); B panels
+        // are read where PackB wrote them or, with `strips`, from `bbuf`, which
+        // holds one `nr × kc_max` micro-panel and belongs to this (only) piece.
         unsafe {
             for pc in (b.k0..b.k0 + b.kg).step_by(bl.kc) {
                 let kcb = bl.kc.min(b.k0 + b.kg - pc);
@@ -346,13 +385,25 @@ impl KernelOp for Compute<'_> {
                 let beta = if pc == 0 { p.beta } else { 1.0 };
                 // The epilogue runs once, on the last pass over k.
                 let last = pc + kcb == p.k;
-                let bblock = b.bbuf.add(b.b_offset(pc, nr));
-                for ic in (self.rows.start..self.rows.end).step_by(bl.mc) {
-                    let mcb = bl.mc.min(self.rows.end - ic);
+                let bblock = if b.strips {
+                    b.bbuf
+                } else {
+                    b.bbuf.add(b.b_offset(pc, nr))
+                };
+                for ic in (self.rows.start..self.rows.end).step_by(mc) {
+                    let mcb = mc.min(self.rows.end - ic);
                     let a_src = p.a.offset(ic as isize * p.rsa + pc as isize * p.csa);
                     pack_a(s, MR, mcb, kcb, a_src, p.rsa, p.csa, abuf);
                     for jr in (0..b.ncb).step_by(nr) {
-                        let b_panel = bblock.add(jr * kcb);
+                        let b_panel = if b.strips {
+                            let cols = nr.min(b.ncb - jr);
+                            let col = (b.jc + jr) as isize;
+                            let src = p.b.offset(pc as isize * p.rsb + col * p.csb);
+                            pack_b_panel(s, nr, cols, kcb, src, p.rsb, p.csb, b.bbuf);
+                            b.bbuf
+                        } else {
+                            bblock.add(jr * kcb)
+                        };
                         for ir in (0..mcb).step_by(MR) {
                             let a_panel = abuf.add(ir * kcb);
                             let c_tile = p

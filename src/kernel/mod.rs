@@ -107,4 +107,10 @@ pub struct Blocking {
     /// Columns of a packed B panel; the `kc × nc` panel stays in L3 or, on the
     /// AVX-512 path, in L2 (see [`cache`]).
     pub nc: usize,
+    /// Most rows a product (or one thread's piece of it) may have for the
+    /// packed path to pack its A as one block per pass over k and B strip by
+    /// strip, each `kc × nr` micro-panel just before its tiles use it (a
+    /// quarter of L2 for the `mc_whole × kc` block; at least `mc`). See
+    /// [`cache`].
+    pub mc_whole: usize,
 }
