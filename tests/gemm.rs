@@ -122,6 +122,8 @@ fn every_layout_alpha_beta() {
             (b.mr + 1, b.kc + 1, b.nr + 1),
             (2 * b.mr - 1, 7, 3 * b.nr - 1),
             (33, 65, 9),
+            // Past mc_whole: the packed path's shared panel, every layout.
+            (b.mc_whole + 1, b.kc + 1, b.nr + 1),
         ];
         for &(m, k, n) in &shapes {
             for la in LAYOUTS {

@@ -11,6 +11,12 @@
 //!      microkernel: MR × NR tile of C in registers
 //! ```
 //!
+//! A product computed by one piece (the whole product on one thread, or one
+//! thread's columns under a column split) of at most `Blocking::mc_whole` rows
+//! runs the same nest with one jc block and one ic block, and packs each B
+//! micro-panel in the jr loop, just before the ir loop reads it, instead of
+//! the whole panel ahead (`Block::b_per_panel`).
+//!
 //! Threads (the split is chosen in `gemm::choose_split`): a column split runs
 //! this loop nest whole on each thread's columns of C, each thread packing its
 //! own part of B and all of A; a row split packs the B panel once,
@@ -149,7 +155,8 @@ impl Scratch {
 thread_local! {
     /// Per-thread scratch, reused across calls so the steady state allocates
     /// nothing: `.0` packed A blocks (and the direct path's edge strips), `.1`
-    /// the packed B panel a thread shares with the others while it orchestrates.
+    /// the packed B panel a thread shares with the others while it orchestrates
+    /// (or the one micro-panel of a `b_per_panel` block).
     static SCRATCH: RefCell<(Scratch, Scratch)> = RefCell::new(Default::default());
 }
 
@@ -187,7 +194,7 @@ const B_GROUP_FLOATS: usize = 2 * 1024 * 1024;
 /// then compute (each piece its rows). Packing is a copy and the compute order
 /// of every element is fixed, so the split does not change any result bit.
 /// One piece of at most `Blocking::mc_whole` rows skips the first: it packs
-/// each micro-panel of B itself as it goes (`Block::strips`), which changes
+/// each micro-panel of B itself as it goes (`Block::b_per_panel`), which changes
 /// no bit either.
 ///
 /// # Safety
@@ -202,9 +209,9 @@ pub(crate) unsafe fn packed(
     let bl = isa.blocking();
     let nr = bl.nr;
     // A piece of few rows packs A whole and B one micro-panel at a time (see
-    // `Block::strips`); there is one block of columns and one group of k.
-    let strips = pieces == 1 && p.m <= bl.mc_whole;
-    let (nc, group, bbuf) = if strips {
+    // `Block::b_per_panel`); there is one block of columns and one group of k.
+    let b_per_panel = pieces == 1 && p.m <= bl.mc_whole;
+    let (nc, group, bbuf) = if b_per_panel {
         (p.n, p.k, scratch_b(nr * bl.kc.min(p.k)))
     } else {
         let nc_max = bl.nc.min(p.n.next_multiple_of(nr));
@@ -231,9 +238,9 @@ pub(crate) unsafe fn packed(
                 k0,
                 kg,
                 bbuf,
-                strips,
+                b_per_panel,
             };
-            if !strips {
+            if !b_per_panel {
                 parallel::for_each_piece(threads, pieces, |t| {
                     let lo = (t * panel_chunk).min(panels);
                     let hi = ((t + 1) * panel_chunk).min(panels);
@@ -272,19 +279,21 @@ struct Block<'a> {
     k0: usize,
     kg: usize,
     /// The packed group: for each KC block in turn, `ceil(ncb/nr)` micro-panels
-    /// of `nr × kcb`. With `strips`, room for one micro-panel, which the
+    /// of `nr × kcb`. With `b_per_panel`, room for one micro-panel, which the
     /// computing piece packs itself.
     bbuf: *mut f32,
-    /// The block's one piece holds at most `Blocking::mc_whole` rows: it packs
+    /// The block has one piece, of at most `Blocking::mc_whole` rows: it packs
     /// its A rows as one block per pass over k and each micro-panel of B just
     /// before the tiles that read it, where it is still in L1 or L2. A panel
     /// packed whole ahead is written to (and read back from) memory past L2
     /// when its few rows of A cannot repay that.
-    strips: bool,
+    b_per_panel: bool,
 }
 
 // SAFETY: pieces write disjoint micro-panels of `bbuf` (PackB) or only read it
-// (Compute), between fork-joins; the Problem's own guarantees cover the rest.
+// (Compute), between fork-joins; with `b_per_panel` there is one piece, run
+// inline on the thread that owns `bbuf`, and its Compute packs into it. The
+// Problem's own guarantees cover the rest.
 unsafe impl Send for Block<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for Block<'_> {}
@@ -319,7 +328,9 @@ impl KernelOp for PackB<'_> {
             // one panel at a time would walk `kcb` rows (each on its own page
             // for a wide B) to copy 128 bytes of each. Any other layout (Wᵀ in
             // δ·Wᵀ is contiguous along k) packs whole panels, reading each of
-            // its lines front to back.
+            // its lines front to back. (A `b_per_panel` block does walk one
+            // panel at a time, but reads it once for tiles that follow at
+            // once, and measured faster; see `Blocking::mc_whole`.)
             let chunk = if p.csb == 1 { PACK_ROWS } else { kcb };
             for p0 in (0..kcb).step_by(chunk) {
                 let rows = chunk.min(kcb - p0);
@@ -347,7 +358,7 @@ impl KernelOp for PackB<'_> {
 const PACK_ROWS: usize = 16;
 
 /// Computes rows `rows` of C for one (jc, k-group) block from the shared
-/// packed B, packing its own A blocks (with `Block::strips`, its one A block
+/// packed B, packing its own A blocks (with `Block::b_per_panel`, its one A block
 /// per pass and each B micro-panel in turn).
 struct Compute<'a> {
     block: Block<'a>,
@@ -367,7 +378,7 @@ impl KernelOp for Compute<'_> {
         }
         let kc_max = bl.kc.min(b.kg);
         // Rows per packed A block: all of them when B comes strip by strip.
-        let mc = if b.strips {
+        let mc = if b.b_per_panel {
             m.next_multiple_of(MR)
         } else {
             bl.mc
@@ -376,7 +387,7 @@ impl KernelOp for Compute<'_> {
         // SAFETY: A is read at rows of `self.rows` and k inside the group, C is
         // written at those rows and the block's columns (this piece's alone);
         // abuf holds one packed A block (≤ mc rounded to MR, × kc_max); B panels
-        // are read where PackB wrote them or, with `strips`, from `bbuf`, which
+        // are read where PackB wrote them or, with `b_per_panel`, from `bbuf`, which
         // holds one `nr × kc_max` micro-panel and belongs to this (only) piece.
         unsafe {
             for pc in (b.k0..b.k0 + b.kg).step_by(bl.kc) {
@@ -385,7 +396,7 @@ impl KernelOp for Compute<'_> {
                 let beta = if pc == 0 { p.beta } else { 1.0 };
                 // The epilogue runs once, on the last pass over k.
                 let last = pc + kcb == p.k;
-                let bblock = if b.strips {
+                let bblock = if b.b_per_panel {
                     b.bbuf
                 } else {
                     b.bbuf.add(b.b_offset(pc, nr))
@@ -395,7 +406,7 @@ impl KernelOp for Compute<'_> {
                     let a_src = p.a.offset(ic as isize * p.rsa + pc as isize * p.csa);
                     pack_a(s, MR, mcb, kcb, a_src, p.rsa, p.csa, abuf);
                     for jr in (0..b.ncb).step_by(nr) {
-                        let b_panel = if b.strips {
+                        let b_panel = if b.b_per_panel {
                             let cols = nr.min(b.ncb - jr);
                             let col = (b.jc + jr) as isize;
                             let src = p.b.offset(pc as isize * p.rsb + col * p.csb);

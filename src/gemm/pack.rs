@@ -204,7 +204,9 @@ unsafe fn transpose_lines<S: Simd>(
         }
         while l0 < w {
             let n = lines.saturating_sub(l0).min(4);
-            let sl = src.offset(l0.min(lines) as isize * line_stride);
+            // Past the last line (n = 0, nothing is read) this address may lie
+            // beyond the source, so it is formed with wrapping arithmetic.
+            let sl = src.wrapping_offset(l0.min(lines) as isize * line_stride);
             quads(sl, line_stride, n, 0, kc, dst.add(l0), w, (w - l0).min(4));
             l0 += 4;
         }

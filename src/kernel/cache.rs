@@ -15,6 +15,7 @@
 //!
 //! `mc` is a multiple of `mr` in `[mr, 1536]`, `nc` a multiple of `nr` in
 //! `[nr, 4096]`: past those a larger block only adds packing latency.
+//! `mc_whole` is a multiple of `mr` in `[mc, 1536]`.
 //!
 //! **`PanelInL3`** is the textbook BLIS split (the A block fills a quarter of L2,
 //! the B panel streams from L3 one micro-panel per `jr` step). It is what the
@@ -36,7 +37,8 @@
 //! 2–5 % less time in same-run `compare_rev.sh` medians (and it gives
 //! `mc = 60`, `nc = 512` on a 2 MiB L2; doubling either measured no better).
 //!
-//! **`mc_whole`**: a product (or one thread's piece of it) of at most
+//! **`mc_whole`**: a product computed by one piece (the whole product on one
+//! thread, or one thread's columns under a column split) of at most
 //! `mc_whole` rows packs all its rows of A as one block per pass over k and B
 //! one `kc × nr` micro-panel at a time, just before the tiles that read it.
 //! Its few rows cannot repay a B panel packed ahead, which goes out to the
@@ -45,13 +47,16 @@
 //! avx512, alternating in one process): δ·Wᵀ products (B transposed) with
 //! 64–256 rows 0.89–0.94× the time, X·W with 16–128 rows 0.97–0.99×, 512-wide
 //! products with 64–256 rows within ±2 %. Past a quarter of L2 the gain fades
-//! (384 and 500 rows: 1.01–1.03× for X·W).
+//! (384 and 500 rows: 1.01–1.03× for X·W). On the `PanelInL3` paths the A
+//! block already has a quarter of L2, so `mc_whole = mc` there: a product of
+//! at most `mc` rows, which had one A block anyway, now packs B panel by
+//! panel too.
 //!
 //! **`kc` is fixed per kernel path** and not derived from the L1 size. It is the
 //! one block size that changes result bits: C is rounded to `f32` after every
 //! pass over `kc` steps of k. A fixed `kc` keeps results bitwise identical on
 //! every CPU that runs the same path (and, as before, for any thread count).
-//! `mr`, `nr`, `mc` and `nc` only decide which products are computed where, never
+//! `mr`, `nr`, `mc`, `nc` and `mc_whole` only decide which products are computed where, never
 //! how an element is summed, so they change no bit.
 //!
 //! # Detection

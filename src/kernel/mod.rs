@@ -92,7 +92,10 @@ pub(crate) trait KernelOp {
 /// Cache blocking of one kernel set: each ISA file gives its register tile and
 /// `kc`; `mc` and `nc` follow the running CPU's caches (see [`cache`] for the
 /// rule, and for why `kc` alone is fixed: it decides the rounding).
+/// Obtained from [`crate::gemm::blocking`] or [`crate::Isa::blocking`]; more
+/// fields may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Blocking {
     /// Rows of the register tile (micro-panel height of packed A).
     pub mr: usize,
@@ -107,9 +110,10 @@ pub struct Blocking {
     /// Columns of a packed B panel; the `kc × nc` panel stays in L3 or, on the
     /// AVX-512 path, in L2 (see [`cache`]).
     pub nc: usize,
-    /// Most rows a product (or one thread's piece of it) may have for the
-    /// packed path to pack its A as one block per pass over k and B strip by
-    /// strip, each `kc × nr` micro-panel just before its tiles use it (a
+    /// Most rows a product computed by one piece (the whole product on one
+    /// thread, or one thread's columns under a column split) may have for the
+    /// packed path to pack its A as one block per pass over k and B panel by
+    /// panel, each `kc × nr` micro-panel just before its tiles use it (a
     /// quarter of L2 for the `mc_whole × kc` block; at least `mc`). See
     /// [`cache`].
     pub mc_whole: usize,
