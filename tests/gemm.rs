@@ -67,7 +67,7 @@ fn edges(isa: Isa) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
         b.mc - 1,
         b.mc,
         b.mc + 1,
-        // The last height packed whole with B strip by strip, and the first
+        // The last height packed whole with B panel by panel, and the first
         // past it (a packed panel shared by all row blocks).
         b.mc_whole,
         b.mc_whole + 1,

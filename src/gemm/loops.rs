@@ -330,7 +330,7 @@ impl KernelOp for PackB<'_> {
             // δ·Wᵀ is contiguous along k) packs whole panels, reading each of
             // its lines front to back. (A `b_per_panel` block does walk one
             // panel at a time, but reads it once for tiles that follow at
-            // once, and measured faster; see `Blocking::mc_whole`.)
+            // once, and measured faster; see the `kernel::cache` docs.)
             let chunk = if p.csb == 1 { PACK_ROWS } else { kcb };
             for p0 in (0..kcb).step_by(chunk) {
                 let rows = chunk.min(kcb - p0);
@@ -377,7 +377,7 @@ impl KernelOp for Compute<'_> {
             return;
         }
         let kc_max = bl.kc.min(b.kg);
-        // Rows per packed A block: all of them when B comes strip by strip.
+        // Rows per packed A block: all of them with `b_per_panel`.
         let mc = if b.b_per_panel {
             m.next_multiple_of(MR)
         } else {

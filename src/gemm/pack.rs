@@ -218,8 +218,9 @@ unsafe fn transpose_lines<S: Simd>(
 /// `dst[p·w + 0..width]`, four steps per 4 × 4 transpose.
 ///
 /// # Safety
-/// The `n` lines are readable for steps `from..kc`; `dst + p·w` is writable
-/// for `width ≤ 4` floats for `p < kc`.
+/// The `n` lines are readable for steps `from..kc` (with `n = 0`, `src` is
+/// not read and may point anywhere); `dst + p·w` is writable for `width ≤ 4`
+/// floats for `p < kc`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn quads(

@@ -51,8 +51,9 @@ impl Isa {
     }
 
     /// The register tile and cache blocking of this path's GEMM kernels on the
-    /// running CPU: `mc` and `nc` follow its cache sizes, `mr`, `nr` and `kc`
-    /// are the path's own (see [`crate::kernel::cache`] for the rule).
+    /// running CPU: `mc`, `nc` and `mc_whole` follow its cache sizes, `mr`,
+    /// `nr` and `kc` are the path's own (see [`crate::kernel::cache`] for the
+    /// rule).
     pub fn blocking(self) -> Blocking {
         match self {
             Isa::Portable => portable::blocking(),

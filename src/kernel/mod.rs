@@ -90,10 +90,10 @@ pub(crate) trait KernelOp {
 }
 
 /// Cache blocking of one kernel set: each ISA file gives its register tile and
-/// `kc`; `mc` and `nc` follow the running CPU's caches (see [`cache`] for the
-/// rule, and for why `kc` alone is fixed: it decides the rounding).
-/// Obtained from [`crate::gemm::blocking`] or [`crate::Isa::blocking`]; more
-/// fields may be added.
+/// `kc`; `mc`, `nc` and `mc_whole` follow the running CPU's caches (see
+/// [`cache`] for the rule, and for why `kc` alone is fixed: it decides the
+/// rounding). Obtained from [`crate::gemm::blocking`] or
+/// [`crate::Isa::blocking`]; more fields may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Blocking {
