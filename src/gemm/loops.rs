@@ -396,11 +396,9 @@ impl KernelOp for Compute<'_> {
                 let beta = if pc == 0 { p.beta } else { 1.0 };
                 // The epilogue runs once, on the last pass over k.
                 let last = pc + kcb == p.k;
-                let bblock = if b.b_per_panel {
-                    b.bbuf
-                } else {
-                    b.bbuf.add(b.b_offset(pc, nr))
-                };
+                // Where this KC block's panels start in a shared group (an
+                // offset only: a `b_per_panel` block's buffer holds one panel).
+                let block_offset = b.b_offset(pc, nr);
                 for ic in (self.rows.start..self.rows.end).step_by(mc) {
                     let mcb = mc.min(self.rows.end - ic);
                     let a_src = p.a.offset(ic as isize * p.rsa + pc as isize * p.csa);
@@ -413,7 +411,7 @@ impl KernelOp for Compute<'_> {
                             pack_b_panel(s, nr, cols, kcb, src, p.rsb, p.csb, b.bbuf);
                             b.bbuf
                         } else {
-                            bblock.add(jr * kcb)
+                            b.bbuf.add(block_offset + jr * kcb)
                         };
                         for ir in (0..mcb).step_by(MR) {
                             let a_panel = abuf.add(ir * kcb);
