@@ -187,8 +187,10 @@ const KC: usize = 512;
 // The blocking's promises, checked when the crate compiles: the C tile
 // (MR × NV accumulators), the NV B vectors and the A broadcast fit the 32 zmm
 // registers, and the kc × 16·NV B micro-panel is at most a sixteenth of a
-// 1 MiB L2 (Zen 4, and the fallback cache sizes). Those caches give mc = 24,
-// nc = 256, and a 512 KiB L2 (Ice Lake client) mc = 12, nc = 128: not measured.
+// 1 MiB L2 (Zen 4, and the fallback cache sizes). On an Intel CPU with those
+// caches the rule gives mc = 24, nc = 256, and with a 512 KiB L2 (Ice Lake
+// client) mc = 12, nc = 128: not measured. Zen 4 keeps the panel in L3
+// (mc = 120, nc = 4096: see `kernel::cache`).
 const _: () = {
     let registers = MR * NV + NV + 1; // C tile, B vectors, A broadcast
     assert!(registers <= 32);
@@ -196,10 +198,12 @@ const _: () = {
 };
 
 /// This path's blocking on the running CPU (`mc`, `nc` from its caches, with
-/// the B panel kept in L2: see `kernel::cache` for the rule and measurements).
+/// the B panel kept in L2 on Intel and in L3 on AMD: see `kernel::cache` for
+/// the rule and measurements).
 pub(crate) fn blocking() -> Blocking {
+    use super::cache::{self, Residency};
     static B: OnceLock<Blocking> = OnceLock::new();
-    super::cache::cached(&B, MR, NV * 16, KC, super::cache::Residency::PanelInL2)
+    cache::cached(&B, MR, NV * 16, KC, Residency::wide(cache::vendor()))
 }
 
 /// Runs `op` with the AVX-512 kernel set.

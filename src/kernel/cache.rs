@@ -3,12 +3,13 @@
 //! # The rule
 //!
 //! The loop nest (see `gemm::loops`) keeps one operand block per cache level.
-//! Each kernel path names where its packed B panel lives, a `Residency`, and
+//! Each kernel path names where its packed B panel lives, a `Residency` (the
+//! AVX-512 path's depends on the CPU's vendor, below), and
 //! the rest follows from the running CPU's caches:
 //!
 //! | block | size | `Residency::PanelInL3` | `Residency::PanelInL2` |
 //! |---|---|---|---|
-//! | B micro-panel | `kc × nr` | L1d (fixed `kc`, below) | L2, read into L1d once per A micro-panel (fixed `kc`, below) |
+//! | B micro-panel | `kc × nr` | L1d (fixed `kc`, below; the AVX-512 path's is 64 KiB and read from L2) | L2, read into L1d once per A micro-panel (fixed `kc`, below) |
 //! | packed A block | `mc × kc` | `≤ L2 / 4` | `≤ L2 / 16` |
 //! | packed B panel | `kc × nc` | `≤ L3 / 2` | `≤ L2 / 2` |
 //! | whole A of a short product | `mc_whole × kc` | `≤ L2 / 4` | `≤ L2 / 4` |
@@ -19,18 +20,32 @@
 //!
 //! **`PanelInL3`** is the textbook BLIS split (the A block fills a quarter of L2,
 //! the B panel streams from L3 one micro-panel per `jr` step). It is what the
-//! AVX2 and portable paths use; on a 512 KiB Zen 3 L2 it gives 72 × 512 floats,
-//! the hand-tuned constants it replaced.
+//! AVX2 and portable paths use, and the AVX-512 path on AMD CPUs; on a 512 KiB
+//! Zen 3 L2 it gives 72 × 512 floats, the hand-tuned constants it replaced.
 //!
 //! **`PanelInL2`** keeps the whole `kc × nc` B panel in L2 and makes the A block
-//! small, so every pass of the `ic` loop reads B from L2 instead of L3. On the
+//! small, so every pass of the `ic` loop reads B from L2 instead of L3. The
+//! AVX-512 path uses it on Intel CPUs (and on any vendor other than AMD). On the
 //! AVX-512 Xeons of the last generations the L2 is large (2 MiB per core) and
 //! fast while the L3 is a slow mesh, and the C tiles of a long k loop stream
 //! through L2 too: measured on a Sapphire Rapids-class Xeon (one thread, the
 //! avx512 path, `kc = 256`), 1024³ went from ~125 to ~146 GFLOP/s (A block
 //! `L2/4` → `L2/16`, B panel `L3/2` → `L2/2`), 2048³ from 126 to 141, and
 //! 256×1024×1024 from 134 to 137. The AVX2 path measured within 2 % either way
-//! on that machine, so it keeps the split it was tuned with. With the panel in
+//! on that machine, so it keeps the split it was tuned with.
+//!
+//! **Which one the AVX-512 path takes is the vendor's** (`Residency::wide`):
+//! a Zen 4 core's L3 is its core complex's own, close and fast, and its L2 half
+//! a Xeon's (1 MiB), where the panel-in-L2 rule gives a 512 KiB panel
+//! (`nc = 256` at `kc = 512`) and packs each A block once per 256 columns.
+//! Measured on a 2-core Zen 4 (EPYC, avx512 path, 11 rounds alternating in one
+//! process, medians of per-round time ratios, `PanelInL3` against `PanelInL2`):
+//! 1024³ 0.95, 256×1024×1024 0.96, the Aᵀ shapes 784×128×512 and
+//! 1024×256×1024 0.97 and 0.94, δ·Wᵀ shapes (B transposed) 0.98 and 0.99,
+//! 128×784×512 1.00, 64×784×512 0.98, the K = 1024, L = 8 training step 0.99;
+//! on two threads 0.95–1.02 (1024³ 0.98, the Aᵀ shapes 0.95). Every `nc` of
+//! 1024 or more measured alike (0.94–0.96 at 1024³, whatever `mc` from 24 to
+//! 120): the gain is the wider panel, which this L3 serves as fast as L2. With the panel in
 //! L2, the micro-panel need not fit L1d: the AVX-512 path's `kc = 512` makes it
 //! 64 KiB and halves the passes over C (see `kernel/avx512.rs`): on the large
 //! shapes 2–9 % more GFLOP/s than `kc = 256` in interleaved `gemm_demo` rounds,
@@ -113,6 +128,74 @@ pub(crate) enum Residency {
     PanelInL2,
 }
 
+impl Residency {
+    /// The AVX-512 path's residency on a CPU of `vendor`: `PanelInL2` on
+    /// Intel, whose server cores reach a slow mesh L3 through a large L2;
+    /// `PanelInL3` on AMD and Hygon, whose L3 is the core complex's own and
+    /// fast; `PanelInL2` elsewhere (the rule this path was tuned with). See
+    /// the module docs for the measurements.
+    pub(crate) fn wide(vendor: Vendor) -> Residency {
+        match vendor {
+            Vendor::Amd => Residency::PanelInL3,
+            Vendor::Intel | Vendor::Other => Residency::PanelInL2,
+        }
+    }
+}
+
+/// The CPU's vendor, as CPUID leaf 0 names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Vendor {
+    /// `GenuineIntel`.
+    Intel,
+    /// `AuthenticAMD` or `HygonGenuine` (Zen cores).
+    Amd,
+    /// Any other, and every CPU that is not x86-64.
+    Other,
+}
+
+/// The running CPU's vendor (read once: CPUID is slow, and in a virtual
+/// machine a trap to the hypervisor).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vendor() -> Vendor {
+    static VENDOR: OnceLock<Vendor> = OnceLock::new();
+    *VENDOR.get_or_init(|| match &vendor_name() {
+        b"GenuineIntel" => Vendor::Intel,
+        b"AuthenticAMD" | b"HygonGenuine" => Vendor::Amd,
+        _ => Vendor::Other,
+    })
+}
+
+/// The running CPU's vendor.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn vendor() -> Vendor {
+    Vendor::Other
+}
+
+/// CPUID `leaf`, sub-leaf `sub`.
+#[cfg(target_arch = "x86_64")]
+fn cpuid(leaf: u32, sub: u32) -> core::arch::x86_64::CpuidResult {
+    // CPUID exists on every x86-64 CPU; leaves 0 and 0x80000000 are always
+    // valid and callers read the others only when those report them. (The
+    // intrinsic is a safe function on current toolchains and an `unsafe` one
+    // on older supported ones, hence the allow.)
+    #[allow(unused_unsafe)]
+    // SAFETY: as above: CPUID has no precondition on x86-64.
+    unsafe {
+        core::arch::x86_64::__cpuid_count(leaf, sub)
+    }
+}
+
+/// The 12-byte vendor string of CPUID leaf 0 (EBX, EDX, ECX).
+#[cfg(target_arch = "x86_64")]
+fn vendor_name() -> [u8; 12] {
+    let r = cpuid(0, 0);
+    let mut name = [0u8; 12];
+    for (chunk, reg) in name.chunks_exact_mut(4).zip([r.ebx, r.edx, r.ecx]) {
+        chunk.copy_from_slice(&reg.to_le_bytes());
+    }
+    name
+}
+
 /// A path's blocking on the running CPU, derived on first use and kept in the
 /// path's own `slot`: the one body behind each ISA file's `blocking()`.
 pub(crate) fn cached(
@@ -156,35 +239,18 @@ pub(crate) fn derive(
 /// Reads the cache descriptors, or `None` when the CPU does not list them.
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Option<CacheSizes> {
-    use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
-    // CPUID exists on every x86-64 CPU; leaves 0 and 0x80000000 are always
-    // valid and the others are only read when those report them. (The
-    // intrinsics are safe functions on current toolchains and `unsafe` ones on
-    // older supported ones, hence the allow.)
-    #[allow(unused_unsafe)]
-    // SAFETY: as above: CPUID has no precondition on x86-64.
-    let cpuid = |leaf: u32, sub: u32| -> CpuidResult { unsafe { __cpuid_count(leaf, sub) } };
-    #[allow(unused_unsafe)]
-    // SAFETY: as above.
-    let vendor = unsafe { __cpuid(0) };
-    let max_leaf = vendor.eax;
-    let name = [vendor.ebx, vendor.edx, vendor.ecx];
-    let is = |s: &[u8; 12]| {
-        name.iter()
-            .flat_map(|r| r.to_le_bytes())
-            .eq(s.iter().copied())
-    };
-    let leaf = if is(b"GenuineIntel") && max_leaf >= 4 {
-        4
-    } else if is(b"AuthenticAMD") || is(b"HygonGenuine") {
-        let max_ext = cpuid(0x8000_0000, 0).eax;
-        let topology_ext = cpuid(0x8000_0001, 0).ecx & (1 << 22) != 0;
-        if max_ext < 0x8000_001D || !topology_ext {
-            return None;
+    let max_leaf = cpuid(0, 0).eax;
+    let leaf = match vendor() {
+        Vendor::Intel if max_leaf >= 4 => 4,
+        Vendor::Amd => {
+            let max_ext = cpuid(0x8000_0000, 0).eax;
+            let topology_ext = cpuid(0x8000_0001, 0).ecx & (1 << 22) != 0;
+            if max_ext < 0x8000_001D || !topology_ext {
+                return None;
+            }
+            0x8000_001D
         }
-        0x8000_001D
-    } else {
-        return None;
+        _ => return None,
     };
     let mut sizes = CacheSizes {
         l1d: 0,
@@ -248,6 +314,7 @@ mod tests {
             let c = CacheSizes { l1d, l2, l3 };
             let paths = [
                 (12, 32, 512, Residency::PanelInL2),
+                (12, 32, 512, Residency::PanelInL3),
                 (12, 32, 256, Residency::PanelInL3),
                 (6, 16, 512, Residency::PanelInL3),
                 (6, 8, 256, Residency::PanelInL3),
@@ -308,6 +375,37 @@ mod tests {
         assert_eq!((kc256.mc, kc256.nc), (120, 1024));
         let old = derive(12, 32, 256, Residency::PanelInL3, &c);
         assert_eq!((old.mc, old.nc), (504, 4096));
+    }
+
+    /// The AVX-512 path on a Zen 4 core keeps its panel in L3: the figures
+    /// the module docs quote, and the Intel rule on the same caches.
+    #[test]
+    fn panel_in_l3_on_a_zen4_core() {
+        let c = CacheSizes {
+            l1d: 32 << 10,
+            l2: 1 << 20,
+            l3: 32 << 20,
+        };
+        assert_eq!(Residency::wide(Vendor::Amd), Residency::PanelInL3);
+        assert_eq!(Residency::wide(Vendor::Intel), Residency::PanelInL2);
+        assert_eq!(Residency::wide(Vendor::Other), Residency::PanelInL2);
+        let zen4 = derive(12, 32, 512, Residency::wide(Vendor::Amd), &c);
+        assert_eq!((zen4.mc, zen4.nc, zen4.mc_whole), (120, 4096, 120));
+        let intel = derive(12, 32, 512, Residency::wide(Vendor::Intel), &c);
+        assert_eq!((intel.mc, intel.nc, intel.mc_whole), (24, 256, 120));
+    }
+
+    #[test]
+    fn vendor_is_read_once_and_agrees_with_detection() {
+        let v = vendor();
+        assert_eq!(v, vendor());
+        if cfg!(target_arch = "x86_64") && detect().is_some() {
+            assert_ne!(
+                v,
+                Vendor::Other,
+                "caches were detected, so the vendor is known"
+            );
+        }
     }
 
     #[test]
