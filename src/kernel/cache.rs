@@ -40,12 +40,12 @@
 //! (`nc = 256` at `kc = 512`) and packs each A block once per 256 columns.
 //! Measured on a 2-core Zen 4 (EPYC, avx512 path, 11 rounds alternating in one
 //! process, medians of per-round time ratios, `PanelInL3` against `PanelInL2`):
-//! 1024³ 0.95, 256×1024×1024 0.96, the Aᵀ shapes 784×128×512 and
-//! 1024×256×1024 0.97 and 0.94, δ·Wᵀ shapes (B transposed) 0.98 and 0.99,
-//! 128×784×512 1.00, 64×784×512 0.98, the K = 1024, L = 8 training step 0.99;
-//! on two threads 0.95–1.02 (1024³ 0.98, the Aᵀ shapes 0.95). Every `nc` of
-//! 1024 or more measured alike (0.94–0.96 at 1024³, whatever `mc` from 24 to
-//! 120): the gain is the wider panel, which this L3 serves as fast as L2. With the panel in
+//! 1024³ 0.95, 2048³ 0.93, 256×1024×1024 0.97, 128×784×512 0.97, the Aᵀ
+//! shapes 784×128×512 and 1024×256×1024 0.96, δ·Wᵀ shapes (B transposed)
+//! 0.97–1.00, the K = 1024, L = 8 training step 0.97, the MNIST step 0.98; on
+//! two threads 0.91–0.99. Every `nc` of 1024 or more measured alike
+//! (0.94–0.96 at 1024³, whatever `mc` from 24 to 120): the gain is the wider
+//! panel, which this L3 serves about as fast as L2. With the panel in
 //! L2, the micro-panel need not fit L1d: the AVX-512 path's `kc = 512` makes it
 //! 64 KiB and halves the passes over C (see `kernel/avx512.rs`): on the large
 //! shapes 2–9 % more GFLOP/s than `kc = 256` in interleaved `gemm_demo` rounds,
