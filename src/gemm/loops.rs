@@ -3,7 +3,7 @@
 //! Loop by loop, with what each keeps in which cache (sizes in `Blocking`):
 //!
 //! ```text
-//! jc: n in steps of NC            B panel kc × NC packed once per (jc, pc)  → L3 (L2 on avx512)
+//! jc: n in steps of NC            B panel kc × NC packed once per (jc, pc)  → L3 (L2 on Intel avx512)
 //!  pc: k in steps of KC           the only loop over k; β applies on its first pass
 //!   ic: m in steps of MC          A block MC × kc packed once per (ic, pc)  → L2
 //!    jr: NC in steps of NR        B micro-panel kc × NR reused by all of ir → L1 (L2 on avx512)

@@ -25,32 +25,35 @@
 //!
 //! **`PanelInL2`** keeps the whole `kc × nc` B panel in L2 and makes the A block
 //! small, so every pass of the `ic` loop reads B from L2 instead of L3. The
-//! AVX-512 path uses it on Intel CPUs (and on any vendor other than AMD). On the
+//! AVX-512 path uses it on Intel CPUs (and on vendors other than AMD and
+//! Hygon). On the
 //! AVX-512 Xeons of the last generations the L2 is large (2 MiB per core) and
 //! fast while the L3 is a slow mesh, and the C tiles of a long k loop stream
 //! through L2 too: measured on a Sapphire Rapids-class Xeon (one thread, the
 //! avx512 path, `kc = 256`), 1024³ went from ~125 to ~146 GFLOP/s (A block
 //! `L2/4` → `L2/16`, B panel `L3/2` → `L2/2`), 2048³ from 126 to 141, and
 //! 256×1024×1024 from 134 to 137. The AVX2 path measured within 2 % either way
-//! on that machine, so it keeps the split it was tuned with.
-//!
-//! **Which one the AVX-512 path takes is the vendor's** (`Residency::wide`):
-//! a Zen 4 core's L3 is its core complex's own, close and fast, and its L2 half
-//! a Xeon's (1 MiB), where the panel-in-L2 rule gives a 512 KiB panel
-//! (`nc = 256` at `kc = 512`) and packs each A block once per 256 columns.
-//! Measured on a 2-core Zen 4 (EPYC, avx512 path, 11 rounds alternating in one
-//! process, medians of per-round time ratios, `PanelInL3` against `PanelInL2`):
-//! 1024³ 0.95, 2048³ 0.93, 256×1024×1024 0.97, 128×784×512 0.97, the Aᵀ
-//! shapes 784×128×512 and 1024×256×1024 0.96, δ·Wᵀ shapes (B transposed)
-//! 0.97–1.00, the K = 1024, L = 8 training step 0.97, the MNIST step 0.98; on
-//! two threads 0.91–0.99. Every `nc` of 1024 or more measured alike
-//! (0.94–0.96 at 1024³, whatever `mc` from 24 to 120): the gain is the wider
-//! panel, which this L3 serves about as fast as L2. With the panel in
+//! on that machine, so it keeps the split it was tuned with. With the panel in
 //! L2, the micro-panel need not fit L1d: the AVX-512 path's `kc = 512` makes it
 //! 64 KiB and halves the passes over C (see `kernel/avx512.rs`): on the large
 //! shapes 2–9 % more GFLOP/s than `kc = 256` in interleaved `gemm_demo` rounds,
 //! 2–5 % less time in same-run `compare_rev.sh` medians (and it gives
 //! `mc = 60`, `nc = 512` on a 2 MiB L2; doubling either measured no better).
+//!
+//! **Which one the AVX-512 path takes is the vendor's** (`Residency::wide`):
+//! a Zen 4 core's L3 is its core complex's own, close and fast, and its L2 half
+//! a Xeon's (1 MiB), where the panel-in-L2 rule gives a 512 KiB panel
+//! (`nc = 256` at `kc = 512`) and packs each A block once per 256 columns.
+//! Measured on a 2-core Zen 4 (EPYC, avx512 path, alternating in one process:
+//! 11 rounds, 7 for 2048³ and on two threads; medians of per-round time
+//! ratios, `PanelInL3` against `PanelInL2`):
+//! 1024³ 0.95, 2048³ 0.93, 256×1024×1024 0.97, 128×784×512 0.97, the Aᵀ
+//! shapes 784×128×512 and 1024×256×1024 0.96, δ·Wᵀ shapes (B transposed)
+//! 0.97–1.00, the K = 1024, L = 8 training step 0.97, the MNIST step 0.98; on
+//! two threads 0.91–0.99. Every `nc` of 1024 or more measured alike
+//! (0.94–0.95 at 1024³, whatever `mc` from 24 to 120): the gain is the wider
+//! panel, which this L3 serves about as fast as L2. There the 64 KiB
+//! micro-panel of `kc = 512` does not fit L1d either and is read from L2.
 //!
 //! **`mc_whole`**: a product computed by one piece (the whole product on one
 //! thread, or one thread's columns under a column split) of at most
@@ -134,6 +137,7 @@ impl Residency {
     /// `PanelInL3` on AMD and Hygon, whose L3 is the core complex's own and
     /// fast; `PanelInL2` elsewhere (the rule this path was tuned with). See
     /// the module docs for the measurements.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn wide(vendor: Vendor) -> Residency {
         match vendor {
             Vendor::Amd => Residency::PanelInL3,
@@ -144,6 +148,7 @@ impl Residency {
 
 /// The CPU's vendor, as CPUID leaf 0 names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum Vendor {
     /// `GenuineIntel`.
     Intel,
@@ -167,6 +172,7 @@ pub(crate) fn vendor() -> Vendor {
 
 /// The running CPU's vendor.
 #[cfg(not(target_arch = "x86_64"))]
+#[allow(dead_code)]
 pub(crate) fn vendor() -> Vendor {
     Vendor::Other
 }
@@ -174,8 +180,9 @@ pub(crate) fn vendor() -> Vendor {
 /// CPUID `leaf`, sub-leaf `sub`.
 #[cfg(target_arch = "x86_64")]
 fn cpuid(leaf: u32, sub: u32) -> core::arch::x86_64::CpuidResult {
-    // CPUID exists on every x86-64 CPU; leaves 0 and 0x80000000 are always
-    // valid and callers read the others only when those report them. (The
+    // CPUID exists on every x86-64 CPU, and a leaf past the highest one it
+    // reports returns data, not a fault; callers check leaves 0 and
+    // 0x80000000 before trusting the others. (The
     // intrinsic is a safe function on current toolchains and an `unsafe` one
     // on older supported ones, hence the allow.)
     #[allow(unused_unsafe)]
@@ -244,8 +251,7 @@ fn detect() -> Option<CacheSizes> {
         Vendor::Intel if max_leaf >= 4 => 4,
         Vendor::Amd => {
             let max_ext = cpuid(0x8000_0000, 0).eax;
-            let topology_ext = cpuid(0x8000_0001, 0).ecx & (1 << 22) != 0;
-            if max_ext < 0x8000_001D || !topology_ext {
+            if max_ext < 0x8000_001D || cpuid(0x8000_0001, 0).ecx & (1 << 22) == 0 {
                 return None;
             }
             0x8000_001D

@@ -108,7 +108,8 @@ pub struct Blocking {
     /// a sixteenth of it, by the path's residency rule in [`cache`]).
     pub mc: usize,
     /// Columns of a packed B panel; the `kc × nc` panel stays in L3 or, on the
-    /// AVX-512 path of an Intel CPU, in L2 (see [`cache`]).
+    /// AVX-512 path of a CPU other than AMD's and Hygon's, in L2 (see
+    /// [`cache`]).
     pub nc: usize,
     /// Most rows a product computed by one piece (the whole product on one
     /// thread, or one thread's columns under a column split) may have for the
