@@ -44,13 +44,13 @@
 //! a Zen 4 core's L3 is its core complex's own, close and fast, and its L2 half
 //! a Xeon's (1 MiB), where the panel-in-L2 rule gives a 512 KiB panel
 //! (`nc = 256` at `kc = 512`) and packs each A block once per 256 columns.
-//! Measured on a 2-core Zen 4 (EPYC, avx512 path, alternating in one process:
-//! 11 rounds, 7 for 2048³ and on two threads; medians of per-round time
-//! ratios, `PanelInL3` against `PanelInL2`):
-//! 1024³ 0.95, 2048³ 0.93, 256×1024×1024 0.97, 128×784×512 0.97, the Aᵀ
-//! shapes 784×128×512 and 1024×256×1024 0.96, δ·Wᵀ shapes (B transposed)
-//! 0.97–1.00, the K = 1024, L = 8 training step 0.97, the MNIST step 0.98; on
-//! two threads 0.91–0.99. Every `nc` of 1024 or more measured alike
+//! Measured on a 2-core Zen 4 (EPYC, avx512 path, alternating in one process,
+//! medians of per-round time ratios, `PanelInL3` against `PanelInL2`, the
+//! mean of two runs with either side first): one thread 1024³ 0.95, 2048³
+//! 0.93, 256×1024×1024 0.97, 128×784×512 0.99, the Aᵀ shapes 784×128×512 and
+//! 1024×256×1024 0.96, δ·Wᵀ shapes (B transposed) 0.97–0.99, the K = 1024,
+//! L = 8 training step and the MNIST step 0.98; two threads 0.95–1.01 (the
+//! README has the table). Every `nc` of 1024 or more measured alike
 //! (0.94–0.95 at 1024³, whatever `mc` from 24 to 120): the gain is the wider
 //! panel, which this L3 serves about as fast as L2. There the 64 KiB
 //! micro-panel of `kc = 512` does not fit L1d either and is read from L2.
