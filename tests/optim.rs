@@ -354,6 +354,24 @@ fn adam_epsilon_sits_outside_the_sqrt() {
 }
 
 #[test]
+fn adam_tiny_epsilon_keeps_zero_gradients_finite() {
+    // ε = 2e-38 is a normal f32, but ε·√(1 − β₂) at t = 1 (≈ 6e-40) is not:
+    // the update runs with denormals read as zero, and an element whose
+    // gradient is 0 must still get 0/ε, not 0/0.
+    let cfg = AdamConfig {
+        eps: 2e-38,
+        ..AdamConfig::default()
+    };
+    let mut opt = Adam::new(2, cfg);
+    let mut p = [0.5f32, -0.25];
+    for _ in 0..3 {
+        opt.step(&mut p, &[0.0, 1e-3], 1e-2);
+    }
+    assert_eq!(p[0], 0.5, "a zero gradient leaves its parameter alone");
+    assert!(p[1].is_finite() && p[1] < -0.25, "{}", p[1]);
+}
+
+#[test]
 fn adam_coupled_l2_vs_adamw() {
     let lambda = 0.1f32;
     let (l2_1, l2_2, _) = two_adam_steps(AdamConfig {

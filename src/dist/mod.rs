@@ -68,7 +68,8 @@
 //! own slice ([`Optimizer::step_range`](crate::optim::Optimizer::step_range),
 //! elementwise, so the same bits) and the *parameters* are all-gathered:
 //! the same traffic as step 3, and the update's work split over the ranks
-//! (it is memory-bound: Adam reads and writes 28 bytes per parameter).
+//! (Adam reads and writes 28 bytes per parameter and takes a square root
+//! and a division for each).
 //! Each rank holds the optimizer state of its own slice only (ZeRO-1,
 //! [`Optimizer::keep_state`](crate::optim::Optimizer::keep_state): `1/R` of
 //! Adam's 8 bytes per parameter);
