@@ -50,9 +50,9 @@
 //! 0.93, 256×1024×1024 0.97, 128×784×512 0.99, the Aᵀ shapes 784×128×512 and
 //! 1024×256×1024 0.96, δ·Wᵀ shapes (B transposed) 0.97–0.99, the K = 1024,
 //! L = 8 training step and the MNIST step 0.98; two threads 0.95–1.00 (the
-//! README has the table, and 512³ at 1.01 from one run). Every `nc` of 1024 or more measured alike
-//! (0.94–0.95 at 1024³, whatever `mc` from 24 to 120): the gain is the wider
-//! panel, which this L3 serves about as fast as L2. There the 64 KiB
+//! README has the table, and 512³ at 1.01 from one run). Every `nc` of 1024
+//! or more measured alike (0.94–0.95 at 1024³, whatever `mc` from 24 to 120):
+//! the gain is the wider panel, which this L3 serves about as fast as L2. There the 64 KiB
 //! micro-panel of `kc = 512` does not fit L1d either and is read from L2.
 //!
 //! **`mc_whole`**: a product computed by one piece (the whole product on one

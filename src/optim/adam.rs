@@ -215,18 +215,18 @@ impl Optimizer for Adam {
         // t as f64 is exact up to 2⁵³ steps; β^t underflows to 0 long before.
         let t = self.steps as f64;
         let bc1 = 1.0 - (c.beta1 as f64).powf(t);
-        let bc2 = 1.0 - (c.beta2 as f64).powf(t);
+        let bc2_sqrt = (1.0 - (c.beta2 as f64).powf(t)).sqrt();
         let (l2, decay) = c.weight_decay.split(lr);
         let s = Scalars {
             beta1: c.beta1,
             one_minus_beta1: (1.0 - c.beta1 as f64) as f32,
             beta2: c.beta2,
             one_minus_beta2: (1.0 - c.beta2 as f64) as f32,
-            step_size: (lr as f64 / bc1 * bc2.sqrt()) as f32,
+            step_size: (lr as f64 / bc1 * bc2_sqrt) as f32,
             // Kept a normal number: the update runs with denormals read as
             // zero, and a positive ε must keep 0/0 out of the update.
             eps: if c.eps > 0.0 {
-                ((c.eps as f64 * bc2.sqrt()) as f32).max(f32::MIN_POSITIVE)
+                ((c.eps as f64 * bc2_sqrt) as f32).max(f32::MIN_POSITIVE)
             } else {
                 0.0
             },
