@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Arguments: threads per process, shards (0: split-GEMM mode, one process
-//! only), optionally steps (default 20) and overlap (1, the default: the
+//! only), optionally steps (default 20), overlap (1, the default: the
 //! gradient exchange runs beside the backward pass; 0: on the computing
-//! thread). Prints
+//! thread) and shared memory (1, the default: ranks on one node exchange
+//! through shared memory; 0: in messages). Prints
 //! one JSON line (rank 0): the median step time, bytes sent per rank per
 //! step, the fraction of the step the computing thread was blocked on
 //! communication (transfer and waiting), and the background exchange's
@@ -36,6 +37,7 @@ fn main() {
     );
     let steps = args.get(2).copied().unwrap_or(20);
     let overlap = args.get(3).copied().unwrap_or(1) != 0;
+    let shared = args.get(4).copied().unwrap_or(1) != 0;
     let (k, layers, batch) = (1024, 8, 256);
     let mut b = MlpBuilder::new(k).loss(Loss::Mse);
     for _ in 0..layers {
@@ -61,7 +63,10 @@ fn main() {
     let group = backprop::dist::world().expect("MPI starts");
     if let Some(g) = &group {
         assert!(shards >= g.size(), "give at least one shard per rank");
-        trainer = trainer.with_group(g.clone().with_overlap(overlap), shards);
+        trainer = trainer.with_group(
+            g.clone().with_overlap(overlap).with_shared_memory(shared),
+            shards,
+        );
     }
     let x: Vec<f32> = (0..batch * k)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)

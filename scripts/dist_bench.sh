@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel MNIST benchmark: one process × 2 threads against 2 MPI ranks
-# × 1 thread (shared memory with and without the background gradient
-# exchange, and TCP), in alternating rounds: the host is shared and noisy, so
+# × 1 thread (exchanging through shared segments, the default on one node;
+# in messages over shared memory with and without the background gradient
+# exchange; in messages over TCP), in alternating rounds: the host is shared
+# and noisy, so
 # only ratios taken in one run mean anything. Prints each round and the
 # medians.
 #
@@ -20,22 +22,25 @@ train=target/release/examples/train
 common=(--data "mnist:$mnist" --layers 784,512,512,10 --opt adam --lr 1e-3 --batch 128
     --epochs 1 --json "$@")
 ranks=(--threads 1 --shards 2)
-names=("1 process × 2 threads" "2 ranks, shared memory" "2 ranks, shared memory, --no-overlap"
-    "2 ranks, TCP")
+names=("1 process × 2 threads" "2 ranks, shared segments" "2 ranks, messages over shared memory"
+    "2 ranks, messages over shared memory, --no-overlap" "2 ranks, messages over TCP")
 run() {
     case $1 in
     0) "$train" "${common[@]}" --threads 2 ;;
     1) mpirun --oversubscribe --mca btl vader,self -np 2 "$train" "${common[@]}" "${ranks[@]}" ;;
     2) mpirun --oversubscribe --mca btl vader,self -np 2 "$train" "${common[@]}" "${ranks[@]}" \
-        --no-overlap ;;
-    3) mpirun --oversubscribe --mca btl tcp,self -np 2 "$train" "${common[@]}" "${ranks[@]}" ;;
+        --no-shared-memory ;;
+    3) mpirun --oversubscribe --mca btl vader,self -np 2 "$train" "${common[@]}" "${ranks[@]}" \
+        --no-shared-memory --no-overlap ;;
+    4) mpirun --oversubscribe --mca btl tcp,self -np 2 "$train" "${common[@]}" "${ranks[@]}" \
+        --no-shared-memory ;;
     esac 2>/dev/null | tail -n 1
 }
 field() { grep -o "\"$1\":[0-9.e+-]*" | head -n 1 | cut -d: -f2; }
 out=$(mktemp)
 for r in $(seq 1 "$rounds"); do
     line="round $r:"
-    for c in 0 1 2 3; do
+    for c in 0 1 2 3 4; do
         j=$(run $c)
         s=$(field seconds <<<"$j")
         w=$(field comm_seconds <<<"$j" || true)

@@ -96,14 +96,26 @@ fn grouped<T: Send>(
     on_ranks(size, |c| run(t().with_group(Group::new(c), shards)))
 }
 
-/// The gradient exchange's settings: in the background or at the pass's
-/// end, whole or in buckets of a few values (every tensor its own bucket,
-/// or some merged).
-const EXCHANGES: [(bool, usize); 4] = [(true, 1 << 18), (false, 1 << 18), (true, 7), (true, 100)];
+/// The gradient exchange's settings: in shared memory (the default between
+/// threads), or in messages, in the background or at the pass's end, whole
+/// or in buckets of a few values (every tensor its own bucket, or some
+/// merged).
+const EXCHANGES: [(bool, bool, usize); 5] = [
+    (true, true, 1 << 18),
+    (false, true, 1 << 18),
+    (false, false, 1 << 18),
+    (false, true, 7),
+    (false, true, 100),
+];
 
-fn ranks_exchanging(size: usize, shards: usize, (overlap, bucket): (bool, usize)) -> Vec<Run> {
+fn ranks_exchanging(
+    size: usize,
+    shards: usize,
+    (shared, overlap, bucket): (bool, bool, usize),
+) -> Vec<Run> {
     on_ranks(size, |c| {
         let g = Group::new(c)
+            .with_shared_memory(shared)
             .with_overlap(overlap)
             .with_bucket_values(bucket);
         train(trainer(1).with_group(g, shards))
@@ -120,8 +132,8 @@ fn any_number_of_ranks_gives_one_process_bits() {
                 for (r, got) in ranks_exchanging(size, shards, ex).into_iter().enumerate() {
                     assert!(
                         got == want,
-                        "{shards} shards, {size} ranks, exchange {ex:?}: rank {r} differs from \
-                         one process"
+                        "{shards} shards, {size} ranks, (shared memory, overlap, bucket) \
+                         {ex:?}: rank {r} differs from one process"
                     );
                 }
             }

@@ -99,6 +99,11 @@ pub struct Args {
     /// Under mpirun: send a step's gradients in buckets of at least N values (default 262144).
     #[arg(long, value_name = "N")]
     pub bucket_values: Option<usize>,
+    /// Under mpirun with every rank on one node: exchange gradients and parameters in messages
+    /// rather than through shared memory (the same weights; the path a cluster of several nodes
+    /// takes).
+    #[arg(long)]
+    pub no_shared_memory: bool,
     /// Seed of the initialization, the shuffles and the synthetic data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -326,7 +331,9 @@ pub fn join_group(setup: Setup, args: &Args, group: Group) -> Result<Setup, Stri
             group.size()
         ));
     }
-    let mut group = group.with_overlap(!args.no_overlap);
+    let mut group = group
+        .with_overlap(!args.no_overlap)
+        .with_shared_memory(!args.no_shared_memory);
     match args.bucket_values {
         Some(0) => return Err("--bucket-values 0: a bucket holds at least one value".into()),
         Some(n) => group = group.with_bucket_values(n),

@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use mpi::datatype::{Equivalence, Partition, PartitionMut};
 use mpi::environment::Universe;
+use mpi::ffi;
 use mpi::point_to_point::{Destination as _, Source as _, Status};
+use mpi::raw::AsRaw as _;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator as _, CommunicatorCollectives as _};
 use mpi::Count;
 
-use super::{check_peer, Communicator};
+use super::{check_peer, Communicator, SharedSegments};
 
 /// The ranks of `MPI_COMM_WORLD`, as started by `mpirun`/`mpiexec` (a
 /// program started alone is a world of one).
@@ -33,12 +35,27 @@ use super::{check_peer, Communicator};
 /// which ends the job and names the rank.) MPI is finalised when the last
 /// clone of the `Arc` is dropped: drop it on the thread that called
 /// [`MpiCommunicator::init`], as MPI asks.
+///
+/// When every rank runs on one node (`MPI_Comm_split_type` with
+/// `MPI_COMM_TYPE_SHARED` keeps the whole world together),
+/// [`Communicator::shared_segments`] allocates an MPI-3 shared-memory
+/// window (`MPI_Win_allocate_shared`), which every rank reads in place; its
+/// barrier is `MPI_Win_sync`, `MPI_Barrier`, `MPI_Win_sync`, watched by the
+/// watchdog like every collective. The windows are freed (a collective)
+/// when the communicator is dropped, in the order they were made, so that
+/// the ranks never have to drop their segments at the same point.
 pub struct MpiCommunicator {
     world: Mutex<World>,
     rank: usize,
     size: usize,
     /// Whether MPI gave `MPI_THREAD_MULTIPLE`.
     multiple: bool,
+    /// Whether every rank runs on this node (shared segments on offer).
+    shares: bool,
+    /// This communicator, for the segments it makes (their barrier calls it).
+    me: Weak<MpiCommunicator>,
+    /// Windows whose segments were dropped, freed with the communicator.
+    retired: Mutex<Vec<Window>>,
     /// Collectives poll with back-off instead of spinning (a channel's,
     /// which run beside the computing threads; the world's calling thread
     /// has nothing else to do while it waits, so it takes MPI's faster
@@ -64,6 +81,14 @@ struct World(SimpleCommunicator);
 // only under MPI_THREAD_MULTIPLE, which allows calls on different
 // communicators at once.
 unsafe impl Send for World {}
+
+/// An MPI window handle.
+struct Window(ffi::MPI_Win);
+
+// SAFETY: the handle is only used under the communicator's `world` mutex
+// (the barrier's `MPI_Win_sync`, and `MPI_Win_free` in the communicator's
+// drop), so never by two threads at once, as MPI_THREAD_SERIALIZED allows.
+unsafe impl Send for Window {}
 
 /// The universe, whose drop finalises MPI.
 struct Finaliser(#[allow(dead_code)] Universe);
@@ -104,6 +129,7 @@ impl MpiCommunicator {
             ));
         }
         let world = universe.world();
+        let shares = world.split_shared(0).size() == world.size();
         let timeout = std::env::var("BACKPROP_MPI_TIMEOUT")
             .ok()
             .and_then(|v| v.parse::<f64>().ok())
@@ -113,6 +139,7 @@ impl MpiCommunicator {
             world,
             level == mpi::Threading::Multiple,
             false,
+            shares,
             timeout,
             Arc::new(Finaliser(universe)),
         )
@@ -123,15 +150,19 @@ impl MpiCommunicator {
         comm: SimpleCommunicator,
         multiple: bool,
         patient: bool,
+        shares: bool,
         timeout: f64,
         universe: Arc<Finaliser>,
     ) -> Result<Arc<MpiCommunicator>, String> {
         let (rank, size) = (comm.rank() as usize, comm.size() as usize);
-        let comm = Arc::new(MpiCommunicator {
+        let comm = Arc::new_cyclic(|me| MpiCommunicator {
             world: Mutex::new(World(comm)),
             rank,
             size,
             multiple,
+            shares,
+            me: me.clone(),
+            retired: Mutex::new(Vec::new()),
             patient,
             timeout,
             busy_since: Arc::new(AtomicU64::new(0)),
@@ -340,17 +371,168 @@ impl Communicator for MpiCommunicator {
         let world = self.world.lock().unwrap_or_else(|e| e.into_inner());
         world.0.abort(code)
     }
+    fn shares_memory(&self) -> bool {
+        self.shares
+    }
+    /// `MPI_Win_allocate_shared` over the world (every rank on this node),
+    /// in a passive epoch on every rank (`MPI_Win_lock_all`), this rank's
+    /// segment zeroed; every segment's address from `MPI_Win_shared_query`.
+    fn shared_segments(&self, len: usize) -> Option<Arc<dyn SharedSegments>> {
+        if !self.shares {
+            return None;
+        }
+        let bytes = len
+            .checked_mul(4)
+            .and_then(|b| ffi::MPI_Aint::try_from(b).ok())
+            .unwrap_or_else(|| panic!("MpiCommunicator: a segment of {len} floats is too large"));
+        let comm = self.me.upgrade().expect("a communicator in use is alive");
+        let (win, segs) = self.call(|w| {
+            let mut base: *mut f32 = std::ptr::null_mut();
+            let mut win = std::mem::MaybeUninit::<ffi::MPI_Win>::uninit();
+            // SAFETY: a collective every rank makes at the same point (the
+            // caller's contract) over the world, whose ranks all share this
+            // node (`shares`); `base` and `win` are out-parameters of the
+            // types MPI writes (the base address is written through a
+            // pointer to the pointer, as MPI's `void *baseptr` means). The
+            // default error handler aborts on failure, so every call
+            // returns success.
+            unsafe {
+                ffi::MPI_Win_allocate_shared(
+                    bytes,
+                    4,
+                    ffi::RSMPI_INFO_NULL,
+                    w.as_raw(),
+                    (&mut base as *mut *mut f32).cast(),
+                    win.as_mut_ptr(),
+                );
+            }
+            // SAFETY: MPI_Win_allocate_shared wrote the handle.
+            let win = unsafe { win.assume_init() };
+            // SAFETY: `win` is the window just made; `base` its segment of
+            // this rank, `len` floats.
+            unsafe {
+                ffi::MPI_Win_lock_all(ffi::MPI_MODE_NOCHECK as std::os::raw::c_int, win);
+                if len > 0 {
+                    std::ptr::write_bytes(base, 0, len);
+                }
+            }
+            let segs: Vec<(*mut f32, usize)> = (0..self.size)
+                .map(|q| {
+                    let mut size: ffi::MPI_Aint = 0;
+                    let mut unit: std::os::raw::c_int = 0;
+                    let mut ptr: *mut f32 = std::ptr::null_mut();
+                    // SAFETY: `win` is the window made above; the
+                    // out-parameters are of the types MPI writes.
+                    unsafe {
+                        ffi::MPI_Win_shared_query(
+                            win,
+                            q as std::os::raw::c_int,
+                            &mut size,
+                            &mut unit,
+                            (&mut ptr as *mut *mut f32).cast(),
+                        );
+                    }
+                    let floats = usize::try_from(size).unwrap_or(0) / 4;
+                    (ptr, if ptr.is_null() { 0 } else { floats })
+                })
+                .collect();
+            (Window(win), segs)
+        });
+        let segments = MpiSegments {
+            comm,
+            win: Some(win),
+            segs,
+        };
+        // Every rank's zeroes are in place before anyone reads them.
+        segments.barrier();
+        Some(Arc::new(segments))
+    }
     /// `MPI_Comm_dup` of this communicator, under `MPI_THREAD_MULTIPLE`.
     fn channel(&self) -> Option<Arc<dyn Communicator>> {
         if !self.multiple {
             return None;
         }
         let dup = self.call(|w| w.duplicate());
-        let comm = MpiCommunicator::over(dup, true, true, self.timeout, self.universe.clone())
-            .unwrap_or_else(|e| {
-                eprintln!("backprop: rank {}: {e}", self.rank);
-                self.abort(70)
-            });
+        let comm =
+            MpiCommunicator::over(dup, true, true, false, self.timeout, self.universe.clone())
+                .unwrap_or_else(|e| {
+                    eprintln!("backprop: rank {}: {e}", self.rank);
+                    self.abort(70)
+                });
         Some(comm)
+    }
+}
+
+impl Drop for MpiCommunicator {
+    /// Frees the shared windows, in the order made (on every rank alike:
+    /// they are made collectively and retired only here).
+    fn drop(&mut self) {
+        let retired = std::mem::take(self.retired.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if retired.is_empty() {
+            return;
+        }
+        let _world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        for mut w in retired {
+            // SAFETY: a window made by `shared_segments` and in its passive
+            // epoch; no segment of it is in use (the segments object that
+            // held it was dropped). `MPI_Win_free` is a collective every
+            // rank makes here, in the same order.
+            unsafe {
+                ffi::MPI_Win_unlock_all(w.0);
+                ffi::MPI_Win_free(&mut w.0);
+            }
+        }
+    }
+}
+
+/// Segments of an MPI shared-memory window, one per rank.
+struct MpiSegments {
+    comm: Arc<MpiCommunicator>,
+    /// Handed to the communicator when dropped.
+    win: Option<Window>,
+    segs: Vec<(*mut f32, usize)>,
+}
+
+// SAFETY: the segments are memory of an MPI shared window, valid for every
+// rank of the node until the window is freed, which happens only when the
+// communicator (held here) is dropped; the window handle is used under the
+// communicator's mutex.
+unsafe impl Send for MpiSegments {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for MpiSegments {}
+
+// SAFETY: `MPI_Win_allocate_shared` gave every rank's segment of `len`
+// floats (4-byte aligned: MPI aligns a window's base at least to the
+// machine's largest type), zeroed by its rank before the first barrier;
+// each rank's `MPI_Win_shared_query` gives the address it sees. They stay
+// mapped until `MPI_Win_free` in the communicator's drop, after this object
+// is gone. The barrier is `MPI_Barrier` between two `MPI_Win_sync`s, which
+// MPI's unified memory model (the shared-memory window) makes order every
+// rank's stores before it with every load after it.
+unsafe impl SharedSegments for MpiSegments {
+    fn segment(&self, q: usize) -> (*mut f32, usize) {
+        self.segs[q]
+    }
+    fn barrier(&self) {
+        let win = self.win.as_ref().expect("the window lives until drop").0;
+        self.comm.call(|w| {
+            // SAFETY: `win` is live and in its passive epoch (see above).
+            unsafe { ffi::MPI_Win_sync(win) };
+            w.barrier();
+            // SAFETY: as above.
+            unsafe { ffi::MPI_Win_sync(win) };
+        });
+    }
+}
+
+impl Drop for MpiSegments {
+    fn drop(&mut self) {
+        if let Some(w) = self.win.take() {
+            self.comm
+                .retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(w);
+        }
     }
 }

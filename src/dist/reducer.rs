@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::Group;
+use super::{Group, SharedSegments};
 
 /// By default a bucket is sent once it holds this many values (1 MiB of
 /// `f32`; [`Group::with_bucket_values`] sets another): big
@@ -47,10 +47,13 @@ use super::Group;
 /// already overlaps its top layers' exchange with the bottom ones' work.
 pub(crate) const BUCKET_VALUES: usize = 1 << 18;
 
-/// A heap buffer two threads share, each touching its own ranges.
+/// A heap buffer two threads share, each touching its own ranges; or this
+/// rank's shared segment, which the other ranks read.
 struct RawBuf {
     ptr: *mut f32,
     len: usize,
+    /// The segments the buffer lies in (then it is not freed here).
+    segments: Option<Arc<dyn SharedSegments>>,
 }
 
 // SAFETY: the buffer is a plain heap allocation of f32; the threads that
@@ -66,6 +69,24 @@ impl RawBuf {
         RawBuf {
             len: b.len(),
             ptr: Box::into_raw(b).cast::<f32>(),
+            segments: None,
+        }
+    }
+
+    /// The first `len` floats of this rank's segment of `segments`.
+    ///
+    /// # Panics
+    /// If the segment is shorter.
+    fn in_segment(segments: Arc<dyn SharedSegments>, rank: usize, len: usize) -> RawBuf {
+        let (ptr, have) = segments.segment(rank);
+        assert!(
+            have >= len,
+            "reducer: a shared segment holds {have} of {len} floats"
+        );
+        RawBuf {
+            ptr,
+            len,
+            segments: Some(segments),
         }
     }
 
@@ -99,6 +120,9 @@ impl RawBuf {
 
 impl Drop for RawBuf {
     fn drop(&mut self) {
+        if self.segments.is_some() {
+            return;
+        }
         // SAFETY: `ptr`/`len` came from `Box::into_raw` of a boxed slice of
         // this length in `new`, and are freed only here.
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)) });
@@ -177,6 +201,10 @@ pub(crate) struct Reducer {
     /// Buckets sent and not yet done.
     out: usize,
     scratch: Vec<f32>,
+    /// The exchange runs in shared memory ([`Group::in_shared_memory`]):
+    /// `staged` is this rank's segment, and the owners add the partials
+    /// where the ranks wrote them when the pass ends.
+    shared: bool,
 }
 
 impl std::fmt::Debug for Reducer {
@@ -201,26 +229,32 @@ impl Reducer {
         let mine = [
             f64::from(u8::from(group.overlap())),
             group.bucket_values() as f64,
+            f64::from(u8::from(group.shared_memory())),
         ];
-        let mut all = vec![0.0f64; 2 * group.size()];
+        let mut all = vec![0.0f64; 3 * group.size()];
         group.gather_all_f64(&mine, &mut all);
-        if let Some(q) = (0..group.size()).find(|&q| all[2 * q..2 * q + 2] != mine) {
+        if let Some(q) = (0..group.size()).find(|&q| all[3 * q..3 * q + 3] != mine) {
             panic!(
-                "dist: rank {} trains with overlap {} and buckets of {} values, rank {q} with \
-                 overlap {} and buckets of {}: every rank needs the same settings",
+                "dist: rank {} trains with overlap {}, buckets of {} values and shared memory \
+                 {}, rank {q} with overlap {}, buckets of {} and shared memory {}: every rank \
+                 needs the same settings",
                 group.rank(),
                 group.overlap(),
                 group.bucket_values(),
-                all[2 * q] != 0.0,
-                all[2 * q + 1]
+                group.shared_memory(),
+                all[3 * q] != 0.0,
+                all[3 * q + 1],
+                all[3 * q + 2] != 0.0
             );
         }
-        let worker = (group.size() > 1 && group.overlap())
+        let shared = group.in_shared_memory();
+        let worker = (group.size() > 1 && group.overlap() && !shared)
             .then(|| group.channel())
             .flatten()
             .map(spawn);
         let mut r = Reducer::inline(group);
         r.worker = worker;
+        r.shared = shared;
         r
     }
 
@@ -243,6 +277,7 @@ impl Reducer {
             kept: Vec::new(),
             out: 0,
             scratch: Vec::new(),
+            shared: false,
         }
     }
 
@@ -283,9 +318,19 @@ impl Reducer {
             let staged = mine
                 .checked_mul(n)
                 .expect("reducer: the staged gradient copies overflow usize");
-            self.bufs = Arc::new(Buffers {
-                staged: RawBuf::new(staged),
-                summed: RawBuf::new(own.len()),
+            self.bufs = Arc::new(if self.shared {
+                // A collective: every rank's pass reaches its first tensor,
+                // and a new shape, at the same point.
+                let segments = self.group.shared_segments(staged);
+                Buffers {
+                    staged: RawBuf::in_segment(segments, self.group.rank(), staged),
+                    summed: RawBuf::new(0),
+                }
+            } else {
+                Buffers {
+                    staged: RawBuf::new(staged),
+                    summed: RawBuf::new(own.len()),
+                }
             });
             self.layout = layout;
         }
@@ -304,6 +349,10 @@ impl Reducer {
             return;
         }
         self.kept.push(r.clone());
+        if self.shared {
+            // Summed in place when the pass ends.
+            return;
+        }
         let limit = self.group.bucket_values();
         self.open = match self.open.take() {
             Some(o) if o.len() < limit && r.end == o.start => Some(r.start..o.end),
@@ -347,6 +396,9 @@ impl Reducer {
     /// `full`, all-gathers the slices so every rank has the whole summed
     /// gradient.
     pub(crate) fn finish(&mut self, grads: &mut [f32], full: bool) {
+        if self.shared {
+            return self.finish_shared(grads, full);
+        }
         if let Some(o) = self.open.take() {
             // Nothing is left to overlap with, and this thread would only
             // wait: it exchanges the bucket itself, on the group's own
@@ -381,6 +433,71 @@ impl Reducer {
         }
         if full {
             self.group.all_gather_slices(grads);
+        }
+    }
+}
+
+impl Reducer {
+    /// [`Reducer::finish`] in shared memory: after a barrier (every rank's
+    /// partials are written), this rank adds, for its owned part of each
+    /// kept tensor, the `S` shard partials in shard order, reading each
+    /// where its rank wrote it; a second barrier keeps every rank's next
+    /// pass from writing its partials while another still reads them.
+    fn finish_shared(&mut self, grads: &mut [f32], full: bool) {
+        let Layout { n, shards, mine } = self.layout;
+        let g = &self.group;
+        let (rank, size) = (g.rank(), g.size());
+        let own = g.owned_slice(rank, n);
+        debug_assert_eq!(grads.len(), n);
+        let segments = self
+            .bufs
+            .staged
+            .segments
+            .clone()
+            .expect("reducer: a shared pass stages in a shared segment");
+        // What the other owners read of this rank's partials (for the
+        // statistics: the traffic of the message exchange).
+        let foreign: usize = self
+            .kept
+            .iter()
+            .map(|r| r.len() - r.end.min(own.end).saturating_sub(r.start.max(own.start)))
+            .sum();
+        g.shared_barrier(&*segments, foreign * mine * 4);
+        // Shard k's partial of the arena starts at this address: in the
+        // segment of the rank that owns the shard, after that rank's
+        // earlier shards.
+        let starts: Vec<*const f32> = (0..size)
+            .flat_map(|q| {
+                let (ptr, len) = segments.segment(q);
+                let theirs = g.shards_of(q, shards);
+                assert!(
+                    len >= theirs.len() * n,
+                    "reducer: rank {q}'s shared segment holds {len} floats, its {} shards need {}",
+                    theirs.len(),
+                    theirs.len() * n
+                );
+                (0..theirs.len()).map(move |j| ptr.wrapping_add(j * n).cast_const())
+            })
+            .collect();
+        debug_assert_eq!(starts.len(), shards);
+        for r in self.kept.drain(..) {
+            let (lo, hi) = (r.start.max(own.start), r.end.min(own.end));
+            if lo >= hi {
+                continue;
+            }
+            let shard = |k: usize| -> &[f32] {
+                // SAFETY: shard k's partial lies in its rank's segment (its
+                // length checked above) at `starts[k]`, `n` floats, of which
+                // `lo..hi` is inside; every rank wrote its partials of the
+                // pass before the barrier above, and writes them again only
+                // after the barrier below.
+                unsafe { std::slice::from_raw_parts(starts[k].add(lo), hi - lo) }
+            };
+            super::add_in_shard_order(&mut grads[lo..hi], shards, shard);
+        }
+        g.shared_barrier(&*segments, 0);
+        if full {
+            g.all_gather_slices(grads);
         }
     }
 }
@@ -494,11 +611,13 @@ mod tests {
         shards: usize,
         n: usize,
         tensors: &[Range<usize>],
-        overlap: bool,
-        bucket: usize,
+        (overlap, bucket, shared): (bool, usize, bool),
     ) -> Vec<Vec<f32>> {
         let runs = each_rank(size, |g| {
-            let g = g.with_overlap(overlap).with_bucket_values(bucket);
+            let g = g
+                .with_overlap(overlap)
+                .with_bucket_values(bucket)
+                .with_shared_memory(shared);
             let mine = g.shards_of(g.rank(), shards);
             let mut r = Reducer::new(g);
             let mut grads = vec![f32::NAN; n];
@@ -533,12 +652,18 @@ mod tests {
         ];
         for size in 1..=3 {
             for tensors in orders {
-                for (overlap, bucket) in [(true, 1), (true, 7), (true, 1 << 18), (false, 7)] {
-                    for got in run(size, 4, n, tensors, overlap, bucket) {
+                for ex in [
+                    (true, 1, false),
+                    (true, 7, false),
+                    (true, 1 << 18, false),
+                    (false, 7, false),
+                    (true, 7, true),
+                ] {
+                    for got in run(size, 4, n, tensors, ex) {
                         assert_eq!(
                             got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                             want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                            "{size} ranks, {tensors:?}, overlap {overlap}, bucket {bucket}"
+                            "{size} ranks, {tensors:?}, (overlap, bucket, shared memory) {ex:?}"
                         );
                     }
                 }
@@ -548,8 +673,14 @@ mod tests {
 
     #[test]
     fn a_rank_that_is_gone_ends_the_other_ranks_exchange() {
+        for shared in [false, true] {
+            a_rank_that_is_gone_ends_the_exchange(shared);
+        }
+    }
+
+    fn a_rank_that_is_gone_ends_the_exchange(shared: bool) {
         let outcomes: Vec<bool> = each_rank(2, |g| {
-            let g = g.with_bucket_values(4);
+            let g = g.with_bucket_values(4).with_shared_memory(shared);
             let rank = g.rank();
             let mut r = Reducer::new(g);
             if rank == 1 {
@@ -567,7 +698,7 @@ mod tests {
         assert_eq!(
             outcomes,
             [true, true],
-            "both ranks end, neither waits forever"
+            "both ranks end, neither waits forever (shared memory {shared})"
         );
     }
 
