@@ -92,11 +92,13 @@ pub struct Args {
     /// each GEMM splits its own work over the threads, and 8 shards under mpirun).
     #[arg(long, value_name = "S")]
     pub shards: Option<usize>,
-    /// Under mpirun: exchange a step's gradients on the computing thread, each bucket as the
-    /// backward pass fills it, rather than on a thread beside it (the same weights; for timing).
+    /// Under mpirun, in messages (ranks on several nodes, or --no-shared-memory): exchange a
+    /// step's gradients on the computing thread, each bucket as the backward pass fills it,
+    /// rather than on a thread beside it (the same weights; for timing).
     #[arg(long)]
     pub no_overlap: bool,
-    /// Under mpirun: send a step's gradients in buckets of at least N values (default 262144).
+    /// Under mpirun, in messages: send a step's gradients in buckets of at least N values
+    /// (default 262144).
     #[arg(long, value_name = "N")]
     pub bucket_values: Option<usize>,
     /// Under mpirun with every rank on one node: exchange gradients and parameters in messages

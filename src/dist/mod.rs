@@ -88,8 +88,10 @@
 //! # On one node: shared memory
 //! When the ranks share memory ([`Communicator::shares_memory`]: threads of
 //! a [`LocalGroup`], or MPI ranks that all run on one node) and
-//! [`Group::with_shared_memory`] is on (the default), no gradient or
-//! parameter value travels in a message. Each rank's shard partials are
+//! [`Group::with_shared_memory`] is on (the default), no parameter gradient
+//! or parameter value of a training step travels in a message (a copy of a
+//! network, whose group's reducer belongs to the original, still exchanges
+//! its gradients in messages). Each rank's shard partials are
 //! written by the backward pass straight into its segment of a shared
 //! window ([`Communicator::shared_segments`]; under MPI an
 //! `MPI_Win_allocate_shared` window). When the pass ends, after a barrier,
@@ -103,14 +105,18 @@
 //! message exchange and of one process; what goes is every copy into and
 //! out of the transport (a message between processes is copied at least
 //! once by the kernel or the MPI library, a rendezvous in between) and the
-//! buckets and background thread that only hid that time. The small
-//! collectives (the loss, BatchNorm's sums, the verdicts) stay messages.
+//! buckets and background thread that only hid that time, so
+//! [`Group::with_overlap`] and [`Group::with_bucket_values`] matter only
+//! for messages. The sums BatchNorm and LayerNorm take over the minibatch
+//! are all-gathered through the segments too; the `f64` collectives (the
+//! loss, BatchNorm's statistics, the verdicts) stay messages.
 //!
 //! On the 2-core Zen 4 machine (MNIST 784-512-512-10, Adam, batch 128, two
-//! ranks of one thread, two shards), the exchange took 0.30–0.32 s of an
-//! epoch's 1.58–1.62 s in messages over shared memory, 0.11–0.14 s of
-//! 1.30–1.36 s through the shared window, against 1.16–1.17 s for one
-//! process with two threads (three alternating rounds). Ranks on several
+//! ranks of one thread, two shards; seven alternating rounds of
+//! `scripts/dist_bench.sh`), an epoch took 1.16× as long as one process
+//! with two threads through the shared window (0.15 s of it blocked on the
+//! barriers) and 1.44× in messages over shared memory (0.38 s blocked,
+//! plus the background exchange). Ranks on several
 //! nodes use messages (every rank sees that the world does not fit on one
 //! node, so all of them do); [`Group::with_shared_memory`]`(false)` forces
 //! messages on one node too, which is how the tests exercise that path.
@@ -389,9 +395,10 @@ impl Group {
     /// ([`Communicator::shares_memory`]: threads of one process, or MPI
     /// ranks that all run on one node), rather than through messages. In
     /// shared memory each owner adds the other ranks' shard partials where
-    /// they were written, and the updated parameters are copied once, from
-    /// their owner's segment into each rank's arena: no message, no copy
-    /// into or out of a transport's buffers. Like overlap, it changes the
+    /// they were written, and each updated parameter slice is copied by its
+    /// owner into its segment and from there by every other rank into its
+    /// arena: no message, no copy by the kernel or the MPI library. Like
+    /// overlap, it changes the
     /// time and not the bits; set it alike on every rank. With it, the
     /// gradients are summed when the backward pass ends, without buckets or
     /// the background exchange.
@@ -646,8 +653,9 @@ impl Group {
         assert!(at + own.len() <= len, "dist: a gather segment is too short");
         // SAFETY: the segment holds `len` floats (the trait's contract) and
         // `at + own.len() ≤ len`; no rank reads this half until the barrier
-        // below, and none reads it from the last gather after the barrier of
-        // the one before this (see above).
+        // below, and none still reads it from the gather before last (the
+        // same half), since every rank passed the last gather's barrier after
+        // reading it (see above).
         unsafe {
             std::ptr::copy_nonoverlapping(data[own.clone()].as_ptr(), mine.add(at), own.len())
         };

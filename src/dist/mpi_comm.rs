@@ -43,7 +43,10 @@ use super::{check_peer, Communicator, SharedSegments};
 /// barrier is `MPI_Win_sync`, `MPI_Barrier`, `MPI_Win_sync`, watched by the
 /// watchdog like every collective. The windows are freed (a collective)
 /// when the communicator is dropped, in the order they were made, so that
-/// the ranks never have to drop their segments at the same point.
+/// the ranks never have to drop their segments at the same point or in the
+/// same order; until then a window's memory stays allocated (a new one is
+/// made only when a network's shard layout changes or the parameter gather
+/// outgrows its window, so they add up to little).
 pub struct MpiCommunicator {
     world: Mutex<World>,
     rank: usize,
@@ -56,6 +59,8 @@ pub struct MpiCommunicator {
     me: Weak<MpiCommunicator>,
     /// Windows whose segments were dropped, freed with the communicator.
     retired: Mutex<Vec<Window>>,
+    /// Windows made so far: the next one's number.
+    windows: AtomicU64,
     /// Collectives poll with back-off instead of spinning (a channel's,
     /// which run beside the computing threads; the world's calling thread
     /// has nothing else to do while it waits, so it takes MPI's faster
@@ -82,8 +87,9 @@ struct World(SimpleCommunicator);
 // communicators at once.
 unsafe impl Send for World {}
 
-/// An MPI window handle.
-struct Window(ffi::MPI_Win);
+/// An MPI window handle, numbered in the order the windows were made (the
+/// same on every rank: making one is a collective).
+struct Window(ffi::MPI_Win, u64);
 
 // SAFETY: the handle is only used under the communicator's `world` mutex
 // (the barrier's `MPI_Win_sync`, and `MPI_Win_free` in the communicator's
@@ -163,6 +169,7 @@ impl MpiCommunicator {
             shares,
             me: me.clone(),
             retired: Mutex::new(Vec::new()),
+            windows: AtomicU64::new(0),
             patient,
             timeout,
             busy_since: Arc::new(AtomicU64::new(0)),
@@ -436,7 +443,8 @@ impl Communicator for MpiCommunicator {
                     (ptr, if ptr.is_null() { 0 } else { floats })
                 })
                 .collect();
-            (Window(win), segs)
+            let number = self.windows.fetch_add(1, Ordering::Relaxed);
+            (Window(win, number), segs)
         });
         let segments = MpiSegments {
             comm,
@@ -464,14 +472,19 @@ impl Communicator for MpiCommunicator {
 }
 
 impl Drop for MpiCommunicator {
-    /// Frees the shared windows, in the order made (on every rank alike:
-    /// they are made collectively and retired only here).
+    /// Frees the shared windows in the order they were made: every rank
+    /// has made the same windows, and dropped every segment (each holds the
+    /// communicator), whatever order its objects went in. Watched by the
+    /// watchdog like a collective.
     fn drop(&mut self) {
-        let retired = std::mem::take(self.retired.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let mut retired = std::mem::take(self.retired.get_mut().unwrap_or_else(|e| e.into_inner()));
         if retired.is_empty() {
             return;
         }
+        retired.sort_by_key(|w| w.1);
         let _world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.start.elapsed().as_nanos() as u64;
+        self.busy_since.store(now.max(1), Ordering::Relaxed);
         for mut w in retired {
             // SAFETY: a window made by `shared_segments` and in its passive
             // epoch; no segment of it is in use (the segments object that
@@ -482,6 +495,7 @@ impl Drop for MpiCommunicator {
                 ffi::MPI_Win_free(&mut w.0);
             }
         }
+        self.busy_since.store(0, Ordering::Relaxed);
     }
 }
 
@@ -502,8 +516,9 @@ unsafe impl Send for MpiSegments {}
 unsafe impl Sync for MpiSegments {}
 
 // SAFETY: `MPI_Win_allocate_shared` gave every rank's segment of `len`
-// floats (4-byte aligned: MPI aligns a window's base at least to the
-// machine's largest type), zeroed by its rank before the first barrier;
+// floats, zeroed by its rank before the first barrier, 4-byte aligned: the
+// window's base is aligned at least to the machine's largest type, and the
+// segments follow one another in rank order, each a whole number of floats;
 // each rank's `MPI_Win_shared_query` gives the address it sees. They stay
 // mapped until `MPI_Win_free` in the communicator's drop, after this object
 // is gone. The barrier is `MPI_Barrier` between two `MPI_Win_sync`s, which

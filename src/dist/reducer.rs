@@ -56,9 +56,11 @@ struct RawBuf {
     segments: Option<Arc<dyn SharedSegments>>,
 }
 
-// SAFETY: the buffer is a plain heap allocation of f32; the threads that
-// share it touch disjoint ranges, as the module's protocol says and the
-// `unsafe` accessors require.
+// SAFETY: the buffer is a plain heap allocation of f32, or this rank's
+// segment of shared memory (kept alive by `segments`); the threads (and, in
+// a segment, the other ranks) that share it touch disjoint ranges or only
+// read, as the module's protocol and `Reducer::finish`'s barriers say and
+// the `unsafe` accessors require.
 unsafe impl Send for RawBuf {}
 // SAFETY: as for `Send`.
 unsafe impl Sync for RawBuf {}
@@ -98,7 +100,8 @@ impl RawBuf {
             "reducer: {r:?} out of 0..{}",
             self.len
         );
-        // SAFETY: in bounds (checked), allocated and initialised by `new`,
+        // SAFETY: in bounds (checked), allocated and initialised by `new` (or
+        // a zeroed shared segment at least `len` long, `in_segment`),
         // and not written meanwhile (caller).
         unsafe { std::slice::from_raw_parts(self.ptr.add(r.start), r.len()) }
     }
@@ -113,7 +116,8 @@ impl RawBuf {
             "reducer: {r:?} out of 0..{}",
             self.len
         );
-        // SAFETY: in bounds (checked), allocated by `new`, exclusive (caller).
+        // SAFETY: in bounds (checked), allocated by `new` or `in_segment`,
+        // exclusive (caller).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
     }
 }
@@ -175,7 +179,10 @@ impl Staging<'_> {
     ///
     /// # Safety
     /// `r` belongs to a tensor not yet reported kept in this pass, and no
-    /// other live slice covers the same shard and elements.
+    /// other live slice covers the same shard and elements. (In shared
+    /// memory the other ranks read this rank's partials between the two
+    /// barriers of [`Reducer::finish`]; a pass writes them only before the
+    /// first, and the next pass only after the second.)
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn piece(&self, j: usize, r: Range<usize>) -> &mut [f32] {
         // SAFETY: a tensor not yet kept belongs to no bucket, so the
