@@ -629,7 +629,16 @@ impl Group {
     /// once it has read the half.
     fn all_gather_shared(&self, data: &mut [f32]) {
         let (r, size, n) = (self.rank(), self.size(), data.len());
-        let t = Instant::now();
+        let own = self.owned_slice(r, n);
+        self.timed(own.len() * 4 * (size - 1), || {
+            self.gather_through_segments(data, own)
+        });
+    }
+
+    /// The copies and the barrier of `Group::all_gather_shared`, this
+    /// rank's slice being `own`.
+    fn gather_through_segments(&self, data: &mut [f32], own: Range<usize>) {
+        let (r, size, n) = (self.rank(), self.size(), data.len());
         let mut gather = self.gather.lock().unwrap_or_else(|e| e.into_inner());
         // The longest owned slice; every rank computes the same, so every
         // rank makes new segments at the same call.
@@ -648,7 +657,6 @@ impl Group {
         let g = gather.as_mut().expect("made above");
         let at = g.half * g.cap;
         g.half ^= 1;
-        let own = self.owned_slice(r, n);
         let (mine, len) = g.seg.segment(r);
         assert!(at + own.len() <= len, "dist: a gather segment is too short");
         // SAFETY: the segment holds `len` floats (the trait's contract) and
@@ -679,12 +687,6 @@ impl Group {
                 )
             };
         }
-        drop(gather);
-        self.nanos
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        self.sent
-            .fetch_add((own.len() * 4 * (size - 1)) as u64, Ordering::Relaxed);
-        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every rank's `send` (the same length on all), in rank order, into
