@@ -19,13 +19,22 @@
 //!   which would break the training step's no-allocation guarantee. The calling
 //!   thread works on the pieces too.
 //! * Work is split so that results do not depend on the thread count (the GEMM
-//!   never splits k); see [`crate::gemm`].
+//!   never splits k); see [`crate::gemm`]. Every piece runs under the calling
+//!   thread's floating-point control setting (on x86-64 the MXCSR: rounding
+//!   and subnormal flushing), so a caller that flushes subnormals gets the
+//!   same bits from pieces that run on the team's threads.
+//! * The calling thread and the team spin briefly before parking, both for a
+//!   new job and for the last pieces of one: training calls GEMMs back to
+//!   back, and a wake-up through the kernel costs tens of microseconds, a
+//!   tenth of a 128-row layer's product on two threads.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
+
+use crate::kernel::subnormal::{fp_control, UseFpControl};
 
 /// How many threads a call may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -118,11 +127,20 @@ struct State {
     epoch: u64,
     task: Option<Task>,
     pieces: usize,
+    /// The caller's floating-point control setting, under which every piece
+    /// runs (so a piece's bits do not depend on the thread that runs it).
+    fp_control: u32,
     /// Next piece to claim, and pieces finished.
     next: usize,
     done: usize,
     /// A piece panicked; its payload is re-raised on the caller.
     panic: Option<Box<dyn std::any::Any + Send>>,
+    /// The caller is parked on `finished` (otherwise finishing a job needs
+    /// no wake-up call).
+    caller_parked: bool,
+    /// Workers parked on `work` (when none is, a new job needs no wake-up
+    /// call: the spinning workers see the epoch change).
+    workers_parked: usize,
     shutdown: bool,
 }
 
@@ -137,6 +155,10 @@ struct Shared {
     /// Workers that have started (their thread set-up, which allocates, is
     /// done).
     started: AtomicUsize,
+    /// The epoch whose pieces have all finished, read without the lock by a
+    /// caller that spins briefly for the last piece before parking (waking
+    /// a parked caller costs as much as waking a worker).
+    finished_epoch: AtomicU64,
 }
 
 impl Shared {
@@ -149,9 +171,13 @@ impl Shared {
         while let (Some(task), true) = (st.task, st.next < st.pieces) {
             let i = st.next;
             st.next += 1;
+            let control = st.fp_control;
             drop(st);
             let was = IN_PIECE.with(|f| f.replace(true));
-            let result = catch_unwind(AssertUnwindSafe(|| task(i)));
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let _fp = UseFpControl::new(control);
+                task(i)
+            }));
             IN_PIECE.with(|f| f.set(was));
             st = self.lock();
             if let Err(payload) = result {
@@ -159,7 +185,10 @@ impl Shared {
             }
             st.done += 1;
             if st.done == st.pieces {
-                self.finished.notify_all();
+                self.finished_epoch.store(st.epoch, Ordering::Release);
+                if st.caller_parked {
+                    self.finished.notify_all();
+                }
             }
         }
     }
@@ -182,6 +211,7 @@ impl Team {
             finished: Condvar::new(),
             epoch: AtomicU64::new(0),
             started: AtomicUsize::new(0),
+            finished_epoch: AtomicU64::new(0),
         });
         let handles = (1..threads)
             .map(|i| {
@@ -223,19 +253,33 @@ impl Team {
         st.epoch = st.epoch.wrapping_add(1);
         self.shared.epoch.store(st.epoch, Ordering::Release);
         st.task = Some(erased);
+        st.fp_control = fp_control();
         st.pieces = pieces;
         st.next = 0;
         st.done = 0;
-        self.shared.work.notify_all();
+        let epoch = st.epoch;
+        if st.workers_parked > 0 {
+            self.shared.work.notify_all();
+        }
         self.shared.work_on(st);
+        // The other threads' last pieces usually end within microseconds:
+        // spin for them before parking, as the workers do for a new job.
+        for _ in 0..SPIN_ROUNDS {
+            if self.shared.finished_epoch.load(Ordering::Acquire) == epoch {
+                break;
+            }
+            std::hint::spin_loop();
+        }
         let mut st = self.shared.lock();
         while st.done < st.pieces {
+            st.caller_parked = true;
             st = self
                 .shared
                 .finished
                 .wait(st)
                 .unwrap_or_else(|p| p.into_inner());
         }
+        st.caller_parked = false;
         st.task = None;
         if let Some(payload) = st.panic.take() {
             drop(st);
@@ -269,7 +313,9 @@ fn worker(shared: &Shared) {
         }
         let mut st = shared.lock();
         while st.epoch == seen && !st.shutdown {
+            st.workers_parked += 1;
             st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.workers_parked -= 1;
         }
         if st.shutdown {
             return;
@@ -376,6 +422,64 @@ impl<'a, T> SharedMut<'a, T> {
         // SAFETY: in bounds (checked), the slice is borrowed for 'a (the
         // type), and exclusive (caller's contract).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_each_piece;
+    use crate::kernel::subnormal::FlushSubnormals;
+    use std::hint::black_box;
+    use std::sync::Mutex;
+
+    /// A caller that flushes subnormals to zero has every piece flushed,
+    /// whichever thread runs it, and the team's threads are back to their
+    /// own setting afterwards (a later caller without flushing gets
+    /// subnormals from every piece).
+    #[test]
+    fn pieces_run_under_the_callers_fp_control() {
+        let run = |flush: bool| {
+            let results = Mutex::new(Vec::new());
+            let _guard = flush.then(FlushSubnormals::new);
+            for_each_piece(2, 64, |_| {
+                // Long enough for the second thread to claim pieces too.
+                let t = std::time::Instant::now();
+                while t.elapsed() < std::time::Duration::from_micros(100) {
+                    std::hint::spin_loop();
+                }
+                let r = black_box(black_box(f32::MIN_POSITIVE) * black_box(0.5f32));
+                let mut v = results.lock().unwrap();
+                v.push((std::thread::current().id(), r.to_bits()));
+            });
+            results.into_inner().unwrap()
+        };
+        let mut both_threads = false;
+        // Another test may hold the team, and then a call runs inline: try
+        // until one call ran on two threads.
+        for _ in 0..50 {
+            let flushed = run(true);
+            let kept = run(false);
+            for (what, v, want_zero) in [("flushed", &flushed, true), ("kept", &kept, false)] {
+                assert_eq!(v.len(), 64);
+                for &(_, bits) in v {
+                    let zero = bits == 0;
+                    if cfg!(target_arch = "x86_64") {
+                        assert_eq!(zero, want_zero, "{what}: piece result {bits:#x}");
+                    }
+                }
+            }
+            let ids = |v: &[(std::thread::ThreadId, u32)]| {
+                let mut ids: Vec<_> = v.iter().map(|p| p.0).collect();
+                ids.sort_by_key(|id| format!("{id:?}"));
+                ids.dedup();
+                ids.len()
+            };
+            if ids(&flushed) > 1 && ids(&kept) > 1 {
+                both_threads = true;
+                break;
+            }
+        }
+        assert!(both_threads, "no call ran on two threads");
     }
 }
 

@@ -38,6 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use crate::kernel::subnormal::{fp_control, UseFpControl};
+
 use super::{Group, SharedSegments};
 
 /// By default a bucket is sent once it holds this many values (1 MiB of
@@ -155,6 +157,9 @@ struct Job {
     range: Range<usize>,
     layout: Layout,
     bufs: Arc<Buffers>,
+    /// The queuing thread's floating-point control setting, under which the
+    /// bucket's sums are added (the same bits as adding them on that thread).
+    fp_control: u32,
 }
 
 /// The exchange thread: buckets in, a token per finished bucket out.
@@ -385,6 +390,7 @@ impl Reducer {
                     range,
                     layout,
                     bufs: self.bufs.clone(),
+                    fp_control: fp_control(),
                 };
                 w.jobs
                     .as_ref()
@@ -533,6 +539,7 @@ fn spawn(channel: Group) -> Worker {
         .spawn(move || {
             let mut scratch = Vec::new();
             while let Ok(job) = rx.recv() {
+                let fp = UseFpControl::new(job.fp_control);
                 exchange(
                     &channel,
                     &job.bufs,
@@ -540,7 +547,7 @@ fn spawn(channel: Group) -> Worker {
                     job.range.clone(),
                     &mut scratch,
                 );
-                drop(job);
+                drop((fp, job));
                 if tx.send(()).is_err() {
                     break;
                 }

@@ -57,6 +57,65 @@ impl Drop for FlushSubnormals {
     }
 }
 
+/// MXCSR bits 0–5: the sticky exception flags, state rather than control.
+#[cfg(target_arch = "x86_64")]
+const FLAGS: u32 = 0x3f;
+
+/// The calling thread's floating-point control setting as far as the crate's
+/// arithmetic can see it (x86-64: MXCSR's rounding, flush-to-zero,
+/// denormals-are-zero and exception-mask bits, without the sticky flags;
+/// elsewhere 0, nothing).
+#[inline]
+pub(crate) fn fp_control() -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        read_mxcsr() & !FLAGS
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    0
+}
+
+/// While alive, the calling thread computes under a control setting taken
+/// from another thread by [`fp_control`], so that work handed to a pool
+/// thread rounds and flushes as it would on the thread that handed it over.
+/// Dropping it restores the thread's own setting (flags included).
+pub(crate) struct UseFpControl {
+    #[cfg(target_arch = "x86_64")]
+    saved: Option<u32>,
+}
+
+impl UseFpControl {
+    /// Switches to `control` if the thread's setting differs (a read of the
+    /// register otherwise, no write).
+    #[inline]
+    pub(crate) fn new(control: u32) -> UseFpControl {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let own = read_mxcsr();
+            if own & !FLAGS == control {
+                return UseFpControl { saved: None };
+            }
+            write_mxcsr(control | (own & FLAGS));
+            UseFpControl { saved: Some(own) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = control;
+            UseFpControl {}
+        }
+    }
+}
+
+impl Drop for UseFpControl {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(csr) = self.saved {
+            write_mxcsr(csr);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn read_mxcsr() -> u32 {
@@ -79,8 +138,9 @@ fn read_mxcsr() -> u32 {
 #[inline(always)]
 fn write_mxcsr(csr: u32) {
     // SAFETY: LDMXCSR (SSE, baseline) loads the control register from `csr`, a
-    // live local holding a value read from MXCSR with only the FTZ and DAZ bits
-    // changed (both exist on every x86-64 CPU), so it cannot fault. As above,
+    // live local holding a value read from MXCSR on this or another thread of
+    // this process, with at most the FTZ and DAZ bits changed (both exist on
+    // every x86-64 CPU): no reserved bit is set, so it cannot fault. As above,
     // the asm is a barrier for memory accesses: the loads and stores of the
     // computation it brackets stay between the two statements.
     unsafe {
