@@ -702,3 +702,48 @@ fn debug_and_display_are_summaries() {
     );
     assert!(text.contains("2  layer_norm (no affine)\n"), "{text}");
 }
+
+/// The training pass flushes subnormal values to zero on every thread that
+/// works on it: with inputs near 1e-20 and δ near 1e-21, every product of
+/// ∂W = Xᵀ·δ is subnormal, so ∂W is exactly ±0 (x86-64), whatever the
+/// threads or shards, while ∂b = Σ δ stays a normal number.
+#[test]
+fn the_training_pass_flushes_subnormals_on_every_thread() {
+    let mut rng = StdRng::seed_from_u64(21);
+    let (input, batch, out) = (64, 256, 64);
+    let x: Vec<f32> = (0..batch * input)
+        .map(|_| 1e-20 * rng.random_range(0.5f32..1.0))
+        .collect();
+    let y = vec![0.0f32; batch * out];
+    for (threads, shards) in [(1, None), (2, None), (2, Some(2)), (2, Some(3))] {
+        let mut net = MlpBuilder::new(input)
+            .dense(out)
+            .loss(Loss::Mse)
+            .build(4)
+            .unwrap();
+        net.set_gemm_options(GemmOptions {
+            threads: Threads::Fixed(threads),
+            ..Default::default()
+        });
+        if let Some(s) = shards {
+            net.set_parallelism(BatchParallelism::Shards(s));
+        }
+        // No bias: the outputs, and with them δ, stay near 1e-20.
+        net.params_mut()[input * out..].fill(0.0);
+        net.forward_backward(
+            MatRef::from_slice(&x, batch, input),
+            Targets::Values(MatRef::from_slice(&y, batch, out)),
+        )
+        .unwrap();
+        let (dw, db) = net.grads().split_at(input * out);
+        let what = format!("{threads} threads, shards {shards:?}");
+        assert!(
+            db.iter().all(|&g| g.abs() > 1e-27 && g.abs() < 1e-18),
+            "{what}: ∂b {db:?}"
+        );
+        if cfg!(target_arch = "x86_64") {
+            let kept = dw.iter().filter(|&&g| g != 0.0).count();
+            assert_eq!(kept, 0, "{what}: {kept} nonzero ∂W entries");
+        }
+    }
+}

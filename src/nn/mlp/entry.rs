@@ -8,6 +8,13 @@ impl Mlp {
     /// One forward and backward pass on a batch: returns the mean loss and
     /// leaves ∂(mean loss)/∂params in [`Mlp::grads`] (overwritten).
     ///
+    /// The pass runs with subnormal numbers flushed to zero (x86-64: FTZ and
+    /// DAZ, on every thread that works on it), as the optimizers' updates do:
+    /// a network that fits its data drives δ towards zero, and every
+    /// operation on a subnormal value would cost a microcode assist. Values
+    /// below `f32::MIN_POSITIVE` in magnitude become ±0; nothing else changes.
+    /// [`Mlp::forward`] and the other inference entry points do not flush.
+    ///
     /// # Errors
     /// As [`Mlp::forward`], plus [`StepError::Loss`] / [`StepError::TargetKind`]
     /// for targets that do not suit the loss.
@@ -61,7 +68,8 @@ impl Mlp {
         })
     }
 
-    /// [`Mlp::forward_backward`] with a loss of the caller's: `loss(h, dh)`
+    /// [`Mlp::forward_backward`] with a loss of the caller's (run, like the
+    /// whole pass, with subnormals flushed to zero): `loss(h, dh)`
     /// gets the outputs `h` (`batch × outputs`, the network's loss kind
     /// plays no part) and the buffer `dh` of the same shape, zeroed; it
     /// writes ∂L/∂h into `dh` and returns L. The network then runs the same
