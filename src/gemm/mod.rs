@@ -41,9 +41,15 @@ use crate::parallel::{self, Threads};
 use loops::Problem;
 
 /// Products with fewer multiply-adds than this stay on the calling thread:
-/// waking a worker and splitting the tiles costs more than it saves (measured:
-/// 128³ ran slower on two threads than on one).
-const PARALLEL_MIN_FMAS: usize = 4 << 20;
+/// handing half of a product to a spinning worker costs a few microseconds
+/// (a lock taken by each thread, the epoch seen, the last piece waited for).
+/// Measured on a Zen 4 with two threads: products of 0.5–4 M multiply-adds
+/// (64×128×64, 100³, 128³, the MNIST net's 128×512×10) ran 1.5–1.9× faster
+/// split than on one thread, on every ISA path, while the 32×64×64 products
+/// of a small net (0.13 M) made its step slower (38 → 50 µs). It was 4 M
+/// while the caller parked for the last piece (then 128³ ran slower on two
+/// threads than on one).
+const PARALLEL_MIN_FMAS: usize = 1 << 19;
 
 /// Operand footprint (floats of A, B and C) under which packing A is skipped:
 /// about 192 KiB, so everything stays in L2 while the tiles are computed.
