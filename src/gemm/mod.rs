@@ -23,8 +23,8 @@
 //!   multiples of the register tile, and each thread runs the whole algorithm on
 //!   its range; k is never split. Every element of C is therefore computed by
 //!   the same instructions in the same order whatever the thread count: results
-//!   are bitwise identical for 1, 2 or N threads. Problems under 4 Mi
-//!   multiply-adds (about 160³) stay on the calling thread, as do calls from inside a rayon worker.
+//!   are bitwise identical for 1, 2 or N threads. Problems under 0.5 Mi
+//!   multiply-adds (about 80³) stay on the calling thread, as do calls from inside a rayon worker.
 
 mod epilogue;
 pub(crate) mod loops;

@@ -281,8 +281,22 @@ impl Mlp {
         // A network that fits its data well drives δ towards zero, and every
         // product with a subnormal operand or result then costs a microcode
         // assist (a pass over a batch the network has learned ran 2× slower
-        // on a Zen 4). The values this changes are below f32::MIN_POSITIVE.
+        // on a Zen 4). Only values below f32::MIN_POSITIVE are flushed (see
+        // Mlp::forward_backward for what that can change).
         let _flush = crate::kernel::subnormal::FlushSubnormals::new();
+        // Out of line, so that no arithmetic of the pass (such as the loss
+        // value, which lives in a register) can be scheduled across the
+        // guard's MXCSR writes, which order memory accesses only.
+        self.backprop_flushed(x, loss)
+    }
+
+    /// [`Mlp::backprop`]'s body, run under its guard.
+    #[inline(never)]
+    fn backprop_flushed(
+        &mut self,
+        x: MatRef<'_>,
+        loss: impl FnOnce(MatRef<'_>, MatMut<'_>, &mut Exec) -> Result<f32, StepError>,
+    ) -> Result<f32, StepError> {
         let batch = x.rows();
         self.forward_inner(x)?;
         let last = self.ops.len() - 1;

@@ -11,9 +11,13 @@ impl Mlp {
     /// The pass runs with subnormal numbers flushed to zero (x86-64: FTZ and
     /// DAZ, on every thread that works on it), as the optimizers' updates do:
     /// a network that fits its data drives δ towards zero, and every
-    /// operation on a subnormal value would cost a microcode assist. Values
-    /// below `f32::MIN_POSITIVE` in magnitude become ±0; nothing else changes.
-    /// [`Mlp::forward`] and the other inference entry points do not flush.
+    /// operation on a subnormal value would cost a microcode assist. Inputs,
+    /// intermediate results and partial sums below `f32::MIN_POSITIVE` in
+    /// magnitude (≈ 1.18e-38) become ±0, so a result built from them can
+    /// differ by about that much per term (times the other factor of a
+    /// product) from the unflushed one; the bits are still the same for any
+    /// number of threads, shards and ranks. [`Mlp::forward`] and the other
+    /// inference entry points do not flush.
     ///
     /// # Errors
     /// As [`Mlp::forward`], plus [`StepError::Loss`] / [`StepError::TargetKind`]
@@ -69,7 +73,8 @@ impl Mlp {
     }
 
     /// [`Mlp::forward_backward`] with a loss of the caller's (run, like the
-    /// whole pass, with subnormals flushed to zero): `loss(h, dh)`
+    /// whole pass, with subnormals flushed to zero: an `f32` probability that
+    /// would be subnormal is 0 there, and its logarithm −∞): `loss(h, dh)`
     /// gets the outputs `h` (`batch × outputs`, the network's loss kind
     /// plays no part) and the buffer `dh` of the same shape, zeroed; it
     /// writes ∂L/∂h into `dh` and returns L. The network then runs the same
