@@ -118,7 +118,7 @@ fn in_rayon_worker() -> bool {
 
 /// Spin iterations a worker waits for a new job, and a caller for the last
 /// pieces of its job, before parking: 2¹⁴ `pause`s, about 0.4 ms on a Zen 4
-/// and up to twice that on Intel cores whose `pause` takes ~140 cycles. A
+/// (measured) and about 1 ms on Intel cores whose `pause` takes ~140 cycles. A
 /// caller spins only while another thread is still working on its job.
 const SPIN_ROUNDS: usize = 1 << 14;
 

@@ -8,11 +8,13 @@
 //! steps among the subnormals on its way to zero; Adam's second moments do the
 //! same at β₂. A [`FlushSubnormals`] guard sets the FTZ (flush results to zero)
 //! and DAZ (read subnormal inputs as zero) bits of the calling thread's MXCSR
-//! and restores the previous value when dropped, so the update runs at full
+//! and restores the previous control bits when dropped, so the update runs at full
 //! speed and no state stays subnormal. Every value it flushes is below
-//! `f32::MIN_POSITIVE` in magnitude; a result computed from flushed inputs or
-//! partial sums differs by at most about that much per term (times the
-//! magnitude of the other factor, for a product). The optimizers' updates and the training
+//! `f32::MIN_POSITIVE` in magnitude; a sum or product computed from flushed
+//! inputs or partial sums differs by about that much per term (times the
+//! magnitude of the other factor, for a product), and a comparison or
+//! nonlinear step that sees a flushed value (a ReLU's derivative, a
+//! logarithm) can differ by more. The optimizers' updates and the training
 //! pass (forward, loss, backward) run under one; the thread pool hands the
 //! caller's setting to every piece ([`fp_control`], [`UseFpControl`]), so the
 //! bits do not depend on which thread computed what.
@@ -147,7 +149,7 @@ fn write_mxcsr(csr: u32) {
     // SAFETY: LDMXCSR (SSE, baseline) loads the control register from `csr`, a
     // live local. Every caller builds it from values STMXCSR returned (on this
     // thread or another of this process, whose bits 16–31, the reserved ones,
-    // read as zero), combined bitwise and with at most the FTZ and DAZ bits
+    // read as zero), combined bitwise, and with at most the FTZ and DAZ bits
     // set (both exist on every x86-64 CPU): no reserved bit is set, so it
     // cannot fault. As above,
     // the asm is a barrier for memory accesses: the loads and stores of the

@@ -13,9 +13,11 @@ impl Mlp {
     /// a network that fits its data drives δ towards zero, and every
     /// operation on a subnormal value would cost a microcode assist. Inputs,
     /// intermediate results and partial sums below `f32::MIN_POSITIVE` in
-    /// magnitude (≈ 1.18e-38) become ±0, so a result built from them can
-    /// differ by about that much per term (times the other factor of a
-    /// product) from the unflushed one; the bits are still the same for any
+    /// magnitude (≈ 1.18e-38) become ±0, so a sum or product built from them
+    /// can differ by about that much per term (times the other factor of a
+    /// product) from the unflushed one, and a comparison or nonlinear step
+    /// that sees a flushed value (a ReLU's derivative at a subnormal input, a
+    /// logarithm) can differ by more; the bits are still the same for any
     /// number of threads, shards and ranks. [`Mlp::forward`] and the other
     /// inference entry points do not flush.
     ///
