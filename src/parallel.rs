@@ -432,7 +432,7 @@ impl<'a, T> SharedMut<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::for_each_piece;
-    use crate::kernel::subnormal::FlushSubnormals;
+    use crate::kernel::subnormal::flush_subnormals;
     use std::hint::black_box;
     use std::sync::Mutex;
 
@@ -444,7 +444,7 @@ mod tests {
     fn pieces_run_under_the_callers_fp_control() {
         let run = |flush: bool| {
             let results = Mutex::new(Vec::new());
-            let _guard = flush.then(FlushSubnormals::new);
+            let _guard = flush.then(flush_subnormals);
             for_each_piece(2, 64, |_| {
                 // Long enough for the second thread to claim pieces too.
                 let t = std::time::Instant::now();

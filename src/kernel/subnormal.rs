@@ -6,7 +6,7 @@
 //! range as a matter of course: the momentum of a weight whose gradient is
 //! exactly zero (a dead ReLU unit) decays by μ every step and spends about 150
 //! steps among the subnormals on its way to zero; Adam's second moments do the
-//! same at β₂. A [`FlushSubnormals`] guard sets the FTZ (flush results to zero)
+//! same at β₂. The guard [`flush_subnormals`] returns sets the FTZ (flush results to zero)
 //! and DAZ (read subnormal inputs as zero) bits of the calling thread's MXCSR
 //! and restores the previous control bits when dropped, so the update runs at full
 //! speed and no state stays subnormal. Every value it flushes is below
@@ -26,12 +26,17 @@
 //! Elsewhere than x86-64 the guard does nothing (the update is then computed
 //! with the platform's default subnormal handling).
 
-/// While alive, the calling thread flushes subnormal inputs and results to
-/// zero (x86-64: MXCSR's DAZ and FTZ bits). Dropping it restores the thread's
-/// previous setting, also on unwind.
-pub(crate) struct FlushSubnormals {
+/// A guard under which the calling thread flushes subnormal inputs and
+/// results to zero (x86-64: MXCSR's DAZ and FTZ bits, set if they are not
+/// already); dropping it restores the thread's previous control bits, also
+/// on unwind.
+#[inline(always)]
+pub(crate) fn flush_subnormals() -> UseFpControl {
     #[cfg(target_arch = "x86_64")]
-    saved: u32,
+    let control = fp_control() | FTZ | DAZ;
+    #[cfg(not(target_arch = "x86_64"))]
+    let control = fp_control();
+    UseFpControl::new(control)
 }
 
 /// MXCSR bit 15: results that would be subnormal are written as zero.
@@ -40,30 +45,6 @@ const FTZ: u32 = 1 << 15;
 /// MXCSR bit 6: subnormal operands are read as zero.
 #[cfg(target_arch = "x86_64")]
 const DAZ: u32 = 1 << 6;
-
-impl FlushSubnormals {
-    /// Saves the thread's floating-point control state and turns flushing on.
-    #[inline(always)]
-    pub(crate) fn new() -> FlushSubnormals {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let saved = read_mxcsr();
-            write_mxcsr(saved | FTZ | DAZ);
-            FlushSubnormals { saved }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        FlushSubnormals {}
-    }
-}
-
-impl Drop for FlushSubnormals {
-    #[inline(always)]
-    fn drop(&mut self) {
-        // The saved control bits, and the exception flags raised meanwhile.
-        #[cfg(target_arch = "x86_64")]
-        write_mxcsr((self.saved & !FLAGS) | (read_mxcsr() & FLAGS));
-    }
-}
 
 /// MXCSR bits 0–5: the sticky exception flags, state rather than control.
 #[cfg(target_arch = "x86_64")]
@@ -96,7 +77,7 @@ pub(crate) struct UseFpControl {
 impl UseFpControl {
     /// Switches to `control` if the thread's setting differs (a read of the
     /// register otherwise, no write).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(control: u32) -> UseFpControl {
         #[cfg(target_arch = "x86_64")]
         {
@@ -116,7 +97,7 @@ impl UseFpControl {
 }
 
 impl Drop for UseFpControl {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         #[cfg(target_arch = "x86_64")]
         if let Some(csr) = self.saved {
@@ -177,7 +158,7 @@ mod tests {
         for use_control in [false, true] {
             write_mxcsr(read_mxcsr() & !FLAGS);
             {
-                let _flush = (!use_control).then(FlushSubnormals::new);
+                let _flush = (!use_control).then(flush_subnormals);
                 let _fp = use_control.then(|| UseFpControl::new(fp_control() | FTZ | DAZ));
                 black_box(black_box(1.0f32) / black_box(3.0f32));
             }
@@ -200,7 +181,7 @@ mod tests {
             "subnormal by default"
         );
         let flushed = {
-            let _g = FlushSubnormals::new();
+            let _g = flush_subnormals();
             black_box(black_box(tiny) * black_box(half))
         };
         let after = black_box(tiny * half);

@@ -283,7 +283,7 @@ impl Mlp {
         // assist (a pass over a batch the network has learned ran 2× slower
         // on a Zen 4). Only values below f32::MIN_POSITIVE are flushed (see
         // Mlp::forward_backward for what that can change).
-        let _flush = crate::kernel::subnormal::FlushSubnormals::new();
+        let _flush = crate::kernel::subnormal::flush_subnormals();
         // Out of line, so that no arithmetic of the pass (such as the loss
         // value, which lives in a register) can be scheduled across the
         // guard's MXCSR writes, which order memory accesses only.

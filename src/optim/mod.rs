@@ -573,7 +573,7 @@ impl<F: FnOnce()> crate::kernel::KernelOp for Vectorized<F> {
         _: S,
         _: &crate::kernel::Blocking,
     ) {
-        let _flush = crate::kernel::subnormal::FlushSubnormals::new();
+        let _flush = crate::kernel::subnormal::flush_subnormals();
         (self.0)()
     }
 }
