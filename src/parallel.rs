@@ -473,10 +473,10 @@ mod tests {
                 }
             }
             let ids = |v: &[(std::thread::ThreadId, u32)]| {
-                let mut ids: Vec<_> = v.iter().map(|p| p.0).collect();
-                ids.sort_by_key(|id| format!("{id:?}"));
-                ids.dedup();
-                ids.len()
+                v.iter()
+                    .map(|p| p.0)
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
             };
             if ids(&flushed) > 1 && ids(&kept) > 1 {
                 both_threads = true;
