@@ -2,7 +2,11 @@
 //! GEMM against matrixmultiply (single-threaded) and the gemm crate (its
 //! AVX-512 kernels, `x86-v4`, on the same thread count as ours) on the shapes
 //! an MLP training step uses, with the machine's FMA peak for scale. Medians of
-//! repeated runs, one process, the libraries timed alternately. Last, one
+//! repeated runs, one process, the libraries timed alternately. Ours is also
+//! timed with each path forced (`Packing::Always`, the packed loop nest, and
+//! `Packing::Never`, A and B read in place), which shows on a new CPU whether
+//! the automatic choice (the `gemm` module docs' path rule) picks the faster
+//! one. Last, one
 //! training step of the K = 1024, L = 8 network (batch 256, MSE, SGD with
 //! momentum) against the same peak.
 //!
@@ -10,7 +14,7 @@
 
 use std::time::Instant;
 
-use backprop::gemm::{gemm_with, GemmOptions};
+use backprop::gemm::{gemm_with, GemmOptions, Packing};
 use backprop::matrix::{MatMut, MatRef};
 use backprop::nn::{Activation, Loss, MlpBuilder, Targets};
 use backprop::optim::{Schedule, Sgd, SgdConfig};
@@ -103,8 +107,8 @@ fn main() {
     println!("max |ours - reference| on {m}×{k}×{n}: {err:.2e}");
 
     println!(
-        "{:>20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "m×k×n", "ours", "mm", "gemm", "ours/mm", "/gemm", "%peak"
+        "{:>20} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}",
+        "m×k×n", "ours", "mm", "gemm", "ours/mm", "/gemm", "%peak", "packed", "in place"
     );
     let gemm_par = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
@@ -114,6 +118,7 @@ fn main() {
     let shapes: &[(usize, usize, usize, bool)] = &[
         (64, 64, 64, false),
         (256, 256, 256, false),
+        (32, 784, 512, false),
         (1024, 1024, 1024, false),
         (128, 784, 512, false),
         (128, 512, 512, false),
@@ -130,6 +135,7 @@ fn main() {
             vec![0.0f32; m * n],
             vec![0.0f32; m * n],
         );
+        let (mut c_packed, mut c_in_place) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
         // A is m × k; for the weight-gradient shapes it is Xᵀ of a row-major k × m X.
         let (rsa, csa) = if a_transposed {
             (1, m as isize)
@@ -148,6 +154,12 @@ fn main() {
                 MatMut::from_slice_mut(&mut c, m, n),
             )
         };
+        let forced = |packing: Packing, c: &mut [f32]| {
+            let opts = GemmOptions { packing, ..opts };
+            gemm_with(&opts, 1.0, av, bv, 0.0, MatMut::from_slice_mut(c, m, n))
+        };
+        let mut packed = || forced(Packing::Always, &mut c_packed);
+        let mut in_place = || forced(Packing::Never, &mut c_in_place);
         let mut mm = || {
             // SAFETY: pointers and strides describe the live buffers above.
             unsafe {
@@ -196,18 +208,24 @@ fn main() {
                 )
             }
         };
-        let t = interleaved_medians(&mut [&mut ours, &mut mm, &mut peer], 5, 3.0);
+        let t = interleaved_medians(
+            &mut [&mut ours, &mut mm, &mut peer, &mut packed, &mut in_place],
+            5,
+            4.0,
+        );
         let flops = 2.0 * (m * n * k) as f64;
         let g: Vec<f64> = t.iter().map(|s| flops / s / 1e9).collect();
         let label = format!("{m}×{k}×{n}{}", if a_transposed { " (Aᵀ)" } else { "" });
         println!(
-            "{label:>20} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>6.0}%",
+            "{label:>20} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>6.0}% {:>8.1} {:>8.1}",
             g[0],
             g[1],
             g[2],
             g[0] / g[1],
             g[0] / g[2],
-            100.0 * g[0] / (peak * threads as f64)
+            100.0 * g[0] / (peak * threads as f64),
+            g[3],
+            g[4]
         );
         let drift = c
             .iter()

@@ -452,6 +452,55 @@ fn fused_delta_and_bias_grad_bitwise_identical_across_threads() {
     }
 }
 
+/// The no-packing and the packed path sum every element alike (k in passes
+/// of `kc` steps, β on the first, the epilogue on the last), so the path,
+/// which the shape and the CPU choose, never changes a bit of the fused
+/// forward, of δ or of the bias gradient.
+#[test]
+fn both_paths_give_the_same_bits() {
+    for isa in available_isas() {
+        let kc = isa.blocking().kc;
+        for &(m, k, n) in &[
+            (37, kc + 1, 70),
+            (13, 2 * kc + 3, 33),
+            (24, kc, 64),
+            (5, 0, 9),
+        ] {
+            for beta in [0.0, 0.5] {
+                let forward = |packing| {
+                    let o = opts(isa, 1, packing);
+                    check_forward(
+                        &o,
+                        (m, k, n),
+                        Layout::RowMajor,
+                        Activation::Tanh,
+                        true,
+                        beta,
+                        7,
+                    )
+                };
+                assert!(
+                    forward(Packing::Always) == forward(Packing::Never),
+                    "{isa} {m}×{k}×{n} β = {beta}: forward differs between paths"
+                );
+            }
+            let delta = |packing| {
+                check_delta(
+                    &opts(isa, 1, packing),
+                    (m, k, n),
+                    Activation::Relu,
+                    false,
+                    8,
+                )
+            };
+            assert!(
+                delta(Packing::Always) == delta(Packing::Never),
+                "{isa} {m}×{k}×{n}: δ or ∂b differs between paths"
+            );
+        }
+    }
+}
+
 #[test]
 fn nan_in_pre_activation_reaches_delta() {
     let (m, k, n) = (5, 4, 9);

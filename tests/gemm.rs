@@ -113,6 +113,42 @@ fn shape_sweep_every_isa_and_path() {
     }
 }
 
+/// Both paths round C after each pass of `kc` steps of k and apply α and β
+/// the same way, so the path (the shape's and the CPU's choice) never changes
+/// a bit: every layout, α/β, and k around one and two passes.
+#[test]
+fn both_paths_give_the_same_bits() {
+    let mut seed = 5000;
+    for isa in available_isas() {
+        let kc = isa.blocking().kc;
+        for k in [kc - 1, kc, kc + 1, 2 * kc + 3] {
+            for la in LAYOUTS {
+                for lb in LAYOUTS {
+                    seed += 1;
+                    let alpha = ALPHAS_BETAS[1 + (seed % 3) as usize];
+                    let beta = ALPHAS_BETAS[(seed / 3 % 4) as usize];
+                    let (m, n) = (29, 45);
+                    let mut r = rng(seed);
+                    let a = Strided::random(m, k, la, &mut r);
+                    let b = Strided::random(k, n, lb, &mut r);
+                    let c0 = Strided::random(m, n, Layout::RowMajor, &mut r);
+                    let run = |packing| {
+                        let mut c = Strided::new(m, n, Layout::RowMajor);
+                        c.fill_with(|i, j| c0.get(i, j));
+                        let o = opts(isa, 1, packing);
+                        gemm_with(&o, alpha, a.view(), b.view(), beta, c.view_mut());
+                        c.to_vec().iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                    };
+                    assert!(
+                        run(Packing::Always) == run(Packing::Never),
+                        "{isa} {m}×{k}×{n} {la:?} {lb:?} α = {alpha} β = {beta}: paths differ"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn every_layout_alpha_beta() {
     let mut seed = 1000;

@@ -499,8 +499,10 @@ impl PackedTile<'_> {
 
 /// The no-packing path: full tiles read A and B where they are; only the edge
 /// strips (and B strips without unit column stride) are copied into
-/// zero-padded panels. No blocking over k: meant for problems whose operands
-/// sit in L2, or that have a single column strip (A would be used only once).
+/// zero-padded panels. Each tile runs over all of k in passes of `kc` steps,
+/// as the packed path does, so both give the same bits. Meant for problems
+/// whose operands sit in L2, that have a single column strip (A would be used
+/// only once), or whose B strips stream fast enough in place (see `gemm`).
 ///
 /// Small products are mostly edges (a 32-row batch is 12 + 12 + 8 rows on a
 /// 12-row tile, a 10-wide output layer a third of a 32-wide one), so the edges
@@ -516,7 +518,7 @@ pub(crate) struct Direct<'a> {
 impl KernelOp for Direct<'_> {
     type Output = ();
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S, _: &Blocking) {
+    unsafe fn run<S: Simd, const MR: usize, const NV: usize>(self, s: S, bl: &Blocking) {
         let p = self.problem;
         let nr = NV * S::LANES;
         let k = p.k;
@@ -535,6 +537,7 @@ impl KernelOp for Direct<'_> {
             }
             let strip = Strip {
                 p,
+                kc: bl.kc,
                 m_full,
                 edge_h,
                 a_edge,
@@ -567,6 +570,9 @@ fn edge_height(mr: usize, rem: usize) -> usize {
 /// What the column strips of one no-packing product share.
 struct Strip<'a> {
     p: &'a Problem,
+    /// Steps of k per pass: C is rounded to `f32` after each, as on the
+    /// packed path (the same bits whichever path runs).
+    kc: usize,
     /// Rows computed from A in place (a multiple of MR).
     m_full: usize,
     /// Height of the packed edge panel `a_edge` (0 when `m_full = m`).
@@ -640,21 +646,21 @@ unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: b
     unsafe {
         for ir in (0..strip.m_full).step_by(MR) {
             let a = (p.a.offset(ir as isize * p.rsa), p.rsa, p.csa);
-            direct_tile::<S, MR, NV, MASKED>(s, p, MR, ir, jr, n_eff, a, b);
+            direct_tile::<S, MR, NV, MASKED>(s, strip, MR, ir, jr, n_eff, a, b);
         }
         if strip.m_full < p.m {
             // The packed edge panel: A[i, p] at a_edge + p·h + i.
             let (ir, ae) = (strip.m_full, strip.a_edge);
             match strip.edge_h {
                 4 if MR > 4 => {
-                    direct_tile::<S, 4, NV, MASKED>(s, p, MR, ir, jr, n_eff, (ae, 1, 4), b)
+                    direct_tile::<S, 4, NV, MASKED>(s, strip, MR, ir, jr, n_eff, (ae, 1, 4), b)
                 }
                 8 if MR > 8 => {
-                    direct_tile::<S, 8, NV, MASKED>(s, p, MR, ir, jr, n_eff, (ae, 1, 8), b)
+                    direct_tile::<S, 8, NV, MASKED>(s, strip, MR, ir, jr, n_eff, (ae, 1, 8), b)
                 }
                 _ => direct_tile::<S, MR, NV, MASKED>(
                     s,
-                    p,
+                    strip,
                     MR,
                     ir,
                     jr,
@@ -667,9 +673,11 @@ unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: b
     }
 }
 
-/// One `R × NV·LANES` tile at `(ir, jr)` of a no-packing product: the whole
-/// k loop, then the store with the epilogue (`mr` is the problem's strip height,
-/// which indexes the epilogue's per-strip sums).
+/// One `R × NV·LANES` tile at `(ir, jr)` of a no-packing product: k in
+/// passes of `strip.kc` steps, each an FMA chain followed by a store, β on the
+/// first and the epilogue on the last, exactly as the packed path sums an
+/// element (so both paths give the same bits). `mr` is the problem's strip
+/// height, which indexes the epilogue's per-strip sums.
 ///
 /// # Safety
 /// `a = (ptr, a_rs, a_cs)` holds R rows and `b = (ptr, b_rs)` NV·LANES columns
@@ -680,7 +688,7 @@ unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: b
 #[allow(clippy::too_many_arguments)]
 unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bool>(
     s: S,
-    p: &Problem,
+    strip: &Strip<'_>,
     mr: usize,
     ir: usize,
     jr: usize,
@@ -688,7 +696,8 @@ unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bo
     a: (*const f32, isize, isize),
     b: (*const f32, isize),
 ) {
-    // SAFETY: as the caller guarantees.
+    let p = strip.p;
+    // SAFETY: as the caller guarantees; each pass reads steps pc..pc + kcb < k.
     unsafe {
         // The last vector's columns (read masked): 1 ..= LANES.
         let tail = if MASKED {
@@ -697,12 +706,28 @@ unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bo
             S::LANES
         };
         debug_assert!((1..=S::LANES).contains(&tail));
-        let acc = accumulate::<S, R, NV, MASKED>(s, p.k, a.0, a.1, a.2, b.0, b.1, tail);
         let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
         let m_eff = R.min(p.m - ir);
-        let epi = p.epi.at(ir, jr, mr);
-        store_tile::<S, R, NV>(
-            s, &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
-        );
+        // One pass when k = 0 (C becomes β·C, then the epilogue).
+        let mut pc = 0;
+        loop {
+            let kcb = strip.kc.min(p.k - pc);
+            let (a_pc, b_pc) = (a.0.offset(pc as isize * a.2), b.0.offset(pc as isize * b.1));
+            let acc = accumulate::<S, R, NV, MASKED>(s, kcb, a_pc, a.1, a.2, b_pc, b.1, tail);
+            let beta = if pc == 0 { p.beta } else { 1.0 };
+            let last = pc + kcb == p.k;
+            let epi = if last {
+                p.epi.at(ir, jr, mr)
+            } else {
+                Epilogue::None
+            };
+            store_tile::<S, R, NV>(
+                s, &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
+            );
+            if last {
+                break;
+            }
+            pc += kcb;
+        }
     }
 }

@@ -177,6 +177,36 @@ pub(crate) fn vendor() -> Vendor {
     Vendor::Other
 }
 
+/// Whether the CPU runs a 512-bit FMA as two 256-bit halves: AMD family 19h,
+/// whose only cores with AVX-512 are Zen 4 (Intel's AVX-512 cores and Zen 5
+/// have full-width FMA pipes). A k step of the AVX-512 path's 12 × 32 tile
+/// (24 FMAs) then takes 24 cycles instead of 12, which leaves time to read B
+/// in place (see `gemm`'s path rule). Read once.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn fma512_half_rate() -> bool {
+    static HALF: OnceLock<bool> = OnceLock::new();
+    *HALF.get_or_init(|| vendor() == Vendor::Amd && family() == 0x19)
+}
+
+/// Whether the CPU runs a 512-bit FMA as two 256-bit halves.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn fma512_half_rate() -> bool {
+    false
+}
+
+/// The display family of CPUID leaf 1 (base family, plus the extended family
+/// when the base is 0xF).
+#[cfg(target_arch = "x86_64")]
+fn family() -> u32 {
+    let eax = cpuid(1, 0).eax;
+    let base = (eax >> 8) & 0xf;
+    if base == 0xf {
+        base + ((eax >> 20) & 0xff)
+    } else {
+        base
+    }
+}
+
 /// CPUID `leaf`, sub-leaf `sub`.
 #[cfg(target_arch = "x86_64")]
 fn cpuid(leaf: u32, sub: u32) -> core::arch::x86_64::CpuidResult {
