@@ -543,12 +543,16 @@ impl KernelOp for Direct<'_> {
                 a_edge,
                 b_strip,
             };
+            // Passes over k are a compile-time choice: a one-pass tile has no
+            // pass loop at all (the small products measured 2–9 % slower with it).
+            let passes = k > bl.kc;
             for jr in (0..p.n).step_by(nr) {
                 let n_eff = nr.min(p.n - jr);
-                if NV > 1 && n_eff <= S::LANES {
-                    direct_strip::<S, MR, 1>(s, &strip, jr, n_eff);
-                } else {
-                    direct_strip::<S, MR, NV>(s, &strip, jr, n_eff);
+                match (NV > 1 && n_eff <= S::LANES, passes) {
+                    (true, false) => direct_strip::<S, MR, 1, false>(s, &strip, jr, n_eff),
+                    (true, true) => direct_strip::<S, MR, 1, true>(s, &strip, jr, n_eff),
+                    (false, false) => direct_strip::<S, MR, NV, false>(s, &strip, jr, n_eff),
+                    (false, true) => direct_strip::<S, MR, NV, true>(s, &strip, jr, n_eff),
                 }
             }
         }
@@ -592,7 +596,7 @@ struct Strip<'a> {
 /// `strip` describes a valid problem with its edge rows packed; `jr < n` and
 /// `n_eff = min(NV·LANES, n − jr)`.
 #[inline(always)]
-unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize, const PASSES: bool>(
     s: S,
     strip: &Strip<'_>,
     jr: usize,
@@ -607,7 +611,7 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
     unsafe {
         let b_src = p.b.offset(jr as isize * p.csb);
         if n_eff == nr && p.csb == 1 {
-            strip_tiles::<S, MR, NV, false>(s, strip, jr, n_eff, (b_src, p.rsb));
+            strip_tiles::<S, MR, NV, false, PASSES>(s, strip, jr, n_eff, (b_src, p.rsb));
         } else if p.csb == 1
             && match S::MASKED_LOAD {
                 MaskedLoad::MaskRegister => true,
@@ -616,11 +620,11 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
             }
         {
             // A partial strip read in place, its last vector with a masked load.
-            strip_tiles::<S, MR, NV, true>(s, strip, jr, n_eff, (b_src, p.rsb));
+            strip_tiles::<S, MR, NV, true, PASSES>(s, strip, jr, n_eff, (b_src, p.rsb));
         } else {
             pack_b_panel(s, nr, n_eff, p.k, b_src, p.rsb, p.csb, strip.b_strip);
             let b = (strip.b_strip as *const f32, nr as isize);
-            strip_tiles::<S, MR, NV, false>(s, strip, jr, n_eff, b);
+            strip_tiles::<S, MR, NV, false, PASSES>(s, strip, jr, n_eff, b);
         }
     }
 }
@@ -632,7 +636,13 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
 /// # Safety
 /// As [`direct_strip`], with B readable as just said.
 #[inline(always)]
-unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: bool>(
+unsafe fn strip_tiles<
+    S: Simd,
+    const MR: usize,
+    const NV: usize,
+    const MASKED: bool,
+    const PASSES: bool,
+>(
     s: S,
     strip: &Strip<'_>,
     jr: usize,
@@ -646,19 +656,33 @@ unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: b
     unsafe {
         for ir in (0..strip.m_full).step_by(MR) {
             let a = (p.a.offset(ir as isize * p.rsa), p.rsa, p.csa);
-            direct_tile::<S, MR, NV, MASKED>(s, strip, MR, ir, jr, n_eff, a, b);
+            direct_tile::<S, MR, NV, MASKED, PASSES>(s, strip, MR, ir, jr, n_eff, a, b);
         }
         if strip.m_full < p.m {
             // The packed edge panel: A[i, p] at a_edge + p·h + i.
             let (ir, ae) = (strip.m_full, strip.a_edge);
             match strip.edge_h {
-                4 if MR > 4 => {
-                    direct_tile::<S, 4, NV, MASKED>(s, strip, MR, ir, jr, n_eff, (ae, 1, 4), b)
-                }
-                8 if MR > 8 => {
-                    direct_tile::<S, 8, NV, MASKED>(s, strip, MR, ir, jr, n_eff, (ae, 1, 8), b)
-                }
-                _ => direct_tile::<S, MR, NV, MASKED>(
+                4 if MR > 4 => direct_tile::<S, 4, NV, MASKED, PASSES>(
+                    s,
+                    strip,
+                    MR,
+                    ir,
+                    jr,
+                    n_eff,
+                    (ae, 1, 4),
+                    b,
+                ),
+                8 if MR > 8 => direct_tile::<S, 8, NV, MASKED, PASSES>(
+                    s,
+                    strip,
+                    MR,
+                    ir,
+                    jr,
+                    n_eff,
+                    (ae, 1, 8),
+                    b,
+                ),
+                _ => direct_tile::<S, MR, NV, MASKED, PASSES>(
                     s,
                     strip,
                     MR,
@@ -686,7 +710,13 @@ unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: b
 /// `min(R, m − ir) × n_eff` corner is inside C.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bool>(
+unsafe fn direct_tile<
+    S: Simd,
+    const R: usize,
+    const NV: usize,
+    const MASKED: bool,
+    const PASSES: bool,
+>(
     s: S,
     strip: &Strip<'_>,
     mr: usize,
@@ -708,10 +738,8 @@ unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bo
         debug_assert!((1..=S::LANES).contains(&tail));
         let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
         let m_eff = R.min(p.m - ir);
-        if p.k <= strip.kc {
-            // One pass (and k = 0: C becomes β·C, then the epilogue), kept
-            // apart from the loop below: the small products that take this
-            // path most often measured 4–9 % slower through the loop.
+        if !PASSES {
+            // One pass (and k = 0: C becomes β·C, then the epilogue).
             let acc = accumulate::<S, R, NV, MASKED>(s, p.k, a.0, a.1, a.2, b.0, b.1, tail);
             let epi = p.epi.at(ir, jr, mr);
             store_tile::<S, R, NV>(

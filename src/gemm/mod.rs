@@ -338,10 +338,14 @@ pub(crate) unsafe fn execute(p: Problem, isa: Isa, threads: usize, packing: Pack
 fn choose_path(p: &Problem, bl: &Blocking, isa: Isa) -> Path {
     let footprint = p.m * p.k + p.k * p.n + p.m * p.n;
     let single_strip = p.n <= bl.nr && p.k * bl.nr <= 32 * 1024;
-    let in_place = isa == Isa::Avx512
-        && crate::kernel::cache::fma512_half_rate()
-        && reads_in_place(p, bl.mr, crate::kernel::cache_sizes().l2);
-    if footprint <= DIRECT_MAX_FLOATS || single_strip || in_place {
+    // The cheap tests first: the smallest products, which take this path
+    // most often, never reach the CPU queries.
+    if footprint <= DIRECT_MAX_FLOATS
+        || single_strip
+        || isa == Isa::Avx512
+            && crate::kernel::cache::fma512_half_rate()
+            && reads_in_place(p, bl.mr, crate::kernel::cache_sizes().l2)
+    {
         Path::Direct
     } else {
         Path::Packed
