@@ -33,7 +33,9 @@ What it does, in order:
    and mov between general registers, conditional jumps and jumps inside the
    loop), nops and software prefetches.
    Identical loops in several monomorphised copies are reported once, with the ops
-   they belong to.
+   they belong to. The copies are counted, and more than `KLOOP_BUDGET` fails: each
+   is a tile body inlined at one more call site, and the crate's compile time grows
+   faster than their number.
 5. Throughput: runs each k-loop through llvm-mca (Debian's llvm-19) on
    skylake-avx512, znver4, znver3 and the host's model (`-mcpu=native` resolved
    through `llvm-mca-19 --version`). Each model is checked first: 24 vfmadd231ps per
@@ -788,8 +790,16 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
             key = (f.isa() or "?", normalise(loop))
             entry = loops.setdefault(key, {"info": info, "loop": loop, "copies": [], "func": f})
             entry["copies"].append((f, loop[0].addr))
-    out(f"microkernel k-loops: {sum(len(e['copies']) for e in loops.values())} "
-        f"in {len(loops)} distinct bodies")
+    copies = sum(len(e['copies']) for e in loops.values())
+    out(f"microkernel k-loops: {copies} in {len(loops)} distinct bodies "
+        f"(budget {KLOOP_BUDGET})")
+    if copies > KLOOP_BUDGET:
+        failures.append(
+            f"{copies} microkernel k-loops in the crate, over the budget of {KLOOP_BUDGET}: each "
+            f"is a tile body (a microkernel and its store with every epilogue) inlined at one "
+            f"more call site, and the build time grows faster than their number (92 of them "
+            f"took 14 min to compile on a 2-core machine, 22 take 30 s). Keep the tile call "
+            f"sites under each KernelOp few (see `direct_strip` in src/gemm/loops.rs)")
     rows = []
     for n, ((isa, _), e) in enumerate(loops.items(), 1):
         info = e["info"]
@@ -819,6 +829,13 @@ def check(funcs, mca, tolerance, cpus=DEFAULT_CPUS, out=print, impls=None, requi
         failures += run_mca(mca, rows, tolerance, out, cpus)
 
     return failures, {"funcs": funcs, "gathers": hits, "loops": loops}
+
+
+# Microkernel k-loops the whole crate may hold (22 in December 2026: 17 avx512, 5 avx2;
+# the portable path's loops are not counted). Everything under a KernelOp is inlined
+# into one function per ISA, so each tile call site adds a copy, and compile time grows
+# faster than the count: a build with 92 copies took 14 minutes, one with 22 takes 30 s.
+KLOOP_BUDGET = 32
 
 
 # k-loops that are known to miss a rule, by a function in their inline chain, with the

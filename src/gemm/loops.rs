@@ -186,6 +186,57 @@ fn scratch_b(len: usize) -> *mut f32 {
 /// next to the host's noise.)
 const B_GROUP_FLOATS: usize = 2 * 1024 * 1024;
 
+/// One pass over k of every tile: steps `pc .. pc + kcb` summed into C,
+/// which holds `β·C` before the first pass and is rounded to `f32` after each;
+/// the epilogue runs on the last pass alone. Both paths sum every element in
+/// these passes (of `Blocking::kc` steps), so the path never changes a bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pass {
+    pc: usize,
+    kcb: usize,
+    first: bool,
+    last: bool,
+}
+
+impl Pass {
+    /// The passes of `kc` steps over steps `from .. to` of a `k`-step product
+    /// (`from` a multiple of `kc`); one empty pass when `k = 0`, which makes C
+    /// `β·C` and runs the epilogue.
+    fn over(from: usize, to: usize, kc: usize, k: usize) -> impl Iterator<Item = Pass> {
+        debug_assert!(from <= to && to <= k && kc > 0 && from.is_multiple_of(kc));
+        let passes = (to - from).div_ceil(kc).max(1);
+        (0..passes).map(move |i| {
+            let pc = from + i * kc;
+            let kcb = kc.min(to - pc);
+            Pass {
+                pc,
+                kcb,
+                first: pc == 0,
+                last: pc + kcb == k,
+            }
+        })
+    }
+
+    /// The β of this pass: the caller's on the first, 1 after.
+    fn beta(self, beta: f32) -> f32 {
+        if self.first {
+            beta
+        } else {
+            1.0
+        }
+    }
+
+    /// The epilogue of the tile at `(i0, j0)` on this pass: the problem's on
+    /// the last pass, none before.
+    fn epilogue(self, epi: &Epilogue, i0: usize, j0: usize, mr: usize) -> Epilogue {
+        if self.last {
+            epi.at(i0, j0, mr)
+        } else {
+            Epilogue::None
+        }
+    }
+}
+
 /// The packed BLIS path: `C ← α·A·B + β·C` with B packed once per (jc, k-group)
 /// and shared by `pieces` threads that each own `row_chunk` rows of C (a
 /// multiple of MR) and pack their own A blocks. `pieces = 1` runs inline.
@@ -390,12 +441,8 @@ impl KernelOp for Compute<'_> {
         // are read where PackB wrote them or, with `b_per_panel`, from `bbuf`, which
         // holds one `nr × kc_max` micro-panel and belongs to this (only) piece.
         unsafe {
-            for pc in (b.k0..b.k0 + b.kg).step_by(bl.kc) {
-                let kcb = bl.kc.min(b.k0 + b.kg - pc);
-                // β applies once, on the first pass over k; later passes accumulate.
-                let beta = if pc == 0 { p.beta } else { 1.0 };
-                // The epilogue runs once, on the last pass over k.
-                let last = pc + kcb == p.k;
+            for pass in Pass::over(b.k0, b.k0 + b.kg, bl.kc, p.k) {
+                let (pc, kcb, beta) = (pass.pc, pass.kcb, pass.beta(p.beta));
                 // Where this KC block's panels start in a shared group (an
                 // offset only: a `b_per_panel` block's buffer holds one panel).
                 let block_offset = b.b_offset(pc, nr);
@@ -422,11 +469,7 @@ impl KernelOp for Compute<'_> {
                             if beta != 0.0 {
                                 prefetch_tile(s, c_tile, p.rsc, p.csc, m_eff, n_eff);
                             }
-                            let epi = if last {
-                                p.epi.at(ic + ir, b.jc + jr, MR)
-                            } else {
-                                Epilogue::None
-                            };
+                            let epi = pass.epilogue(&p.epi, ic + ir, b.jc + jr, MR);
                             let tile = PackedTile {
                                 kc: kcb,
                                 a: a_panel,
@@ -499,10 +542,11 @@ impl PackedTile<'_> {
 
 /// The no-packing path: full tiles read A and B where they are; only the edge
 /// strips (and B strips without unit column stride) are copied into
-/// zero-padded panels. Each tile runs over all of k in passes of `kc` steps,
-/// as the packed path does, so both give the same bits. Meant for problems
-/// whose operands sit in L2, that have a single column strip (A would be used
-/// only once), or whose B strips stream fast enough in place (see `gemm`).
+/// zero-padded panels. k runs in [`Pass`]es of `kc` steps over each column
+/// strip's tiles, as the packed path runs them, so both give the same bits.
+/// Meant for problems whose operands sit in L2, that have a single column
+/// strip (A would be used only once), or whose B strips stream fast enough in
+/// place (see `gemm`).
 ///
 /// Small products are mostly edges (a 32-row batch is 12 + 12 + 8 rows on a
 /// 12-row tile, a 10-wide output layer a third of a 32-wide one), so the edges
@@ -543,16 +587,12 @@ impl KernelOp for Direct<'_> {
                 a_edge,
                 b_strip,
             };
-            // Passes over k are a compile-time choice: a one-pass tile has no
-            // pass loop at all (the small products measured 2–9 % slower with it).
-            let passes = k > bl.kc;
             for jr in (0..p.n).step_by(nr) {
                 let n_eff = nr.min(p.n - jr);
-                match (NV > 1 && n_eff <= S::LANES, passes) {
-                    (true, false) => direct_strip::<S, MR, 1, false>(s, &strip, jr, n_eff),
-                    (true, true) => direct_strip::<S, MR, 1, true>(s, &strip, jr, n_eff),
-                    (false, false) => direct_strip::<S, MR, NV, false>(s, &strip, jr, n_eff),
-                    (false, true) => direct_strip::<S, MR, NV, true>(s, &strip, jr, n_eff),
+                if NV > 1 && n_eff <= S::LANES {
+                    direct_strip::<S, MR, 1>(s, &strip, jr, n_eff);
+                } else {
+                    direct_strip::<S, MR, NV>(s, &strip, jr, n_eff);
                 }
             }
         }
@@ -574,8 +614,7 @@ fn edge_height(mr: usize, rem: usize) -> usize {
 /// What the column strips of one no-packing product share.
 struct Strip<'a> {
     p: &'a Problem,
-    /// Steps of k per pass: C is rounded to `f32` after each, as on the
-    /// packed path (the same bits whichever path runs).
+    /// Steps of k per pass (see [`Pass`]), as on the packed path.
     kc: usize,
     /// Rows computed from A in place (a multiple of MR).
     m_full: usize,
@@ -592,11 +631,16 @@ struct Strip<'a> {
 /// strip with a masked last vector, where [`Simd::MASKED_LOAD`] allows it),
 /// else packed: the same products either way.
 ///
+/// Everything below `Direct::run` is inlined into one function per ISA, so
+/// each call site of a tile adds a microkernel and a store with every epilogue
+/// to the crate's compile time: there are two of [`strip_tiles`] and three
+/// tile heights in each (12 tile bodies per ISA with the one-vector strips).
+///
 /// # Safety
 /// `strip` describes a valid problem with its edge rows packed; `jr < n` and
 /// `n_eff = min(NV·LANES, n − jr)`.
 #[inline(always)]
-unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize, const PASSES: bool>(
+unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize>(
     s: S,
     strip: &Strip<'_>,
     jr: usize,
@@ -605,44 +649,42 @@ unsafe fn direct_strip<S: Simd, const MR: usize, const NV: usize, const PASSES: 
     let p = strip.p;
     let nr = NV * S::LANES;
     debug_assert!((NV - 1) * S::LANES < n_eff && n_eff <= nr);
+    let masked = n_eff < nr
+        && p.csb == 1
+        && match S::MASKED_LOAD {
+            MaskedLoad::MaskRegister => true,
+            MaskedLoad::VectorMask => NV == 1,
+            MaskedLoad::Copy => false,
+        };
     // SAFETY: a full strip of B with unit column stride is read in place
     // (columns jr..jr+nr ≤ n); a partial one in place only up to its n_eff
     // columns (masked), or packed into the nr·k scratch.
     unsafe {
         let b_src = p.b.offset(jr as isize * p.csb);
-        if n_eff == nr && p.csb == 1 {
-            strip_tiles::<S, MR, NV, false, PASSES>(s, strip, jr, n_eff, (b_src, p.rsb));
-        } else if p.csb == 1
-            && match S::MASKED_LOAD {
-                MaskedLoad::MaskRegister => true,
-                MaskedLoad::VectorMask => NV == 1,
-                MaskedLoad::Copy => false,
-            }
-        {
+        if masked {
             // A partial strip read in place, its last vector with a masked load.
-            strip_tiles::<S, MR, NV, true, PASSES>(s, strip, jr, n_eff, (b_src, p.rsb));
+            strip_tiles::<S, MR, NV, true>(s, strip, jr, n_eff, (b_src, p.rsb));
         } else {
-            pack_b_panel(s, nr, n_eff, p.k, b_src, p.rsb, p.csb, strip.b_strip);
-            let b = (strip.b_strip as *const f32, nr as isize);
-            strip_tiles::<S, MR, NV, false, PASSES>(s, strip, jr, n_eff, b);
+            let b = if n_eff == nr && p.csb == 1 {
+                (b_src, p.rsb)
+            } else {
+                pack_b_panel(s, nr, n_eff, p.k, b_src, p.rsb, p.csb, strip.b_strip);
+                (strip.b_strip as *const f32, nr as isize)
+            };
+            strip_tiles::<S, MR, NV, false>(s, strip, jr, n_eff, b);
         }
     }
 }
 
 /// The tiles of one column strip of a no-packing product, B's rows at
 /// `b.0 + p·b.1`: in place or packed with `NV·LANES` readable columns, or
-/// with `MASKED` only the strip's `n_eff` (see [`accumulate`]).
+/// with `MASKED` only the strip's `n_eff` (see [`accumulate`]). k runs in
+/// [`Pass`]es over the whole strip, as the packed path runs them over a block.
 ///
 /// # Safety
 /// As [`direct_strip`], with B readable as just said.
 #[inline(always)]
-unsafe fn strip_tiles<
-    S: Simd,
-    const MR: usize,
-    const NV: usize,
-    const MASKED: bool,
-    const PASSES: bool,
->(
+unsafe fn strip_tiles<S: Simd, const MR: usize, const NV: usize, const MASKED: bool>(
     s: S,
     strip: &Strip<'_>,
     jr: usize,
@@ -650,58 +692,45 @@ unsafe fn strip_tiles<
     b: (*const f32, isize),
 ) {
     let p = strip.p;
-    // SAFETY: full tiles read A rows ir..ir+MR ≤ m_full in place; the edge
-    // tile reads the packed edge panel; B as the caller guarantees; C is
-    // written only inside its shape.
+    // Full-height tiles: A in place up to m_full, then the packed edge panel
+    // when its height is MR (A[i, p] at a_edge + p·h + i for an h-row panel).
+    let mr_end = if strip.edge_h == MR {
+        p.m
+    } else {
+        strip.m_full
+    };
+    // SAFETY: full tiles read A rows ir..ir+MR ≤ m_full in place; edge tiles
+    // read the packed edge panel; B as the caller guarantees; C is written
+    // only inside its shape.
     unsafe {
-        for ir in (0..strip.m_full).step_by(MR) {
-            let a = (p.a.offset(ir as isize * p.rsa), p.rsa, p.csa);
-            direct_tile::<S, MR, NV, MASKED, PASSES>(s, strip, MR, ir, jr, n_eff, a, b);
-        }
-        if strip.m_full < p.m {
-            // The packed edge panel: A[i, p] at a_edge + p·h + i.
+        for pass in Pass::over(0, p.k, strip.kc, p.k) {
+            for ir in (0..mr_end).step_by(MR) {
+                let a = if ir < strip.m_full {
+                    (p.a.offset(ir as isize * p.rsa), p.rsa, p.csa)
+                } else {
+                    (strip.a_edge, 1, MR as isize)
+                };
+                direct_tile::<S, MR, NV, MASKED>(s, p, pass, MR, ir, jr, n_eff, a, b);
+            }
             let (ir, ae) = (strip.m_full, strip.a_edge);
             match strip.edge_h {
-                4 if MR > 4 => direct_tile::<S, 4, NV, MASKED, PASSES>(
-                    s,
-                    strip,
-                    MR,
-                    ir,
-                    jr,
-                    n_eff,
-                    (ae, 1, 4),
-                    b,
-                ),
-                8 if MR > 8 => direct_tile::<S, 8, NV, MASKED, PASSES>(
-                    s,
-                    strip,
-                    MR,
-                    ir,
-                    jr,
-                    n_eff,
-                    (ae, 1, 8),
-                    b,
-                ),
-                _ => direct_tile::<S, MR, NV, MASKED, PASSES>(
-                    s,
-                    strip,
-                    MR,
-                    ir,
-                    jr,
-                    n_eff,
-                    (ae, 1, MR as isize),
-                    b,
-                ),
+                4 if MR > 4 => {
+                    direct_tile::<S, 4, NV, MASKED>(s, p, pass, MR, ir, jr, n_eff, (ae, 1, 4), b)
+                }
+                8 if MR > 8 => {
+                    direct_tile::<S, 8, NV, MASKED>(s, p, pass, MR, ir, jr, n_eff, (ae, 1, 8), b)
+                }
+                _ => {}
             }
         }
     }
 }
 
-/// One `R × NV·LANES` tile at `(ir, jr)` of a no-packing product: k in
-/// passes of `strip.kc` steps, each an FMA chain followed by a store, β on the
-/// first and the epilogue on the last, exactly as the packed path sums an
-/// element (so both paths give the same bits). `mr` is the problem's strip
-/// height, which indexes the epilogue's per-strip sums.
+/// One pass over k of the `R × NV·LANES` tile at `(ir, jr)` of a no-packing
+/// product: an FMA chain over the pass's steps, then the store with the
+/// pass's β and epilogue, as the packed path sums an element (so both paths
+/// give the same bits). `mr` is the problem's strip height, which indexes the
+/// epilogue's per-strip sums.
 ///
 /// # Safety
 /// `a = (ptr, a_rs, a_cs)` holds R rows and `b = (ptr, b_rs)` NV·LANES columns
@@ -710,15 +739,10 @@ unsafe fn strip_tiles<
 /// `min(R, m − ir) × n_eff` corner is inside C.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn direct_tile<
-    S: Simd,
-    const R: usize,
-    const NV: usize,
-    const MASKED: bool,
-    const PASSES: bool,
->(
+unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bool>(
     s: S,
-    strip: &Strip<'_>,
+    p: &Problem,
+    pass: Pass,
     mr: usize,
     ir: usize,
     jr: usize,
@@ -726,8 +750,7 @@ unsafe fn direct_tile<
     a: (*const f32, isize, isize),
     b: (*const f32, isize),
 ) {
-    let p = strip.p;
-    // SAFETY: as the caller guarantees; each pass reads steps pc..pc + kcb < k.
+    // SAFETY: as the caller guarantees; the pass reads steps pc..pc + kcb ≤ k.
     unsafe {
         // The last vector's columns (read masked): 1 ..= LANES.
         let tail = if MASKED {
@@ -736,36 +759,57 @@ unsafe fn direct_tile<
             S::LANES
         };
         debug_assert!((1..=S::LANES).contains(&tail));
+        let (a_pc, b_pc) = (
+            a.0.offset(pass.pc as isize * a.2),
+            b.0.offset(pass.pc as isize * b.1),
+        );
+        let acc = accumulate::<S, R, NV, MASKED>(s, pass.kcb, a_pc, a.1, a.2, b_pc, b.1, tail);
         let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
-        let m_eff = R.min(p.m - ir);
-        if !PASSES {
-            // One pass (and k = 0: C becomes β·C, then the epilogue).
-            let acc = accumulate::<S, R, NV, MASKED>(s, p.k, a.0, a.1, a.2, b.0, b.1, tail);
-            let epi = p.epi.at(ir, jr, mr);
-            store_tile::<S, R, NV>(
-                s, &acc, p.alpha, p.beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
-            );
-            return;
-        }
-        let mut pc = 0;
-        loop {
-            let kcb = strip.kc.min(p.k - pc);
-            let (a_pc, b_pc) = (a.0.offset(pc as isize * a.2), b.0.offset(pc as isize * b.1));
-            let acc = accumulate::<S, R, NV, MASKED>(s, kcb, a_pc, a.1, a.2, b_pc, b.1, tail);
-            let beta = if pc == 0 { p.beta } else { 1.0 };
-            let last = pc + kcb == p.k;
-            let epi = if last {
-                p.epi.at(ir, jr, mr)
-            } else {
-                Epilogue::None
-            };
-            store_tile::<S, R, NV>(
-                s, &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
-            );
-            if last {
-                break;
-            }
-            pc += kcb;
-        }
+        let epi = pass.epilogue(&p.epi, ir, jr, mr);
+        let (m_eff, beta) = (R.min(p.m - ir), pass.beta(p.beta));
+        store_tile::<S, R, NV>(
+            s, &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pass;
+
+    fn passes(from: usize, to: usize, kc: usize, k: usize) -> Vec<(usize, usize, bool, bool)> {
+        Pass::over(from, to, kc, k)
+            .map(|p| (p.pc, p.kcb, p.first, p.last))
+            .collect()
+    }
+
+    #[test]
+    fn passes_cover_k_in_order_with_beta_first_and_the_epilogue_last() {
+        // k = 0: one empty pass, both first and last (C = β·C, then the epilogue).
+        assert_eq!(passes(0, 0, 4, 0), [(0, 0, true, true)]);
+        assert_eq!(passes(0, 3, 4, 3), [(0, 3, true, true)]);
+        assert_eq!(passes(0, 4, 4, 4), [(0, 4, true, true)]);
+        assert_eq!(
+            passes(0, 10, 4, 10),
+            [
+                (0, 4, true, false),
+                (4, 4, false, false),
+                (8, 2, false, true)
+            ]
+        );
+        // A group inside a longer k (the packed path's shared B groups).
+        assert_eq!(
+            passes(8, 16, 4, 20),
+            [(8, 4, false, false), (12, 4, false, false)]
+        );
+        assert_eq!(passes(16, 20, 4, 20), [(16, 4, false, true)]);
+        let p = Pass::over(0, 10, 4, 10).nth(1).unwrap();
+        assert_eq!(
+            (
+                p.beta(0.5),
+                Pass::over(0, 1, 4, 1).next().unwrap().beta(0.5)
+            ),
+            (1.0, 0.5)
+        );
     }
 }
