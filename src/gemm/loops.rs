@@ -466,9 +466,10 @@ impl KernelOp for Compute<'_> {
                                 .c
                                 .offset((ic + ir) as isize * p.rsc + (b.jc + jr) as isize * p.csc);
                             let (m_eff, n_eff) = (MR.min(mcb - ir), nr.min(b.ncb - jr));
-                            if beta != 0.0 {
-                                prefetch_tile(s, c_tile, p.rsc, p.csc, m_eff, n_eff);
-                            }
+                            // Also with β = 0: the stores then find C's lines
+                            // cached (Xᵀ·δ, 784×128×512 and 1024×256×1024 with
+                            // A column-major, ran 3–4 % faster on one thread).
+                            prefetch_tile(s, c_tile, p.rsc, p.csc, m_eff, n_eff);
                             let epi = pass.epilogue(&p.epi, ic + ir, b.jc + jr, MR);
                             let tile = PackedTile {
                                 kc: kcb,

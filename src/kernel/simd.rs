@@ -160,8 +160,9 @@ pub(crate) unsafe trait Simd: Copy + 'static {
 }
 
 /// Prefetches the `m_eff × n_eff` tile of C at `c` (first and last element of
-/// each row), so the β·C read at the end of a long k loop does not stall.
-/// Prefetches never fault, so the addresses need not be valid.
+/// each row), so the β·C read, or with β = 0 the stores into lines not yet
+/// cached, at the end of the k loop do not stall. Prefetches never fault, so
+/// the addresses need not be valid.
 #[inline(always)]
 pub(crate) fn prefetch_tile<S: Simd>(
     s: S,
