@@ -1,7 +1,9 @@
 //! GEMM demo: checks one product against the reference, then times the crate's
 //! GEMM against matrixmultiply (single-threaded) and the gemm crate (its
 //! AVX-512 kernels, `x86-v4`, on the same thread count as ours) on the shapes
-//! an MLP training step uses, with the machine's FMA peak for scale. Medians of
+//! of the AVX-512 measurement file's table, in its order (one run compares the
+//! three libraries on all of them on a new machine), then other shapes an MLP
+//! training step uses, with the machine's FMA peak for scale. Medians of
 //! repeated runs, one process, the libraries timed alternately. Ours is also
 //! timed with each path forced (`Packing::Always`, the packed loop nest, and
 //! `Packing::Never`, A and B read in place), which shows on a new CPU whether
@@ -115,19 +117,25 @@ fn main() {
     } else {
         gemm::Parallelism::None
     };
-    let shapes: &[(usize, usize, usize, bool)] = &[
-        (64, 64, 64, false),
-        (256, 256, 256, false),
-        (32, 784, 512, false),
-        (1024, 1024, 1024, false),
-        (128, 784, 512, false),
-        (128, 512, 512, false),
-        (128, 512, 10, false),
-        (256, 1024, 1024, false),
-        (784, 128, 512, true),
-        (1024, 256, 1024, true),
+    // The table of the AVX-512 measurement file (`../shared/measurements/`),
+    // in its order, then the other MLP shapes.
+    let shapes: &[(usize, usize, usize, Layout)] = &[
+        (64, 64, 64, Layout::Plain),
+        (256, 256, 256, Layout::Plain),
+        (512, 512, 512, Layout::Plain),
+        (1024, 1024, 1024, Layout::Plain),
+        (2048, 2048, 2048, Layout::Plain),
+        (128, 784, 512, Layout::Plain),
+        (128, 512, 10, Layout::Plain),
+        (256, 1024, 1024, Layout::Plain),
+        (784, 128, 512, Layout::ATransposed),
+        (128, 512, 512, Layout::BTransposed),
+        (32, 784, 512, Layout::Plain),
+        (128, 512, 512, Layout::Plain),
+        (1024, 256, 1024, Layout::ATransposed),
+        (256, 1024, 1024, Layout::BTransposed),
     ];
-    for &(m, k, n, a_transposed) in shapes {
+    for &(m, k, n, layout) in shapes {
         let (a, b) = (rand_vec(m * k), rand_vec(k * n));
         // One C each: the closures are alive at once.
         let (mut c, mut c_mm, mut c_gemm) = (
@@ -136,14 +144,19 @@ fn main() {
             vec![0.0f32; m * n],
         );
         let (mut c_packed, mut c_in_place) = (vec![0.0f32; m * n], vec![0.0f32; m * n]);
-        // A is m × k; for the weight-gradient shapes it is Xᵀ of a row-major k × m X.
-        let (rsa, csa) = if a_transposed {
-            (1, m as isize)
-        } else {
-            (k as isize, 1)
+        // A is m × k; for the weight-gradient shapes (Xᵀ·δ) it is Xᵀ of a
+        // row-major k × m X. B is k × n; for the δ·Wᵀ shapes it is Wᵀ of a
+        // row-major n × k W.
+        let (rsa, csa) = match layout {
+            Layout::ATransposed => (1, m as isize),
+            _ => (k as isize, 1),
+        };
+        let (rsb, csb) = match layout {
+            Layout::BTransposed => (1, k as isize),
+            _ => (n as isize, 1),
         };
         let av = MatRef::from_strided(&a, m, k, rsa, csa);
-        let bv = MatRef::from_slice(&b, k, n);
+        let bv = MatRef::from_strided(&b, k, n, rsb, csb);
         let mut ours = || {
             gemm_with(
                 &opts,
@@ -172,8 +185,8 @@ fn main() {
                     rsa,
                     csa,
                     b.as_ptr(),
-                    n as isize,
-                    1,
+                    rsb,
+                    csb,
                     0.0,
                     c_mm.as_mut_ptr(),
                     n as isize,
@@ -197,8 +210,8 @@ fn main() {
                     csa,
                     rsa,
                     b.as_ptr(),
-                    1,
-                    n as isize,
+                    csb,
+                    rsb,
                     0.0f32,
                     1.0f32,
                     false,
@@ -215,7 +228,7 @@ fn main() {
         );
         let flops = 2.0 * (m * n * k) as f64;
         let g: Vec<f64> = t.iter().map(|s| flops / s / 1e9).collect();
-        let label = format!("{m}×{k}×{n}{}", if a_transposed { " (Aᵀ)" } else { "" });
+        let label = format!("{m}×{k}×{n}{}", layout.suffix());
         println!(
             "{label:>20} {:>8.1} {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>6.0}% {:>8.1} {:>8.1}",
             g[0],
@@ -238,6 +251,29 @@ fn main() {
         );
     }
     step_k1024(threads, peak, &mut rand_vec);
+}
+
+/// How a product's operands are stored: both row-major, or one of them the
+/// transpose of a row-major matrix, as the backward pass reads them.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// A and B row-major (the forward pass, X·W).
+    Plain,
+    /// A = Xᵀ (the weight gradient Xᵀ·δ).
+    ATransposed,
+    /// B = Wᵀ (the δ step δ·Wᵀ).
+    BTransposed,
+}
+
+impl Layout {
+    /// The table's label suffix.
+    fn suffix(self) -> &'static str {
+        match self {
+            Layout::Plain => "",
+            Layout::ATransposed => " (Aᵀ)",
+            Layout::BTransposed => " (Bᵀ)",
+        }
+    }
 }
 
 /// Times one training step of the K = 1024, L = 8 network (1024 inputs, eight
