@@ -11,20 +11,10 @@ use std::time::Duration;
 use backprop::gemm::{gemm_with, GemmOptions};
 use backprop::matrix::{MatMut, MatRef};
 use backprop::{kernel, Threads};
+use backprop_support::layout::Layout;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// Which operand is read through transposed strides.
-#[derive(Clone, Copy, PartialEq)]
-enum Layout {
-    /// A and B row-major.
-    Plain,
-    /// A = Xᵀ for a row-major k × m X (the weight gradient Xᵀ·δ).
-    ATransposed,
-    /// B = Wᵀ for a row-major n × k W (the backward δ·Wᵀ).
-    BTransposed,
-}
 
 fn random(n: usize, rng: &mut StdRng) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
@@ -40,14 +30,7 @@ fn bench_shapes(c: &mut Criterion, group: &str, shapes: &[(usize, usize, usize)]
         let a = random(m * k, &mut rng);
         let b = random(k * n, &mut rng);
         let mut c = vec![0.0f32; m * n];
-        let (rsa, csa) = match layout {
-            Layout::ATransposed => (1, m as isize),
-            _ => (k as isize, 1),
-        };
-        let (rsb, csb) = match layout {
-            Layout::BTransposed => (1, k as isize),
-            _ => (n as isize, 1),
-        };
+        let ((rsa, csa), (rsb, csb)) = layout.strides(m, k, n);
         let id = format!("{m}x{k}x{n}");
         g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
         for threads in [1usize, 2] {

@@ -22,6 +22,7 @@ use backprop::nn::{Activation, Loss, MlpBuilder, Targets};
 use backprop::optim::{Schedule, Sgd, SgdConfig};
 use backprop::train::Trainer;
 use backprop::{kernel, reference, Threads};
+use backprop_support::layout::Layout;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -147,14 +148,7 @@ fn main() {
         // A is m × k; for the weight-gradient shapes (Xᵀ·δ) it is Xᵀ of a
         // row-major k × m X. B is k × n; for the δ·Wᵀ shapes it is Wᵀ of a
         // row-major n × k W.
-        let (rsa, csa) = match layout {
-            Layout::ATransposed => (1, m as isize),
-            _ => (k as isize, 1),
-        };
-        let (rsb, csb) = match layout {
-            Layout::BTransposed => (1, k as isize),
-            _ => (n as isize, 1),
-        };
+        let ((rsa, csa), (rsb, csb)) = layout.strides(m, k, n);
         let av = MatRef::from_strided(&a, m, k, rsa, csa);
         let bv = MatRef::from_strided(&b, k, n, rsb, csb);
         let mut ours = || {
@@ -251,29 +245,6 @@ fn main() {
         );
     }
     step_k1024(threads, peak, &mut rand_vec);
-}
-
-/// How a product's operands are stored: both row-major, or one of them the
-/// transpose of a row-major matrix, as the backward pass reads them.
-#[derive(Clone, Copy)]
-enum Layout {
-    /// A and B row-major (the forward pass, X·W).
-    Plain,
-    /// A = Xᵀ (the weight gradient Xᵀ·δ).
-    ATransposed,
-    /// B = Wᵀ (the δ step δ·Wᵀ).
-    BTransposed,
-}
-
-impl Layout {
-    /// The table's label suffix.
-    fn suffix(self) -> &'static str {
-        match self {
-            Layout::Plain => "",
-            Layout::ATransposed => " (Aᵀ)",
-            Layout::BTransposed => " (Bᵀ)",
-        }
-    }
 }
 
 /// Times one training step of the K = 1024, L = 8 network (1024 inputs, eight

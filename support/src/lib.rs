@@ -4,9 +4,11 @@
 //!
 //! - [`plot`]: a small SVG line-chart writer;
 //! - [`mnist`]: MNIST's IDX files from a directory, plain or gzipped;
+//! - [`layout`]: the operand layouts of the timed GEMM products;
 //! - [`lab`]: the experiments behind the report, run at full size by the
 //!   `experiments` example and at small sizes by `tests/experiments.rs`.
 
 pub mod lab;
+pub mod layout;
 pub mod mnist;
 pub mod plot;
