@@ -439,6 +439,9 @@ impl KernelOp for Compute<'_> {
             return;
         }
         let kc_max = bl.kc.min(b.kg);
+        // A product without an epilogue runs tiles compiled without one (see
+        // `store_tile`).
+        let plain = matches!(p.epi, Epilogue::None);
         // Rows per packed A block: all of them with `b_per_panel`.
         let mc = if b.b_per_panel {
             m.next_multiple_of(MR)
@@ -491,13 +494,10 @@ impl KernelOp for Compute<'_> {
                                 n_eff,
                                 epi: &epi,
                             };
-                            // A bottom edge of a few rows runs on a shorter
-                            // register tile (the packed panel's first rows)
-                            // instead of FMAs on zero padding.
-                            match edge_height(MR, m_eff % MR) {
-                                4 if MR > 4 => tile.run::<S, 4, NV>(s, p, MR),
-                                8 if MR > 8 => tile.run::<S, 8, NV>(s, p, MR),
-                                _ => tile.run::<S, MR, NV>(s, p, MR),
+                            if plain {
+                                tile.run_any_height::<S, MR, NV, false>(s, p);
+                            } else {
+                                tile.run_any_height::<S, MR, NV, true>(s, p);
                             }
                         }
                     }
@@ -522,6 +522,28 @@ struct PackedTile<'e> {
 }
 
 impl PackedTile<'_> {
+    /// Runs the tile of an `MR`-row panel: a bottom edge of a few rows on a
+    /// shorter register tile (the panel's first rows) instead of FMAs on zero
+    /// padding. `EPILOGUE` as in [`store_tile`].
+    ///
+    /// # Safety
+    /// As [`PackedTile::run`] with `mr = MR`.
+    #[inline(always)]
+    unsafe fn run_any_height<S: Simd, const MR: usize, const NV: usize, const EPILOGUE: bool>(
+        self,
+        s: S,
+        p: &Problem,
+    ) {
+        // SAFETY: forwarded; every height is at most MR.
+        unsafe {
+            match edge_height(MR, self.m_eff % MR) {
+                4 if MR > 4 => self.run::<S, 4, NV, EPILOGUE>(s, p, MR),
+                8 if MR > 8 => self.run::<S, 8, NV, EPILOGUE>(s, p, MR),
+                _ => self.run::<S, MR, NV, EPILOGUE>(s, p, MR),
+            }
+        }
+    }
+
     /// Runs the tile on an `R × NV·LANES` register tile (`m_eff ≤ R ≤ mr`).
     /// Each element is one FMA chain over k whatever `R` is, so the tile
     /// height never changes a bit.
@@ -530,7 +552,12 @@ impl PackedTile<'_> {
     /// The panels hold `kc` steps of `mr` rows (A, column stride `mr`) and
     /// `NV·LANES` columns (B); the corner is inside C (`p`'s strides).
     #[inline(always)]
-    unsafe fn run<S: Simd, const R: usize, const NV: usize>(self, s: S, p: &Problem, mr: usize) {
+    unsafe fn run<S: Simd, const R: usize, const NV: usize, const EPILOGUE: bool>(
+        self,
+        s: S,
+        p: &Problem,
+        mr: usize,
+    ) {
         debug_assert!(self.m_eff <= R && R <= mr);
         // SAFETY: as the caller guarantees; R ≤ mr rows of the A panel.
         unsafe {
@@ -544,7 +571,7 @@ impl PackedTile<'_> {
                 (NV * S::LANES) as isize,
                 S::LANES,
             );
-            store_tile::<S, R, NV>(
+            store_tile::<S, R, NV, EPILOGUE>(
                 s, &acc, p.alpha, self.beta, self.c, p.rsc, p.csc, self.m_eff, self.n_eff, self.epi,
             );
         }
@@ -778,7 +805,7 @@ unsafe fn direct_tile<S: Simd, const R: usize, const NV: usize, const MASKED: bo
         let c_tile = p.c.offset(ir as isize * p.rsc + jr as isize * p.csc);
         let epi = pass.epilogue(&p.epi, ir, jr, mr);
         let (m_eff, beta) = (R.min(p.m - ir), pass.beta(p.beta));
-        store_tile::<S, R, NV>(
+        store_tile::<S, R, NV, true>(
             s, &acc, p.alpha, beta, c_tile, p.rsc, p.csc, m_eff, n_eff, &epi,
         );
     }
