@@ -157,6 +157,9 @@ fn every_layout_alpha_beta() {
         let shapes = [
             (b.mr + 1, b.kc + 1, b.nr + 1),
             (2 * b.mr - 1, 7, 3 * b.nr - 1),
+            // A bottom edge of mr/2 + 2 rows: the 8-row edge tile of a
+            // 12-row kernel, the full-height one of a 6-row kernel.
+            (b.mr + b.mr / 2 + 2, 9, b.nr + 3),
             (33, 65, 9),
             // Past mc_whole: the packed path's shared panel, every layout.
             (b.mc_whole + 1, b.kc + 1, b.nr + 1),

@@ -411,8 +411,10 @@ impl KernelOp for PackB<'_> {
 /// and only adds its instructions to a short one. Measured on a Zen 4, one
 /// thread, with and without the prefetch at β = 0, alternating: AVX-512 path
 /// (24 vector FMAs per k step) 1024×256×1024 with A column-major 1.03× as
-/// fast with it, 1024³ and 256×1024×1024 1.01×, 1024×32×1024 0.96×; AVX2 path (12 per
-/// step) 1024×256×1024 1.01×, 784×128×512 0.98×, 784×32×512 0.94×.
+/// fast with it, 1024³ and 256×1024×1024 1.01×, 1024×32×1024 (Aᵀ) 0.96×; AVX2
+/// path (12 per step) 1024×256×1024 (Aᵀ) 1.01×, 784×128×512 (Aᵀ) 0.98×,
+/// 784×32×512 (Aᵀ) 0.94×. The portable path's tile (6 per step, `kc` 256)
+/// never reaches the threshold: it prefetches C only when β ≠ 0.
 const PREFETCH_C_MIN_FMAS: usize = 2048;
 
 /// Rows of k that B packing copies across all panels before moving on (a

@@ -161,8 +161,9 @@ pub(crate) unsafe trait Simd: Copy + 'static {
 
 /// Prefetches the `m_eff × n_eff` tile of C at `c` (first and last element of
 /// each row), so the β·C read, or with β = 0 the stores into lines not yet
-/// cached, at the end of the k loop do not stall. Prefetches never fault, so
-/// the addresses need not be valid.
+/// cached, at the end of the k loop do not stall. (The packed path issues it
+/// at β = 0 only ahead of a long enough pass: `PREFETCH_C_MIN_FMAS`.)
+/// Prefetches never fault, so the addresses need not be valid.
 #[inline(always)]
 pub(crate) fn prefetch_tile<S: Simd>(
     s: S,
