@@ -501,6 +501,65 @@ fn both_paths_give_the_same_bits() {
     }
 }
 
+/// The fused tiles are compiled apart from the plain GEMM's (which skips the
+/// epilogue code altogether), so an epilogue that changes nothing must give
+/// the plain product's bits: δ with φ′ = 1 exactly, and a bias-free identity
+/// forward (C and Z) up to the sign of zero (it adds a zero bias, +0).
+#[test]
+fn identity_epilogues_give_the_plain_products_bits() {
+    let same = |what: &str, got: &Strided, want: &Strided, signed_zero: bool| {
+        for (i, (x, y)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
+            let equal = x.to_bits() == y.to_bits() || (!signed_zero && *x == 0.0 && y == 0.0);
+            assert!(equal, "{what}: element {i} is {x}, the plain GEMM's {y}");
+        }
+    };
+    let mut seed = 100;
+    for isa in available_isas() {
+        for (m, k, n) in edges(isa) {
+            for packing in [Packing::Always, Packing::Never] {
+                for (alpha, beta) in [(1.0, 0.0), (-0.5, 2.0)] {
+                    seed += 1;
+                    let o = opts(isa, 1, packing);
+                    let what = format!("{isa} {packing:?} {m}×{k}×{n} α = {alpha} β = {beta}");
+                    let mut r = rng(seed);
+                    let a = Strided::random(m, k, Layout::RowMajor, &mut r);
+                    let b = Strided::random(k, n, Layout::ColMajor, &mut r);
+                    let input = Strided::random(m, n, Layout::RowMajor, &mut r);
+                    let mut c0 = Strided::random(m, n, Layout::RowPadded, &mut r);
+                    if beta == 0.0 {
+                        c0.fill_with(|_, _| f32::NAN);
+                    }
+                    let run = |epilogue: Option<Epilogue<'_>>| {
+                        let mut c = c0.clone();
+                        let (a, b) = (a.view(), b.view());
+                        match epilogue {
+                            None => gemm_with(&o, alpha, a, b, beta, c.view_mut()),
+                            Some(e) => gemm_epilogue(&o, alpha, a, b, beta, c.view_mut(), e),
+                        }
+                        c.assert_guards(&what);
+                        c
+                    };
+                    let plain = run(None);
+                    let mut z = Strided::new(m, n, Layout::RowMajor);
+                    let forward = run(Some(Epilogue::BiasAct {
+                        bias: None,
+                        act: Activation::Identity,
+                        pre_activation: Some(z.view_mut()),
+                    }));
+                    let delta = run(Some(Epilogue::ActGrad {
+                        act: Activation::Identity,
+                        input: ActInput::PreActivation(input.view()),
+                        bias_grad: None,
+                    }));
+                    same(&format!("{what}: forward C"), &forward, &plain, false);
+                    same(&format!("{what}: forward Z"), &z, &plain, false);
+                    same(&format!("{what}: δ"), &delta, &plain, true);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn nan_in_pre_activation_reaches_delta() {
     let (m, k, n) = (5, 4, 9);

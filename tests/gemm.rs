@@ -226,7 +226,8 @@ fn block_edges_of_nc_and_mc() {
 }
 
 /// Splitting over threads must not change a single bit: the split is on the
-/// tile grid and k is never split.
+/// tile grid and k is never split. The packed path, forced, is also run at
+/// β = 0 with C poisoned by NaN (no thread may read C there).
 #[test]
 fn bitwise_identical_for_1_2_3_threads() {
     let shapes = [
@@ -244,36 +245,38 @@ fn bitwise_identical_for_1_2_3_threads() {
                 (Layout::ColMajor, Layout::RowMajor, Layout::ColPadded),
                 (Layout::RowMajor, Layout::ColMajor, Layout::RowPadded),
             ] {
-                let mut r = rng((m * k + n) as u64);
-                let a = Strided::random(m, k, la, &mut r);
-                let b = Strided::random(k, n, lb, &mut r);
-                let c_init = Strided::random(m, n, lc, &mut r);
-                let mut results = Vec::new();
-                for threads in [1, 2, 3] {
-                    let mut c = c_init.clone();
-                    gemm_with(
-                        &opts(isa, threads, Packing::Auto),
-                        0.75,
-                        a.view(),
-                        b.view(),
-                        0.5,
-                        c.view_mut(),
-                    );
-                    c.assert_guards("threads");
-                    results.push(c);
-                }
-                assert_gemm_close("threaded", 0.75, &a, &b, 0.5, &c_init.to_vec(), &results[0]);
-                for (t, c) in results.iter().enumerate().skip(1) {
-                    let same = c
-                        .data
-                        .iter()
-                        .zip(&results[0].data)
-                        .all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(
-                        same,
-                        "{isa}: {m}×{k}×{n} {la:?}/{lb:?}/{lc:?}: {} threads differ from 1",
-                        t + 1
-                    );
+                for (packing, beta) in [(Packing::Auto, 0.5), (Packing::Always, 0.0)] {
+                    let mut r = rng((m * k + n) as u64);
+                    let a = Strided::random(m, k, la, &mut r);
+                    let b = Strided::random(k, n, lb, &mut r);
+                    let mut c_init = Strided::random(m, n, lc, &mut r);
+                    if beta == 0.0 {
+                        c_init.fill_with(|_, _| f32::NAN);
+                    }
+                    let mut results = Vec::new();
+                    for threads in [1, 2, 3] {
+                        let mut c = c_init.clone();
+                        gemm_with(
+                            &opts(isa, threads, packing),
+                            0.75,
+                            a.view(),
+                            b.view(),
+                            beta,
+                            c.view_mut(),
+                        );
+                        c.assert_guards("threads");
+                        results.push(c);
+                    }
+                    let what = format!("{isa}: {m}×{k}×{n} {la:?}/{lb:?}/{lc:?} {packing:?}");
+                    assert_gemm_close(&what, 0.75, &a, &b, beta, &c_init.to_vec(), &results[0]);
+                    for (t, c) in results.iter().enumerate().skip(1) {
+                        let same = c
+                            .data
+                            .iter()
+                            .zip(&results[0].data)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{what}: {} threads differ from 1", t + 1);
+                    }
                 }
             }
         }

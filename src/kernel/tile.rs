@@ -150,31 +150,12 @@ pub(crate) unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize, const
     n_eff: usize,
     epi: &Epilogue,
 ) {
+    debug_assert!(EPILOGUE || matches!(epi, Epilogue::None));
+    // Without EPILOGUE the kind is a constant and the branches below that
+    // read an epilogue fold away.
+    let epi = if EPILOGUE { epi } else { &Epilogue::None };
     let full = m_eff == MR && n_eff == NV * S::LANES && csc == 1;
-    if !EPILOGUE {
-        debug_assert!(matches!(epi, Epilogue::None));
-        if full {
-            // SAFETY: a full tile with unit column stride: the caller's
-            // corner is all MR rows of NV·LANES contiguous floats.
-            unsafe { store_full::<S, MR, NV>(s, acc, alpha, beta, c, rsc) }
-        } else {
-            // SAFETY: the caller's guarantees; no epilogue operand is read.
-            unsafe {
-                store_staged::<S, MR, NV>(
-                    s,
-                    acc,
-                    alpha,
-                    beta,
-                    c,
-                    rsc,
-                    csc,
-                    m_eff,
-                    n_eff,
-                    &Epilogue::None,
-                )
-            }
-        }
-    } else if full && matches!(epi, Epilogue::None) {
+    if full && matches!(epi, Epilogue::None) {
         // SAFETY: a full tile with unit column stride: the caller's corner is
         // all MR rows of NV·LANES contiguous floats.
         unsafe { store_full::<S, MR, NV>(s, acc, alpha, beta, c, rsc) }
