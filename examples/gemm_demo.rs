@@ -31,21 +31,28 @@ use rand::{Rng, SeedableRng};
 /// seconds have passed; returns their medians in order. Interleaving makes
 /// the libraries see the same machine: on a shared host the speed drifts by
 /// tens of percent within seconds, which would decide a comparison made one
-/// library after the other.
+/// library after the other. Each round starts one call later than the
+/// one before, so every call follows each of the others equally often: which
+/// call runs just before another moves its time by 1–2 % (the caches it
+/// leaves), enough to decide a close comparison if the order were fixed.
 fn interleaved_medians(fs: &mut [&mut dyn FnMut()], min_reps: usize, budget: f64) -> Vec<f64> {
     for f in fs.iter_mut() {
         f();
     }
     let mut times = vec![Vec::new(); fs.len()];
     let start = Instant::now();
+    let n = fs.len();
+    let mut round = 0;
     while times[0].len() < min_reps
         || (start.elapsed().as_secs_f64() < budget && times[0].len() < 1000)
     {
-        for (f, t) in fs.iter_mut().zip(times.iter_mut()) {
+        for j in 0..n {
+            let i = (round + j) % n;
             let t0 = Instant::now();
-            f();
-            t.push(t0.elapsed().as_secs_f64());
+            fs[i]();
+            times[i].push(t0.elapsed().as_secs_f64());
         }
+        round += 1;
     }
     times
         .into_iter()
