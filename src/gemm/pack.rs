@@ -126,10 +126,11 @@ unsafe fn pack_panel<S: Simd>(
     unsafe {
         if line_stride == 1 {
             // A full panel (a column-major A's MR-row panels, a row-major B's
-            // NR-column ones) copies the caller's constant width: straight-line code per step (a 6-row
-            // panel: a quad and a pair) instead of a loop over a run-time
-            // length. With the pair move of `quad::copy`, a 784×32×128 product
-            // ran 8 % faster (AVX2 path, A column-major).
+            // NR-column ones) copies the caller's constant width:
+            // straight-line code per step (a 6-row panel: a quad and a pair)
+            // instead of a loop over a run-time length. With the pair move of
+            // `quad::copy`, a 784×32×128 product ran 8 % faster (AVX2 path, A
+            // column-major).
             let full = lines == w;
             for p in 0..kc {
                 let (from, to) = (src.offset(p as isize * step_stride), dst.add(p * w));
